@@ -1,0 +1,45 @@
+r"""Dense ``(P, P)`` curvature of the summed negative log-likelihood.
+
+* GGN: :math:`\sum_b J_b^\top \Lambda_b J_b`, one matrix product over the stacked
+  :math:`(BK, P)` Jacobians.
+* Empirical Fisher: :math:`\sum_b g_b g_b^\top = G^\top G`.
+* Hessian: :math:`\nabla^2_\theta \sum_b \ell_b` by nested tapes (:func:`laplace_tf.hessian`).
+
+Example::
+
+    >>> J = tf.ones([4, 2, 3]); Lam = tf.eye(2, batch_shape=[4])
+    >>> from_jacobians(J, Lam).numpy()[0, 0]    # 4 examples x 2 outputs x 1 x 1
+    8.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from laplace_tf.hessian import hessian
+
+name = "full"
+
+
+def zeros(n_params: int, dtype: tf.DType) -> tf.Tensor:
+    """An empty accumulator."""
+    return tf.zeros([n_params, n_params], dtype=dtype)
+
+
+def from_jacobians(jacobians: tf.Tensor, output_hessians: tf.Tensor) -> tf.Tensor:
+    """The GGN :math:`\\sum_b J_b^\\top \\Lambda_b J_b` from ``(B, K, P)`` and ``(B, K, K)``."""
+    n_params = tf.shape(jacobians)[-1]
+    weighted = tf.reshape(tf.matmul(output_hessians, jacobians), [-1, n_params])
+    return tf.matmul(tf.reshape(jacobians, [-1, n_params]), weighted, transpose_a=True)
+
+
+def from_gradients(gradients: tf.Tensor) -> tf.Tensor:
+    """The empirical Fisher :math:`G^\\top G` from per-example gradients ``(B, P)``."""
+    return tf.matmul(gradients, gradients, transpose_a=True)
+
+
+def from_loss(batch_loss: Callable[[tf.Tensor], tf.Tensor], theta: tf.Tensor) -> tf.Tensor:
+    """The exact Hessian of the summed batch loss."""
+    return hessian(batch_loss, theta)

@@ -1,0 +1,49 @@
+r"""Per-example Jacobians and gradients, vectorised over the batch with ``pfor``.
+
+For a batch :math:`x_1, \dots, x_B` these return, in one vectorised pass,
+
+* :func:`output_jacobians`: :math:`f_b = f(\theta, x_b)` and
+  :math:`J_b = \partial f_b / \partial \theta \in \mathbb{R}^{K \times P}`,
+* :func:`loss_gradients`: :math:`\ell_b` and :math:`g_b = \nabla_\theta \ell(f(\theta, x_b), y_b)`.
+
+Each example is differentiated on its own (``tf.vectorized_map`` over examples), which costs
+``B * K`` single-example backward passes rather than the ``B * K`` full-batch passes a Jacobian
+of the batched output would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from laplace_tf.likelihoods import Likelihood
+
+ApplyFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+def output_jacobians(apply: ApplyFn, theta: tf.Tensor, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Outputs ``(B, K)`` and their Jacobians ``(B, K, P)`` in ``theta``."""
+
+    def one_example(x_b: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            f_b = apply(theta, x_b[None])[0]
+        return f_b, tape.jacobian(f_b, theta, experimental_use_pfor=True)
+
+    return tf.vectorized_map(one_example, x)
+
+
+def loss_gradients(
+    apply: ApplyFn, likelihood: Likelihood, theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-example losses ``(B,)`` and their gradients ``(B, P)`` in ``theta``."""
+
+    def one_example(example: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        x_b, y_b = example
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            loss_b = likelihood.loss(apply(theta, x_b[None]), y_b[None])[0]
+        return loss_b, tape.gradient(loss_b, theta)
+
+    return tf.vectorized_map(one_example, (x, y))

@@ -1,0 +1,113 @@
+"""Turns the user's data into validated mini-batches, streamed so memory does not grow with N.
+
+``data`` is either a tuple ``(x, y)`` of arrays (NumPy or tensors), validated whole before any
+work and cut into batches of ``batch_size``, or a batched ``tf.data.Dataset`` of ``(x, y)``,
+each batch validated as it arrives (before its curvature is computed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from laplace_tf.validation import check_finite, check_same_length
+
+DEFAULT_BATCH_SIZE = 128
+TargetCheck = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Batches:
+    """Validated ``(x, y)`` batches as NumPy arrays, and how many there are (if known)."""
+
+    iterate: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
+    n_batches: int | None
+
+
+def as_batches(data: Any, batch_size: int | None, check_targets: TargetCheck) -> Batches:
+    """Validates ``data`` and returns its batches.
+
+    Args:
+      data: ``(x, y)`` arrays or a batched ``tf.data.Dataset`` yielding ``(x, y)``.
+      batch_size: examples per batch for arrays (default 128); a dataset keeps its own batching.
+      check_targets: validates a batch of targets and returns them as float ``(B, K)``.
+    """
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if isinstance(data, tf.data.Dataset):
+        return _dataset_batches(data, check_targets)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return _array_batches(*data, batch_size or DEFAULT_BATCH_SIZE, check_targets)
+    raise TypeError(
+        f"data must be a tuple (x, y) of arrays or a tf.data.Dataset of (x, y) batches, got {type(data).__name__}."
+    )
+
+
+def as_inputs(x: Any) -> np.ndarray:
+    """Inputs for prediction as a validated NumPy array."""
+    x = _to_numpy(x, "x")
+    check_finite(x, "x")
+    return x
+
+
+def first_inputs(data: Any) -> np.ndarray:
+    """The first example's inputs ``(1, ...)``, to learn the model's output size before fitting."""
+    if isinstance(data, tf.data.Dataset):
+        for x, _ in data.take(1):
+            return _to_numpy(x, "x")[:1]
+        raise ValueError("The dataset is empty.")
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return _to_numpy(data[0], "x")[:1]
+    raise TypeError(
+        f"data must be a tuple (x, y) of arrays or a tf.data.Dataset of (x, y) batches, got {type(data).__name__}."
+    )
+
+
+def _array_batches(x: Any, y: Any, batch_size: int, check_targets: TargetCheck) -> Batches:
+    x, y = _to_numpy(x, "x"), _to_numpy(y, "y")
+    check_same_length(x, y)
+    if len(x) == 0:
+        raise ValueError("The data set is empty.")
+    check_finite(x, "x")
+    check_finite(y, "y")
+    y = check_targets(y)
+
+    def iterate() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for start in range(0, len(x), batch_size):
+            yield x[start : start + batch_size], y[start : start + batch_size]
+
+    return Batches(iterate, n_batches=-(-len(x) // batch_size))
+
+
+def _dataset_batches(dataset: tf.data.Dataset, check_targets: TargetCheck) -> Batches:
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2):
+        raise ValueError(f"The dataset must yield (x, y) pairs; its elements are {spec}.")
+
+    def iterate() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for index, (x, y) in enumerate(dataset):
+            x, y = x.numpy(), y.numpy()
+            if x.ndim == 0 or len(x) != len(y):
+                raise ValueError(
+                    f"Batch {index} of the dataset has x of shape {x.shape} and y of shape {y.shape}; "
+                    "pass a batched dataset (dataset.batch(...)) of matching (x, y)."
+                )
+            check_finite(x, f"x (batch {index} of the dataset)")
+            check_finite(y, f"y (batch {index} of the dataset)")
+            yield x, check_targets(y)
+
+    cardinality = int(dataset.cardinality())
+    return Batches(iterate, n_batches=cardinality if cardinality >= 0 else None)
+
+
+def _to_numpy(array: Any, what: str) -> np.ndarray:
+    if isinstance(array, (tf.Tensor, tf.Variable)):
+        array = array.numpy()
+    array = np.asarray(array)
+    if array.ndim == 0:
+        raise ValueError(f"{what} is a scalar; pass an array with one row per example.")
+    return array

@@ -1,0 +1,184 @@
+r"""Likelihoods: per-example negative log-likelihoods and their output-space Hessians.
+
+Each likelihood maps network outputs :math:`f \in \mathbb{R}^{B \times K}` and validated targets
+to the per-example loss :math:`\ell(f_b, y_b)` and its Hessian in ``f``,
+:math:`\Lambda_b = \nabla^2_f \ell`, the middle factor of the generalised Gauss-Newton
+:math:`\sum_b J_b^\top \Lambda_b J_b`.
+
+* regression (Gaussian, noise :math:`\sigma`): the loss is computed at unit noise,
+  :math:`\ell = \tfrac12 \lVert y - f \rVert^2`, :math:`\Lambda = I`; the Laplace scales
+  curvature and log-likelihood by :math:`\sigma^{-2}` and adds the normaliser
+  :math:`N K \log(\sigma \sqrt{2\pi})`, so that :math:`\sigma` stays a differentiable
+  hyperparameter.
+* classification (softmax over logits): :math:`\ell = -\log \mathrm{softmax}(f)_y`,
+  :math:`\Lambda = \operatorname{diag}(p) - p p^\top`.
+* binary (sigmoid of one logit): :math:`\ell = -y \log p - (1 - y) \log(1 - p)`,
+  :math:`\Lambda = p (1 - p)`.
+
+Example::
+
+    >>> lik = get_likelihood("classification")
+    >>> y = lik.validate_targets(np.array([0, 2]), n_outputs=3)   # one-hot, float
+    >>> lik.loss(tf.zeros([2, 3]), tf.constant(y, tf.float32)).numpy()   # log 3 each
+    array([1.0986123, 1.0986123], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from laplace_tf.options import Likelihood as LikelihoodName
+from laplace_tf.options import parse_option
+
+
+class Likelihood(abc.ABC):
+    """The interface every likelihood implements."""
+
+    name: LikelihoodName
+
+    @abc.abstractmethod
+    def validate_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
+        """Checks targets and returns them as a float ``(B, K)`` array (labels one-hot)."""
+
+    @abc.abstractmethod
+    def loss(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """The per-example negative log-likelihood ``(B,)`` (unit noise for regression)."""
+
+    @abc.abstractmethod
+    def output_hessian(self, f: tf.Tensor) -> tf.Tensor:
+        """The Hessian of :meth:`loss` in the outputs, ``(B, K, K)``."""
+
+    def log_normalizer(self, n_examples: int, n_outputs: int, sigma_noise: tf.Tensor) -> tf.Tensor:
+        """The part of the negative log-likelihood that does not depend on the outputs."""
+        return tf.zeros([], dtype=sigma_noise.dtype)
+
+
+class Regression(Likelihood):
+    """Gaussian observations :math:`y \\sim \\mathcal{N}(f, \\sigma^2 I)`."""
+
+    name = LikelihoodName.REGRESSION
+
+    def validate_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
+        y = np.asarray(y)
+        if y.ndim == 1 and n_outputs == 1:
+            y = y[:, None]
+        if y.ndim != 2 or y.shape[1] != n_outputs:
+            raise ValueError(
+                f"Regression targets have shape {y.shape} but the model has {n_outputs} output(s); "
+                f"pass y of shape (N, {n_outputs})" + (" or (N,)." if n_outputs == 1 else ".")
+            )
+        if not np.issubdtype(y.dtype, np.number):
+            raise ValueError(f"Regression targets must be numbers, got dtype {y.dtype}.")
+        return y.astype(np.float64)
+
+    def loss(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        return 0.5 * tf.reduce_sum(tf.square(y - f), axis=-1)
+
+    def output_hessian(self, f: tf.Tensor) -> tf.Tensor:
+        batch, k = tf.shape(f)[0], f.shape[-1]
+        return tf.eye(k, batch_shape=[batch], dtype=f.dtype)
+
+    def log_normalizer(self, n_examples: int, n_outputs: int, sigma_noise: tf.Tensor) -> tf.Tensor:
+        count = tf.cast(n_examples * n_outputs, sigma_noise.dtype)
+        return count * (tf.math.log(sigma_noise) + 0.5 * math.log(2 * math.pi))
+
+
+class Classification(Likelihood):
+    """Categorical observations with probabilities :math:`\\mathrm{softmax}(f)`."""
+
+    name = LikelihoodName.CLASSIFICATION
+
+    def validate_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == n_outputs and n_outputs > 1:
+            return _validated_one_hot(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(
+                f"Classification labels have shape {y.shape}; pass integer labels of shape (N,) "
+                f"or one-hot labels of shape (N, {n_outputs})."
+            )
+        labels = _integer_labels(y, "Classification labels")
+        bad = (labels < 0) | (labels >= n_outputs)
+        if bad.any():
+            raise ValueError(
+                f"Classification labels must be in [0, {n_outputs}) for a model with {n_outputs} "
+                f"outputs; found {labels[bad][:5].tolist()} (at positions {np.flatnonzero(bad)[:5].tolist()})."
+            )
+        return np.eye(n_outputs)[labels]
+
+    def loss(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        return tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=f)
+
+    def output_hessian(self, f: tf.Tensor) -> tf.Tensor:
+        p = tf.nn.softmax(f)
+        return tf.linalg.diag(p) - p[:, :, None] * p[:, None, :]
+
+
+class Binary(Likelihood):
+    """Bernoulli observations with probability :math:`\\sigma(f)` of one logit."""
+
+    name = LikelihoodName.BINARY
+
+    def validate_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
+        if n_outputs != 1:
+            raise ValueError(
+                f"The binary likelihood needs a model with one output (a logit); this one has "
+                f"{n_outputs}. Use likelihood='classification' for {n_outputs} classes."
+            )
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(f"Binary labels have shape {y.shape}; pass labels of shape (N,) or (N, 1).")
+        labels = _integer_labels(y, "Binary labels")
+        bad = (labels != 0) & (labels != 1)
+        if bad.any():
+            raise ValueError(
+                f"Binary labels must be 0 or 1; found {labels[bad][:5].tolist()} "
+                f"(at positions {np.flatnonzero(bad)[:5].tolist()})."
+            )
+        return labels[:, None].astype(np.float64)
+
+    def loss(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=f), axis=-1)
+
+    def output_hessian(self, f: tf.Tensor) -> tf.Tensor:
+        p = tf.sigmoid(f)
+        return (p * (1 - p))[:, :, None]
+
+
+def get_likelihood(name: str | LikelihoodName) -> Likelihood:
+    """The likelihood for a name: ``"regression"``, ``"classification"`` or ``"binary"``."""
+    option = parse_option(LikelihoodName, name, "likelihood")
+    return {
+        LikelihoodName.REGRESSION: Regression,
+        LikelihoodName.CLASSIFICATION: Classification,
+        LikelihoodName.BINARY: Binary,
+    }[option]()
+
+
+def _integer_labels(y: np.ndarray, what: str) -> np.ndarray:
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == bool:
+        return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            examples = y[np.isfinite(y) & (y != np.round(y))][:3]
+            raise ValueError(f"{what} must be whole numbers; found values such as {examples}.")
+        return y.astype(np.int64)
+    raise ValueError(f"{what} must be integers, got dtype {y.dtype}.")
+
+
+def _validated_one_hot(y: np.ndarray) -> np.ndarray:
+    y = y.astype(np.float64)
+    if not np.all(np.isfinite(y)) or (y < 0).any() or not np.allclose(y.sum(axis=1), 1.0):
+        raise ValueError(
+            "One-hot (or soft) labels must be non-negative and each row must sum to 1; "
+            "pass integer labels of shape (N,) instead if these are class indices."
+        )
+    return y

@@ -1,0 +1,87 @@
+"""String-valued options of the public API, and their parsing.
+
+Every option the user passes as a string is parsed by :func:`parse_option`, so an
+unknown value is a ``ValueError`` that lists the valid ones::
+
+    >>> parse_option(HessianStructure, "ful", "hessian_structure")
+    Traceback (most recent call last):
+    ...
+    ValueError: hessian_structure='ful' is not valid; choose one of 'full', 'diag'.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TypeVar
+
+
+class Likelihood(str, enum.Enum):
+    """The observation model of the network's outputs."""
+
+    REGRESSION = "regression"
+    CLASSIFICATION = "classification"
+    BINARY = "binary"
+
+
+class HessianStructure(str, enum.Enum):
+    """How the posterior precision is stored."""
+
+    FULL = "full"
+    DIAG = "diag"
+
+
+class CurvatureType(str, enum.Enum):
+    """Which curvature of the negative log-likelihood is used."""
+
+    GGN = "ggn"
+    EF = "ef"
+    HESSIAN = "hessian"
+
+
+class SubsetOfWeights(str, enum.Enum):
+    """Which of the model's trainable weights get a posterior."""
+
+    ALL = "all"
+
+
+class PredType(str, enum.Enum):
+    """How the predictive integrates over the posterior."""
+
+    GLM = "glm"
+    NN = "nn"
+
+
+class LinkApprox(str, enum.Enum):
+    """How the GLM predictive pushes a Gaussian over logits through the link."""
+
+    PROBIT = "probit"
+    MC = "mc"
+
+
+class PriorStructure(str, enum.Enum):
+    """The shape of a tuned prior precision."""
+
+    SCALAR = "scalar"
+    LAYERWISE = "layerwise"
+    DIAG = "diag"
+
+
+OptionT = TypeVar("OptionT", bound=enum.Enum)
+
+
+def parse_option(option_type: type[OptionT], value: str | OptionT, name: str) -> OptionT:
+    """Returns ``value`` as a member of ``option_type`` or raises a ``ValueError``.
+
+    Args:
+      option_type: the enum class of valid values.
+      value: a member of ``option_type`` or its string value (case-insensitive).
+      name: the argument's name, used in the error message.
+    """
+    if isinstance(value, option_type):
+        return value
+    if isinstance(value, str):
+        for member in option_type:
+            if member.value == value.lower():
+                return member
+    valid = ", ".join(repr(member.value) for member in option_type)
+    raise ValueError(f"{name}={value!r} is not valid; choose one of {valid}.")

@@ -1,0 +1,26 @@
+"""Gaussian posteriors over the flat parameters, one structure per module."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from laplace_tf.options import HessianStructure
+from laplace_tf.posterior.diag import DiagPosterior
+from laplace_tf.posterior.full import FullPosterior, NotPositiveDefiniteError
+
+Posterior = FullPosterior | DiagPosterior
+
+__all__ = ["DiagPosterior", "FullPosterior", "NotPositiveDefiniteError", "Posterior", "build_posterior"]
+
+
+def build_posterior(
+    structure: HessianStructure,
+    mean: tf.Tensor,
+    curvature: tf.Tensor,
+    curvature_scale: tf.Tensor,
+    prior_precision: tf.Tensor,
+) -> Posterior:
+    """The posterior with precision ``curvature_scale * curvature + prior`` (prior ``(P,)``)."""
+    if structure == HessianStructure.FULL:
+        return FullPosterior(mean, curvature_scale * curvature + tf.linalg.diag(prior_precision))
+    return DiagPosterior(mean, curvature_scale * curvature + prior_precision)

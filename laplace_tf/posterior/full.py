@@ -1,0 +1,110 @@
+r"""A Gaussian posterior with a dense precision matrix.
+
+The precision is :math:`P = s\,H + \operatorname{diag}(\lambda)`, the curvature :math:`H`
+scaled by :math:`s = 1 / (\sigma^2 T)` (regression) or :math:`1/T`, plus the prior precision
+:math:`\lambda`. Everything works from its Cholesky factor :math:`P = L L^\top`:
+
+* :math:`\log\det P = 2 \sum_i \log L_{ii}`;
+* a draw is :math:`\theta = \mu + L^{-\top} z`, :math:`z \sim \mathcal{N}(0, I)`;
+* the functional variance of a Jacobian :math:`J_b` is :math:`J_b P^{-1} J_b^\top = W_b W_b^\top`
+  with :math:`W_b^\top = L^{-1} J_b^\top`.
+
+Example::
+
+    >>> post = FullPosterior(tf.zeros([2]), tf.constant([[2.0, 1.0], [1.0, 2.0]]))
+    >>> float(post.log_det_precision)    # log 3
+    1.0986123
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from laplace_tf.seeds import stateless_seed
+
+tfd = tfp.distributions
+
+
+class NotPositiveDefiniteError(ValueError):
+    """The posterior precision has a non-positive eigenvalue, so it defines no Gaussian."""
+
+
+class FullPosterior:
+    """:math:`\\mathcal{N}(\\mu, P^{-1})` with a dense ``(P, P)`` precision.
+
+    Args:
+      mean: the MAP :math:`\\mu`, ``(P,)``.
+      precision: the posterior precision, ``(P, P)``, symmetric positive definite.
+    """
+
+    structure = "full"
+
+    def __init__(self, mean: tf.Tensor, precision: tf.Tensor):
+        self.mean = mean
+        self.precision = precision
+        self.cholesky = _cholesky(precision)
+
+    @property
+    def n_params(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def log_det_precision(self) -> tf.Tensor:
+        """:math:`\\log \\det P`."""
+        return 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(self.cholesky)))
+
+    @property
+    def covariance(self) -> tf.Tensor:
+        """:math:`P^{-1}`, ``(P, P)``."""
+        identity = tf.eye(self.n_params, dtype=self.mean.dtype)
+        return tf.linalg.cholesky_solve(self.cholesky, identity)
+
+    @property
+    def variance(self) -> tf.Tensor:
+        """The marginal variances :math:`\\operatorname{diag}(P^{-1})`, ``(P,)``."""
+        inverse_factor = tf.linalg.triangular_solve(self.cholesky, tf.eye(self.n_params, dtype=self.mean.dtype))
+        return tf.reduce_sum(tf.square(inverse_factor), axis=0)
+
+    def distribution(self) -> tfd.Distribution:
+        """The posterior as a TFP distribution over :math:`\\theta`."""
+        factor = tf.linalg.LinearOperatorLowerTriangular(self.cholesky)
+        return tfp.experimental.distributions.MultivariateNormalPrecisionFactorLinearOperator(
+            loc=self.mean, precision_factor=factor
+        )
+
+    def sample(self, n_samples: int, seed: int | None = None) -> tf.Tensor:
+        """``n_samples`` draws :math:`\\mu + L^{-\\top} z`, ``(n_samples, P)``."""
+        z = tf.random.stateless_normal([self.n_params, n_samples], seed=stateless_seed(seed), dtype=self.mean.dtype)
+        draws = tf.linalg.triangular_solve(self.cholesky, z, lower=True, adjoint=True)
+        return self.mean[None, :] + tf.transpose(draws)
+
+    def log_prob(self, theta: tf.Tensor) -> tf.Tensor:
+        """The log density at ``theta`` of shape ``(..., P)``."""
+        return self.distribution().log_prob(theta)
+
+    def functional_variance(self, jacobians: tf.Tensor) -> tf.Tensor:
+        """:math:`J_b P^{-1} J_b^\\top` for Jacobians ``(B, K, P)``, giving ``(B, K, K)``."""
+        batch, k = tf.shape(jacobians)[0], tf.shape(jacobians)[1]
+        stacked = tf.reshape(jacobians, [-1, self.n_params])
+        whitened = tf.linalg.triangular_solve(self.cholesky, tf.transpose(stacked), lower=True)
+        per_example = tf.reshape(tf.transpose(whitened), [batch, k, self.n_params])
+        return tf.matmul(per_example, per_example, transpose_b=True)
+
+
+def _cholesky(precision: tf.Tensor) -> tf.Tensor:
+    """The Cholesky factor, or a clear error when the precision is not positive definite."""
+    try:
+        factor = tf.linalg.cholesky(precision)
+    except tf.errors.InvalidArgumentError:
+        factor = None
+    if tf.executing_eagerly() and (factor is None or not np.all(np.isfinite(factor.numpy()))):
+        smallest = float(tf.reduce_min(tf.linalg.eigvalsh(precision)))
+        raise NotPositiveDefiniteError(
+            f"The posterior precision is not positive definite (smallest eigenvalue {smallest:.3g}). "
+            "This happens with curvature='hessian' away from a true minimum of the loss. "
+            "Use curvature='ggn' (always positive semi-definite), train the model to convergence, "
+            f"or use a prior precision larger than {max(-smallest, 0.0):.3g}."
+        )
+    return factor

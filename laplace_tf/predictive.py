@@ -1,0 +1,55 @@
+r"""Link approximations: from a Gaussian over outputs :math:`\mathcal{N}(m, V)` to predictions.
+
+* ``probit`` (MacKay): for classification,
+  :math:`p \approx \mathrm{softmax}\big(m_k / \sqrt{1 + \tfrac{\pi}{8} V_{kk}}\big)`; for binary,
+  :math:`p \approx \sigma\big(m / \sqrt{1 + \tfrac{\pi}{8} V}\big)`.
+* ``mc``: the average of the link over draws :math:`f^{(s)} = m + V^{1/2} z^{(s)}`.
+
+:func:`gaussian_output_samples` draws :math:`f^{(s)}` with the symmetric square root of
+:math:`V` (eigendecomposition), which is defined even when :math:`V` is only semi-definite.
+
+Example::
+
+    >>> probit(tf.zeros([1, 2]), tf.ones([1, 2, 2]) * 0.0, "classification").numpy()
+    array([[0.5, 0.5]], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from laplace_tf.options import Likelihood
+from laplace_tf.seeds import stateless_seed
+
+
+def link(f: tf.Tensor, likelihood: Likelihood) -> tf.Tensor:
+    """Outputs to predictions: softmax, sigmoid, or the identity for regression."""
+    if likelihood == Likelihood.CLASSIFICATION:
+        return tf.nn.softmax(f)
+    if likelihood == Likelihood.BINARY:
+        return tf.sigmoid(f)
+    return f
+
+
+def probit(f_mean: tf.Tensor, f_var: tf.Tensor, likelihood: Likelihood) -> tf.Tensor:
+    """The probit approximation from means ``(B, K)`` and covariances ``(B, K, K)``."""
+    kappa = tf.math.rsqrt(1.0 + math.pi / 8.0 * tf.linalg.diag_part(f_var))
+    return link(kappa * f_mean, likelihood)
+
+
+def gaussian_output_samples(f_mean: tf.Tensor, f_var: tf.Tensor, n_samples: int, seed: int | None) -> tf.Tensor:
+    """Draws ``(n_samples, B, K)`` from :math:`\\mathcal{N}(m_b, V_b)` for each example."""
+    eigenvalues, eigenvectors = tf.linalg.eigh(f_var)
+    root = eigenvectors * tf.sqrt(tf.maximum(eigenvalues, 0.0))[:, None, :]
+    shape = [n_samples, *f_mean.shape.as_list()]
+    z = tf.random.stateless_normal(shape, seed=stateless_seed(seed), dtype=f_mean.dtype)
+    return f_mean[None] + tf.einsum("bkl,sbl->sbk", root, z)
+
+
+def monte_carlo(
+    f_mean: tf.Tensor, f_var: tf.Tensor, likelihood: Likelihood, n_samples: int, seed: int | None
+) -> tf.Tensor:
+    """The Monte-Carlo link approximation: the mean of the link over ``n_samples`` draws."""
+    return tf.reduce_mean(link(gaussian_output_samples(f_mean, f_var, n_samples, seed), likelihood), axis=0)

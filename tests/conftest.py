@@ -1,0 +1,97 @@
+"""Shared fixtures and independent reference computations for the tests.
+
+The references never go through laplace-tf: they loop over examples, call the Keras model
+directly on its own variables, and do the algebra in NumPy.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+N_CLASSES = 3
+
+
+def make_mlp(n_in: int, n_out: int, hidden: tuple[int, ...] = (5,), dtype: str = "float64", seed: int = 0):
+    """A small tanh MLP with random (not trained) weights, built."""
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((n_in,), dtype=dtype)]
+    layers += [keras.layers.Dense(h, activation="tanh", dtype=dtype) for h in hidden]
+    layers += [keras.layers.Dense(n_out, dtype=dtype)]
+    return keras.Sequential(layers)
+
+
+def flat_weights(model) -> np.ndarray:
+    return np.concatenate([np.asarray(v.value).ravel() for v in model.trainable_variables])
+
+
+def set_flat_weights(model, theta: np.ndarray) -> None:
+    start = 0
+    for v in model.trainable_variables:
+        size = int(np.prod(v.shape))
+        v.assign(np.reshape(theta[start : start + size], v.shape))
+        start += size
+
+
+def naive_jacobians(model, x: np.ndarray) -> np.ndarray:
+    """(N, K, P): one example at a time, through model.__call__ and its variables."""
+    rows = []
+    for x_n in x:
+        with tf.GradientTape(persistent=True) as tape:
+            f = model(x_n[None])[0]
+        blocks = tape.jacobian(f, model.trainable_variables, experimental_use_pfor=False)
+        rows.append(np.concatenate([np.reshape(b, (f.shape[0], -1)) for b in blocks], axis=1))
+    return np.stack(rows)
+
+
+def naive_gradients(model, x: np.ndarray, y: np.ndarray, loss_fn) -> np.ndarray:
+    """(N, P) per-example gradients of loss_fn(f, y) (f of shape (1, K)), one at a time."""
+    rows = []
+    for x_n, y_n in zip(x, y, strict=True):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(model(x_n[None]), y_n[None])
+        grads = tape.gradient(loss, model.trainable_variables)
+        rows.append(np.concatenate([np.ravel(g) for g in grads]))
+    return np.stack(rows)
+
+
+def softmax_np(f: np.ndarray) -> np.ndarray:
+    e = np.exp(f - f.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def output_hessians_np(f: np.ndarray, likelihood: str) -> np.ndarray:
+    """(N, K, K) Hessians of the per-example loss in the outputs, by the textbook formulas."""
+    if likelihood == "classification":
+        p = softmax_np(f)
+        return np.stack([np.diag(p_n) - np.outer(p_n, p_n) for p_n in p])
+    if likelihood == "binary":
+        p = 1 / (1 + np.exp(-f))
+        return (p * (1 - p))[:, :, None]
+    return np.stack([np.eye(f.shape[1])] * len(f))
+
+
+def cross_entropy(f, y):
+    return keras.losses.sparse_categorical_crossentropy(y, f, from_logits=True)[0]
+
+
+@pytest.fixture
+def classification_data():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(23, 4))
+    y = rng.integers(0, N_CLASSES, size=23)
+    return x, y
+
+
+@pytest.fixture
+def regression_data():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(19, 3))
+    y = np.stack([np.sin(x[:, 0]) + 0.1 * rng.normal(size=19), x[:, 1] * x[:, 2]], axis=1)
+    return x, y

@@ -1,0 +1,152 @@
+"""Curvature values against dense references built by hand, example by example."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import (
+    N_CLASSES,
+    cross_entropy,
+    flat_weights,
+    make_mlp,
+    naive_gradients,
+    naive_jacobians,
+    output_hessians_np,
+)
+
+import laplace_tf as lt
+
+LIKELIHOOD_OUTPUTS = {"classification": N_CLASSES, "regression": 2, "binary": 1}
+
+
+def _data(likelihood, n=17, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4))
+    if likelihood == "classification":
+        return x, rng.integers(0, N_CLASSES, size=n)
+    if likelihood == "binary":
+        return x, rng.integers(0, 2, size=n)
+    return x, rng.normal(size=(n, 2))
+
+
+def _unit_loss(likelihood):
+    if likelihood == "classification":
+        return cross_entropy
+    if likelihood == "binary":
+        return lambda f, y: keras.losses.binary_crossentropy(tf.cast(y, f.dtype)[:, None], f, from_logits=True)[0]
+    return lambda f, y: 0.5 * tf.reduce_sum((f - y) ** 2)
+
+
+@pytest.mark.parametrize("likelihood", ["classification", "regression", "binary"])
+def test_full_ggn_equals_dense_jt_h_j(likelihood):
+    model = make_mlp(4, LIKELIHOOD_OUTPUTS[likelihood])
+    x, y = _data(likelihood)
+    la = lt.Laplace(model, likelihood, hessian_structure="full").fit((x, y), batch_size=5, verbose=False)
+    jac = naive_jacobians(model, x)
+    lam = output_hessians_np(np.asarray(model(x)), likelihood)
+    expected = np.einsum("nkp,nkl,nlq->pq", jac, lam, jac)
+    np.testing.assert_allclose(la.curvature, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("likelihood", ["classification", "regression", "binary"])
+def test_empirical_fisher_equals_sum_of_gradient_outer_products(likelihood):
+    model = make_mlp(4, LIKELIHOOD_OUTPUTS[likelihood])
+    x, y = _data(likelihood)
+    la = lt.Laplace(model, likelihood, curvature="ef").fit((x, y), batch_size=6, verbose=False)
+    grads = naive_gradients(model, x, y, _unit_loss(likelihood))
+    np.testing.assert_allclose(la.curvature, grads.T @ grads, rtol=1e-10, atol=1e-12)
+
+
+def test_exact_hessian_curvature_equals_finite_differences_of_the_gradient():
+    model = make_mlp(4, N_CLASSES, hidden=(3,))
+    x, y = _data("classification", n=9)
+    la = lt.Laplace(model, "classification", curvature="hessian").fit((x, y), batch_size=4, verbose=False)
+    theta, eps = flat_weights(model), 1e-6
+
+    def gradient_at(t):
+        from conftest import set_flat_weights
+
+        set_flat_weights(model, t)
+        return naive_gradients(model, x, y, cross_entropy).sum(axis=0)
+
+    columns = []
+    for i in range(theta.size):
+        step = np.zeros_like(theta)
+        step[i] = eps
+        columns.append((gradient_at(theta + step) - gradient_at(theta - step)) / (2 * eps))
+    gradient_at(theta)
+    np.testing.assert_allclose(la.curvature, np.stack(columns, axis=1), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("curvature", ["ggn", "ef", "hessian"])
+@pytest.mark.parametrize("likelihood", ["classification", "regression"])
+def test_diag_equals_the_diagonal_of_full(curvature, likelihood):
+    model = make_mlp(4, LIKELIHOOD_OUTPUTS[likelihood])
+    data = _data(likelihood)
+    full = lt.Laplace(model, likelihood, curvature=curvature).fit(data, verbose=False)
+    diag = lt.Laplace(model, likelihood, hessian_structure="diag", curvature=curvature).fit(data, verbose=False)
+    np.testing.assert_allclose(diag.curvature, np.diag(full.curvature), rtol=1e-10, atol=1e-12)
+
+
+def test_batching_and_datasets_give_the_same_curvature():
+    model = make_mlp(4, N_CLASSES)
+    x, y = _data("classification", n=30)
+    one_batch = lt.Laplace(model, "classification").fit((x, y), batch_size=30, verbose=False)
+    small_batches = lt.Laplace(model, "classification").fit((x, y), batch_size=7, verbose=False)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    streamed = lt.Laplace(model, "classification").fit(dataset, verbose=False)
+    for other in (small_batches, streamed):
+        np.testing.assert_allclose(other.curvature, one_batch.curvature, rtol=1e-10, atol=1e-12)
+        assert other.n_data == 30
+    np.testing.assert_allclose(float(streamed.log_likelihood()), float(one_batch.log_likelihood()), rtol=1e-12)
+
+
+def test_one_hot_labels_equal_integer_labels():
+    model = make_mlp(4, N_CLASSES)
+    x, y = _data("classification")
+    integer = lt.Laplace(model, "classification").fit((x, y), verbose=False)
+    one_hot = lt.Laplace(model, "classification").fit((x, np.eye(N_CLASSES)[y]), verbose=False)
+    np.testing.assert_allclose(one_hot.curvature, integer.curvature, rtol=1e-12)
+
+
+def _functional(dtype):
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((4,), dtype=dtype)
+    hidden = keras.layers.Dense(5, activation="tanh", dtype=dtype)(inputs)
+    return keras.Model(inputs, keras.layers.Dense(N_CLASSES, dtype=dtype)(hidden))
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__(dtype="float64")
+        self.hidden = keras.layers.Dense(5, activation="tanh", dtype="float64")
+        self.out = keras.layers.Dense(N_CLASSES, dtype="float64")
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def test_sequential_functional_and_subclassed_models_agree():
+    x, y = _data("classification")
+    reference = _functional("float64")
+    subclassed = _Subclassed()
+    subclassed(x[:1])
+    for target, source in zip(subclassed.trainable_variables, reference.trainable_variables, strict=True):
+        target.assign(source.value)
+    results = [lt.Laplace(m, "classification").fit((x, y), verbose=False) for m in (reference, subclassed)]
+    np.testing.assert_allclose(results[1].curvature, results[0].curvature, rtol=1e-12)
+    jac = naive_jacobians(reference, x)
+    lam = output_hessians_np(np.asarray(reference(x)), "classification")
+    np.testing.assert_allclose(results[0].curvature, np.einsum("nkp,nkl,nlq->pq", jac, lam, jac), rtol=1e-10)
+
+
+def test_float32_model_gives_float32_results_close_to_float64():
+    x, y = _data("classification")
+    model64, model32 = _functional("float64"), _functional("float32")
+    for target, source in zip(model32.trainable_variables, model64.trainable_variables, strict=True):
+        target.assign(np.asarray(source.value, dtype="float32"))
+    la64 = lt.Laplace(model64, "classification").fit((x, y), verbose=False)
+    la32 = lt.Laplace(model32, "classification").fit((x.astype("float32"), y), verbose=False)
+    assert la32.curvature.dtype == tf.float32 and la64.curvature.dtype == tf.float64
+    assert la32.predict(x).dtype == tf.float32
+    np.testing.assert_allclose(la32.curvature, la64.curvature, rtol=1e-3, atol=1e-5)
