@@ -48,7 +48,7 @@ from laplace_tf.options import (
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.params import ModelParameters
 from laplace_tf.posterior import Posterior, build_posterior
-from laplace_tf.prior import expand_prior_precision, validate_prior_mean, validate_prior_precision
+from laplace_tf.prior import as_tensor, expand_prior_precision, validate_prior_mean, validate_prior_precision
 from laplace_tf.tuning import tune_prior_precision
 from laplace_tf.validation import check_dense_memory, check_weights_finite
 
@@ -221,7 +221,7 @@ class Laplace:
     def log_likelihood(self, sigma_noise: Any = None) -> tf.Tensor:
         """The tempered log-likelihood of the training data at the MAP."""
         self._require_fitted()
-        sigma = self._sigma_noise if sigma_noise is None else tf.cast(sigma_noise, self.dtype)
+        sigma = self._sigma_noise if sigma_noise is None else as_tensor(sigma_noise, self.dtype)
         if self.likelihood.name == LikelihoodName.REGRESSION:
             data_fit = self._loss / (tf.square(sigma) * self.temperature)
             return -data_fit - self.likelihood.log_normalizer(self.n_data, self.n_outputs, sigma)
@@ -237,7 +237,7 @@ class Laplace:
         self._require_fitted()
         prior = self._prior_precision if prior_precision is None else prior_precision
         prior = validate_prior_precision(prior, self.params.sizes, self.dtype)
-        sigma = self._sigma_noise if sigma_noise is None else tf.cast(sigma_noise, self.dtype)
+        sigma = self._sigma_noise if sigma_noise is None else as_tensor(sigma_noise, self.dtype)
         posterior = self._build_posterior(prior, sigma)
         return log_marginal_likelihood(
             self.log_likelihood(sigma),

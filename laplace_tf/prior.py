@@ -24,9 +24,14 @@ import numpy as np
 import tensorflow as tf
 
 
+def as_tensor(value: Any, dtype: tf.DType) -> tf.Tensor:
+    """``value`` as a tensor of ``dtype``; Python floats go straight to ``dtype`` (not via float32)."""
+    return tf.cast(tf.convert_to_tensor(value, dtype_hint=dtype), dtype)
+
+
 def validate_prior_precision(value: Any, sizes: Sequence[int], dtype: tf.DType) -> tf.Tensor:
     """Checks a prior precision's shape and positivity and returns it as a tensor of ``dtype``."""
-    tensor = tf.cast(tf.convert_to_tensor(value), dtype)
+    tensor = as_tensor(value, dtype)
     n_params, n_variables = int(sum(sizes)), len(sizes)
     if tensor.shape.rank > 1 or (tensor.shape.rank == 1 and tensor.shape[0] not in (n_variables, n_params)):
         raise ValueError(
@@ -40,7 +45,7 @@ def validate_prior_precision(value: Any, sizes: Sequence[int], dtype: tf.DType) 
 
 def validate_prior_mean(value: Any, n_params: int, dtype: tf.DType) -> tf.Tensor:
     """Checks a prior mean (scalar or ``(P,)``) and returns it as a tensor of ``dtype``."""
-    tensor = tf.cast(tf.convert_to_tensor(value), dtype)
+    tensor = as_tensor(value, dtype)
     if tensor.shape.rank > 1 or (tensor.shape.rank == 1 and tensor.shape[0] != n_params):
         raise ValueError(f"prior_mean has shape {tensor.shape}; pass a scalar or a vector of shape ({n_params},).")
     if not np.all(np.isfinite(np.asarray(tensor))):
