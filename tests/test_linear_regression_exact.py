@@ -78,7 +78,7 @@ def test_evidence_gradient_matches_finite_differences(problem):
 
 
 def test_predictive_equals_the_closed_form(problem):
-    x, y, design, mean, _, covariance, model = problem
+    x, y, _, mean, _, covariance, model = problem
     la = lt.Laplace(model, "regression", sigma_noise=SIGMA, prior_precision=PRIOR).fit((x, y), verbose=False)
     x_new = np.random.default_rng(9).normal(size=(6, 3))
     a_new = np.hstack([x_new, np.ones((6, 1))])
@@ -99,7 +99,7 @@ def test_predictive_equals_the_closed_form(problem):
 
 
 def test_tuned_prior_and_noise_maximise_the_closed_form_evidence(problem):
-    x, y, design, *_, model = problem
+    x, y, *_, model = problem
     la = lt.Laplace(model, "regression", sigma_noise=1.0, prior_precision=1.0).fit((x, y), verbose=False)
     la.optimize_prior_precision(optimize_sigma_noise=True)
     prior, sigma = float(la.prior_precision), float(la.sigma_noise)

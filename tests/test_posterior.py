@@ -79,7 +79,7 @@ def test_indefinite_precision_is_reported(classification_data):
     model = make_mlp(4, N_CLASSES, hidden=(16,), seed=1)
     la = lt.Laplace(model, "classification", curvature="hessian", prior_precision=1e-4)
     la.fit(classification_data, verbose=False)
-    with pytest.raises(lt.NotPositiveDefiniteError, match="not positive definite.*curvature='ggn'"):
+    with pytest.raises(lt.NotPositiveDefiniteError, match=r"not positive definite.*curvature='ggn'"):
         la.posterior  # noqa: B018
     diag = lt.Laplace(model, "classification", hessian_structure="diag", curvature="hessian", prior_precision=1e-4)
     diag.fit(classification_data, verbose=False)

@@ -34,7 +34,7 @@ def test_unknown_likelihood_and_prediction_options(model):
     la = lt.Laplace(model, "classification").fit(_data(), verbose=False)
     with pytest.raises(ValueError, match="pred_type='sampled'"):
         la.predict(_data()[0], pred_type="sampled")
-    with pytest.raises(ValueError, match="link_approx='bridge'.*'probit', 'mc'"):
+    with pytest.raises(ValueError, match=r"link_approx='bridge'.*'probit', 'mc'"):
         la.predict(_data()[0], link_approx="bridge")
     with pytest.raises(ValueError, match="prior_structure='blockwise'"):
         la.optimize_prior_precision(prior_structure="blockwise")
@@ -76,7 +76,7 @@ def test_nan_or_inf_in_data_or_weights(model):
         lt.Laplace(make_mlp(4, 1), "regression").fit((x, np.full(10, np.inf)), verbose=False)
     la = lt.Laplace(model, "classification")
     model.layers[0].kernel.assign(np.full(model.layers[0].kernel.shape, np.nan))
-    with pytest.raises(ValueError, match="weights contain NaN or inf.*kernel"):
+    with pytest.raises(ValueError, match=r"weights contain NaN or inf.*kernel"):
         la.fit((x, y), verbose=False)
 
 
@@ -118,7 +118,7 @@ def test_softmax_output_layer_is_refused():
 def test_unbuilt_model_and_bad_data_types():
     with pytest.raises(ValueError, match="build it first"):
         lt.Laplace(keras.Sequential([keras.layers.Dense(3)]), "classification")
-    with pytest.raises(TypeError, match="keras.Model"):
+    with pytest.raises(TypeError, match=r"keras.Model"):
         lt.Laplace(lambda x: x, "classification")
     with pytest.raises(TypeError, match=r"tuple \(x, y\)"):
         lt.Laplace(make_mlp(4, N_CLASSES), "classification").fit({"x": 1}, verbose=False)
