@@ -23,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -31,9 +32,9 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from laplace_tf import predictive
-from laplace_tf.curvature import batch_curvature, noise_power
+from laplace_tf.curvature import compile_for_batches, curvature_estimator, noise_power
 from laplace_tf.curvature.jacobians import output_jacobians
-from laplace_tf.data import Batches, as_batches, as_inputs, first_inputs
+from laplace_tf.data import as_batches, as_inputs, first_inputs
 from laplace_tf.likelihoods import get_likelihood
 from laplace_tf.marglik import log_marginal_likelihood
 from laplace_tf.options import (
@@ -46,9 +47,12 @@ from laplace_tf.options import (
     parse_option,
 )
 from laplace_tf.options import Likelihood as LikelihoodName
-from laplace_tf.params import ModelParameters
-from laplace_tf.posterior import Posterior, build_posterior
+from laplace_tf.params import ModelParameters, Subset
+from laplace_tf.posterior import Posterior, build_posterior, log_det_with_scalar_prior
+from laplace_tf.posterior.kron import KronPosterior, decompose
+from laplace_tf.posterior.lowrank import LowRankPosterior
 from laplace_tf.prior import as_tensor, expand_prior_precision, validate_prior_mean, validate_prior_precision
+from laplace_tf.seeds import stateless_seed
 from laplace_tf.tuning import tune_prior_precision
 from laplace_tf.validation import check_dense_memory, check_weights_finite
 
@@ -67,7 +71,10 @@ class Laplace:
       model: a trained, built ``keras.Model`` whose outputs are logits (classification,
         binary) or means (regression), shape ``(batch, outputs)``.
       likelihood: ``"classification"`` (softmax), ``"regression"`` (Gaussian) or ``"binary"``.
-      subset_of_weights: ``"all"`` trainable weights.
+      subset_of_weights: ``"all"`` trainable weights, ``"last_layer"``, a list of
+        variable-path patterns (e.g. ``["dense_2/*"]``), or boolean masks per variable (a list,
+        ``None`` for an excluded variable, or a dict from path to mask); the other weights stay
+        at their trained values.
       hessian_structure: ``"full"`` (dense ``P x P``) or ``"diag"``.
       curvature: ``"ggn"`` (generalised Gauss-Newton), ``"ef"`` (empirical Fisher) or
         ``"hessian"`` (exact, by nested tapes).
@@ -76,6 +83,13 @@ class Laplace:
       sigma_noise: the observation noise standard deviation (regression only).
       temperature: divides the log-likelihood (and so the curvature); 1 is Bayes' rule.
       memory_limit: bytes a ``full`` structure may take; default half of physical memory.
+      stochastic: with ``hessian_structure="kron"`` and ``curvature="ggn"``, use the Monte-Carlo
+        Fisher (``num_samples`` targets drawn from the model per example) instead of the exact GGN;
+        it costs ``num_samples`` instead of ``K`` backward passes per batch.
+      num_samples: draws per example for ``stochastic=True``.
+      rank: the number of GGN eigenpairs kept by ``hessian_structure="lowrank"`` (at most the
+        number of parameters).
+      seed: seeds the Monte-Carlo Fisher's draws.
     """
 
     def __init__(
@@ -83,7 +97,7 @@ class Laplace:
         model: keras.Model,
         likelihood: str,
         *,
-        subset_of_weights: str = "all",
+        subset_of_weights: str | Subset = "all",
         hessian_structure: str = "full",
         curvature: str = "ggn",
         prior_precision: Any = 1.0,
@@ -91,12 +105,18 @@ class Laplace:
         sigma_noise: float = 1.0,
         temperature: float = 1.0,
         memory_limit: int | None = None,
+        stochastic: bool = False,
+        num_samples: int = 1,
+        rank: int = 100,
+        seed: int | None = 0,
     ):
         self.likelihood = get_likelihood(likelihood)
-        self.subset_of_weights = parse_option(SubsetOfWeights, subset_of_weights, "subset_of_weights")
+        if isinstance(subset_of_weights, str):
+            subset_of_weights = parse_option(SubsetOfWeights, subset_of_weights, "subset_of_weights").value
+        self.subset_of_weights = subset_of_weights
         self.hessian_structure = parse_option(HessianStructure, hessian_structure, "hessian_structure")
         self.curvature_type = parse_option(CurvatureType, curvature, "curvature")
-        self.params = ModelParameters(model)
+        self.params = ModelParameters(model, subset_of_weights)
         _check_outputs_are_logits(model, self.likelihood.name)
         if self.hessian_structure == HessianStructure.FULL:
             check_dense_memory(self.n_params, self.dtype, memory_limit)
@@ -105,6 +125,7 @@ class Laplace:
         if self.likelihood.name != LikelihoodName.REGRESSION and sigma_noise != 1.0:
             raise ValueError("sigma_noise applies to likelihood='regression' only; leave it at 1.0.")
         self.model = model
+        self.seed = seed
         self.temperature = float(temperature)
         self._sigma_noise = tf.constant(sigma_noise, self.dtype)
         self._prior_precision = validate_prior_precision(prior_precision, self.params.sizes, self.dtype)
@@ -115,9 +136,18 @@ class Laplace:
         self.n_data = 0
         self.n_outputs: int | None = None
         self._posterior: Posterior | None = None
-        self._jacobians = tf.function(
-            lambda theta, x: output_jacobians(self.params.apply, theta, x), reduce_retracing=True
+        self._eigenvalues: tf.Tensor | None = None
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
+        self._estimator = curvature_estimator(
+            self.hessian_structure,
+            self.curvature_type,
+            self.params,
+            self.likelihood,
+            mc_samples=num_samples if stochastic else None,
+            rank=rank,
         )
+        self._jacobians = compile_for_batches(lambda theta, x: output_jacobians(self.params.apply, theta, x))
         self._outputs_at = tf.function(
             lambda thetas, x: tf.vectorized_map(lambda theta: self.params.apply(theta, x), thetas),
             reduce_retracing=True,
@@ -189,30 +219,29 @@ class Laplace:
         self.n_outputs = int(self.params.apply(self.mean, self._cast(first_inputs(data))).shape[-1])
         batches = as_batches(data, batch_size, self._validate_targets)
         started = time.perf_counter()
-        loss, curvature, n_data = self._accumulate(batches, verbose)
+        progress = keras.utils.Progbar(
+            None if batches.n_batches is None else batches.n_batches * self._estimator.passes,
+            verbose=1 if verbose else 0,
+            unit_name="batch",
+        )
+
+        def cast_batches() -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
+            for x, y in batches.iterate():
+                yield self._cast(x), tf.constant(y, self.dtype)
+                progress.add(1)
+
+        loss, curvature, n_data = self._estimator.fit(self.mean, cast_batches, stateless_seed(self.seed))
         self._loss, self._curvature, self.n_data = loss, curvature, n_data
-        self._posterior = None
+        self._posterior, self._eigenvalues = None, None
         if verbose:
             print(
                 f"Laplace fitted: {n_data} examples, {self.n_params:,} parameters, "
                 f"{self.hessian_structure.value} {self.curvature_type.value}, "
                 f"{time.perf_counter() - started:.1f} s"
             )
+            for path, treatment in (self._estimator.treatment or {}).items():
+                print(f"  {path}: {treatment}")
         return self
-
-    def _accumulate(self, batches: Batches, verbose: bool) -> tuple[tf.Tensor, tf.Tensor, int]:
-        compute = batch_curvature(self.hessian_structure, self.curvature_type, self.params, self.likelihood)
-        progress = keras.utils.Progbar(batches.n_batches, verbose=1 if verbose else 0, unit_name="batch")
-        loss, curvature, n_data = tf.zeros([], self.dtype), None, 0
-        for x, y in batches.iterate():
-            batch_loss, batch_curv = compute(self.mean, self._cast(x), tf.constant(y, self.dtype))
-            loss += batch_loss
-            curvature = batch_curv if curvature is None else curvature + batch_curv
-            n_data += len(x)
-            progress.add(1)
-        if curvature is None:
-            raise ValueError("The dataset yielded no batches; nothing to fit.")
-        return loss, curvature, n_data
 
     def _validate_targets(self, y: np.ndarray) -> np.ndarray:
         return self.likelihood.validate_targets(y, self.n_outputs)
@@ -238,10 +267,9 @@ class Laplace:
         prior = self._prior_precision if prior_precision is None else prior_precision
         prior = validate_prior_precision(prior, self.params.sizes, self.dtype)
         sigma = self._sigma_noise if sigma_noise is None else as_tensor(sigma_noise, self.dtype)
-        posterior = self._build_posterior(prior, sigma)
         return log_marginal_likelihood(
             self.log_likelihood(sigma),
-            posterior.log_det_precision,
+            self._log_det_posterior_precision(prior, sigma),
             expand_prior_precision(prior, self.params.sizes, self.n_params),
             self.mean,
             self.prior_mean,
@@ -370,13 +398,36 @@ class Laplace:
 
     # ------------------------------------------------------------------------------- internals
     def _build_posterior(self, prior_precision: tf.Tensor, sigma_noise: tf.Tensor) -> Posterior:
-        return build_posterior(
-            self.hessian_structure,
-            self.mean,
-            self._curvature,
-            self._curvature_scale(sigma_noise),
-            expand_prior_precision(prior_precision, self.params.sizes, self.n_params),
-        )
+        prior = expand_prior_precision(prior_precision, self.params.sizes, self.n_params)
+        scale = self._curvature_scale(sigma_noise)
+        if self.hessian_structure == HessianStructure.KRON:
+            return KronPosterior(self.mean, self._kron_eigenblocks(), scale, prior)
+        if self.hessian_structure == HessianStructure.LOWRANK:
+            return LowRankPosterior(self.mean, self._curvature, scale, prior)
+        return build_posterior(self.hessian_structure, self.mean, self._curvature, scale, prior)
+
+    def _kron_eigenblocks(self) -> list:
+        """The Kronecker factors' eigendecompositions, computed once per fit."""
+        if self._eigenvalues is None:
+            with tf.init_scope():
+                self._eigenvalues = decompose(self._curvature)
+        return self._eigenvalues
+
+    def _log_det_posterior_precision(self, prior_precision: tf.Tensor, sigma_noise: tf.Tensor) -> tf.Tensor:
+        if self.hessian_structure == HessianStructure.FULL and prior_precision.shape.rank == 0:
+            scale = self._curvature_scale(sigma_noise)
+            return log_det_with_scalar_prior(self._curvature_eigenvalues(), scale, prior_precision)
+        return self._build_posterior(prior_precision, sigma_noise).log_det_precision
+
+    def _curvature_eigenvalues(self) -> tf.Tensor:
+        """The dense curvature's eigenvalues, computed once per fit (eagerly, even from a graph)."""
+        if self._eigenvalues is None:
+            with tf.init_scope():
+                eigenvalues = tf.linalg.eigvalsh(self._curvature)
+                if self.curvature_type != CurvatureType.HESSIAN:  # PSD: negatives are round-off
+                    eigenvalues = tf.maximum(eigenvalues, 0.0)
+                self._eigenvalues = eigenvalues
+        return self._eigenvalues
 
     def _curvature_scale(self, sigma_noise: tf.Tensor) -> tf.Tensor:
         scale = tf.constant(1.0 / self.temperature, self.dtype)

@@ -52,6 +52,25 @@ class Likelihood(abc.ABC):
     def output_hessian(self, f: tf.Tensor) -> tf.Tensor:
         """The Hessian of :meth:`loss` in the outputs, ``(B, K, K)``."""
 
+    def hessian_times(self, f: tf.Tensor, jacobians: tf.Tensor) -> tf.Tensor:
+        r""":math:`\Lambda_b J_b` for Jacobians ``(B, K, P)``; likelihoods override it with structure."""
+        return tf.matmul(self.output_hessian(f), jacobians)
+
+    @abc.abstractmethod
+    def hessian_sqrt(self, f: tf.Tensor) -> tf.Tensor:
+        r""":math:`V_b` with :math:`V_b V_b^\top = \Lambda_b`, ``(B, K, C)``."""
+
+    @abc.abstractmethod
+    def loss_gradient(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        r""":math:`\nabla_f \ell(f, y)`, ``(B, K)``."""
+
+    @abc.abstractmethod
+    def sampled_loss_gradient(self, f: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        r""":math:`\nabla_f \ell(f, \tilde y)` with :math:`\tilde y` drawn from the model, ``(B, K)``.
+
+        Its outer product is :math:`\Lambda_b` in expectation (the Fisher).
+        """
+
     def log_normalizer(self, n_examples: int, n_outputs: int, sigma_noise: tf.Tensor) -> tf.Tensor:
         """The part of the negative log-likelihood that does not depend on the outputs."""
         return tf.zeros([], dtype=sigma_noise.dtype)
@@ -81,6 +100,18 @@ class Regression(Likelihood):
     def output_hessian(self, f: tf.Tensor) -> tf.Tensor:
         batch, k = tf.shape(f)[0], f.shape[-1]
         return tf.eye(k, batch_shape=[batch], dtype=f.dtype)
+
+    def hessian_times(self, f: tf.Tensor, jacobians: tf.Tensor) -> tf.Tensor:
+        return jacobians
+
+    def hessian_sqrt(self, f: tf.Tensor) -> tf.Tensor:
+        return self.output_hessian(f)
+
+    def loss_gradient(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        return f - y
+
+    def sampled_loss_gradient(self, f: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        return tf.random.stateless_normal(tf.shape(f), seed=seed, dtype=f.dtype)
 
     def log_normalizer(self, n_examples: int, n_outputs: int, sigma_noise: tf.Tensor) -> tf.Tensor:
         count = tf.cast(n_examples * n_outputs, sigma_noise.dtype)
@@ -119,6 +150,25 @@ class Classification(Likelihood):
         p = tf.nn.softmax(f)
         return tf.linalg.diag(p) - p[:, :, None] * p[:, None, :]
 
+    def hessian_times(self, f: tf.Tensor, jacobians: tf.Tensor) -> tf.Tensor:
+        r""":math:`(\operatorname{diag}(p) - p p^\top) J = p \odot (J - p^\top J)`, in O(BKP)."""
+        p = tf.nn.softmax(f)[:, :, None]
+        return p * (jacobians - tf.reduce_sum(p * jacobians, axis=1, keepdims=True))
+
+    def hessian_sqrt(self, f: tf.Tensor) -> tf.Tensor:
+        r""":math:`V = \operatorname{diag}(\sqrt p) - p \sqrt{p}^\top`, so :math:`V V^\top = \Lambda`
+        (because :math:`\sum p = 1`)."""
+        p = tf.nn.softmax(f)
+        root = tf.sqrt(p)
+        return tf.linalg.diag(root) - p[:, :, None] * root[:, None, :]
+
+    def loss_gradient(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        return tf.nn.softmax(f) - y
+
+    def sampled_loss_gradient(self, f: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        labels = tf.random.stateless_categorical(f, 1, seed=seed)[:, 0]
+        return tf.nn.softmax(f) - tf.one_hot(labels, tf.shape(f)[-1], dtype=f.dtype)
+
 
 class Binary(Likelihood):
     """Bernoulli observations with probability :math:`\\sigma(f)` of one logit."""
@@ -151,6 +201,21 @@ class Binary(Likelihood):
     def output_hessian(self, f: tf.Tensor) -> tf.Tensor:
         p = tf.sigmoid(f)
         return (p * (1 - p))[:, :, None]
+
+    def hessian_times(self, f: tf.Tensor, jacobians: tf.Tensor) -> tf.Tensor:
+        p = tf.sigmoid(f)[:, :, None]
+        return p * (1 - p) * jacobians
+
+    def hessian_sqrt(self, f: tf.Tensor) -> tf.Tensor:
+        p = tf.sigmoid(f)
+        return tf.sqrt(p * (1 - p))[:, :, None]
+
+    def loss_gradient(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        return tf.sigmoid(f) - y
+
+    def sampled_loss_gradient(self, f: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        p = tf.sigmoid(f)
+        return p - tf.cast(tf.random.stateless_uniform(tf.shape(f), seed=seed, dtype=f.dtype) < p, f.dtype)
 
 
 def get_likelihood(name: str | LikelihoodName) -> Likelihood:

@@ -6,7 +6,7 @@ unknown value is a ``ValueError`` that lists the valid ones::
     >>> parse_option(HessianStructure, "ful", "hessian_structure")
     Traceback (most recent call last):
     ...
-    ValueError: hessian_structure='ful' is not valid; choose one of 'full', 'diag'.
+    ValueError: hessian_structure='ful' is not valid; choose one of 'full', 'diag', 'kron', 'lowrank'.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ class HessianStructure(str, enum.Enum):
 
     FULL = "full"
     DIAG = "diag"
+    KRON = "kron"
+    LOWRANK = "lowrank"
 
 
 class CurvatureType(str, enum.Enum):
@@ -39,9 +41,10 @@ class CurvatureType(str, enum.Enum):
 
 
 class SubsetOfWeights(str, enum.Enum):
-    """Which of the model's trainable weights get a posterior."""
+    """Which of the model's trainable weights get a posterior (or give patterns or masks)."""
 
     ALL = "all"
+    LAST_LAYER = "last_layer"
 
 
 class PredType(str, enum.Enum):

@@ -77,6 +77,30 @@ def output_hessians_np(f: np.ndarray, likelihood: str) -> np.ndarray:
     return np.stack([np.eye(f.shape[1])] * len(f))
 
 
+def assert_posterior_matches_dense(la, model, precision: np.ndarray, x: np.ndarray) -> None:
+    """Every posterior quantity of a fitted Laplace equals the one from its dense precision matrix."""
+    from scipy import stats
+
+    covariance = np.linalg.inv(precision)
+    posterior = la.posterior
+    np.testing.assert_allclose(posterior.log_det_precision, np.linalg.slogdet(precision)[1], rtol=1e-10)
+    np.testing.assert_allclose(posterior.covariance, covariance, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(posterior.variance, np.diag(covariance), rtol=1e-8)
+    np.testing.assert_allclose(posterior.precision_operator().to_dense(), precision, rtol=1e-8, atol=1e-10)
+    points = la.mean.numpy() + 0.1 * np.random.default_rng(0).normal(size=(3, la.n_params))
+    expected = stats.multivariate_normal(la.mean.numpy(), covariance).logpdf(points)
+    np.testing.assert_allclose(posterior.log_prob(points), expected, rtol=1e-8)
+    np.testing.assert_allclose(posterior.distribution().log_prob(points), expected, rtol=1e-8)
+    jac = naive_jacobians(model, x)
+    expected_variance = np.einsum("nkp,pq,nlq->nkl", jac, covariance, jac)
+    np.testing.assert_allclose(la.glm_output_distribution(x)[1], expected_variance, rtol=1e-8, atol=1e-12)
+    n = 40000
+    draws = la.sample(n, seed=1).numpy()
+    std = np.sqrt(np.diag(covariance))
+    assert np.all(np.abs(draws.mean(axis=0) - la.mean.numpy()) < 5 * std / np.sqrt(n))
+    np.testing.assert_allclose(np.cov(draws.T), covariance, atol=0.05 * std.max() ** 2)
+
+
 def cross_entropy(f, y):
     return keras.losses.sparse_categorical_crossentropy(y, f, from_logits=True)[0]
 

@@ -1,38 +1,129 @@
 """Curvature of the summed negative log-likelihood, one structure per module.
 
-:func:`batch_curvature` compiles, for a structure (``full``, ``diag``) and a curvature type
-(``ggn``, ``ef``, ``hessian``), the function that maps a batch to its summed loss and its
-curvature contribution; :class:`laplace_tf.Laplace` sums those over the data set.
+:func:`curvature_estimator` gives, for a structure (``full``, ``diag``, ``kron``) and a curvature
+type (``ggn``, ``ef``, ``hessian``), an object whose compiled ``batch(theta, x, y, seed)`` maps a
+batch to its summed loss and its curvature sums, and whose ``finalize`` turns the sums over the
+data set into the curvature; :class:`laplace_tf.Laplace` sums the batches in between.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 import tensorflow as tf
 
-from laplace_tf.curvature import diag, full
+from laplace_tf.curvature import diag, full, lowrank
 from laplace_tf.curvature.jacobians import loss_gradients, output_jacobians
+from laplace_tf.curvature.kron import KronPlan
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType, HessianStructure
 from laplace_tf.params import ModelParameters
 
 STRUCTURES: dict[HessianStructure, ModuleType] = {HessianStructure.FULL: full, HessianStructure.DIAG: diag}
-BatchCurvature = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]
 
 
-def batch_curvature(
-    structure: HessianStructure, curvature_type: CurvatureType, params: ModelParameters, likelihood: Likelihood
-) -> BatchCurvature:
-    """A compiled ``(theta, x, y) -> (summed loss, curvature of the summed loss)``."""
-    module = STRUCTURES[structure]
+Batches = Callable[[], Iterator[tuple[tf.Tensor, tf.Tensor]]]
+
+
+@dataclass
+class CurvatureEstimator:
+    """How a structure turns a data set into its curvature.
+
+    ``fit(theta, batches, seed)`` returns the summed loss at ``theta``, the curvature and the number
+    of examples, making ``passes`` passes over ``batches()``; ``treatment`` says, for kron, which
+    variables got Kronecker blocks.
+    """
+
+    fit: Callable[[tf.Tensor, Batches, tf.Tensor], tuple[tf.Tensor, Any, int]]
+    passes: int = 1
+    treatment: dict[str, str] | None = None
+
+
+def curvature_estimator(
+    structure: HessianStructure,
+    curvature_type: CurvatureType,
+    params: ModelParameters,
+    likelihood: Likelihood,
+    mc_samples: int | None = None,
+    rank: int | None = None,
+) -> CurvatureEstimator:
+    """The estimator for a structure and curvature type.
+
+    Args:
+      mc_samples: Monte-Carlo Fisher draws per example (kron only); ``None`` for exact.
+      rank: the number of eigenpairs kept (lowrank only).
+    """
+    if mc_samples is not None and structure != HessianStructure.KRON:
+        raise ValueError("stochastic=True (Monte-Carlo Fisher) is available with hessian_structure='kron'.")
+    if structure == HessianStructure.KRON:
+        plan = KronPlan(params, likelihood, curvature_type, mc_samples)
+        return CurvatureEstimator(_summed_fit(compile_for_batches(plan.batch), plan.finalize), 1, plan.treatment())
+    if structure == HessianStructure.LOWRANK:
+        if curvature_type != CurvatureType.GGN:
+            raise ValueError("hessian_structure='lowrank' works with curvature='ggn'.")
+        if not isinstance(rank, int) or not 1 <= rank <= params.n_params:
+            raise ValueError(
+                f"rank must be an integer in [1, {params.n_params}] (the number of parameters), got {rank!r}."
+            )
+        return CurvatureEstimator(_lowrank_fit(params, likelihood, rank), 2 + lowrank.POWER_ITERATIONS)
+    batch = compile_for_batches(_dense_batch_function(STRUCTURES[structure], curvature_type, params, likelihood))
+    return CurvatureEstimator(_summed_fit(batch, lambda sums: sums))
+
+
+def _summed_fit(batch: Callable, finalize: Callable[[Any], Any]) -> Callable:
+    """One pass: the batches' curvature sums added up, then finalised."""
+
+    def fit(theta: tf.Tensor, batches: Batches, seed: tf.Tensor) -> tuple[tf.Tensor, Any, int]:
+        loss, sums, n_data = tf.zeros([], theta.dtype), None, 0
+        for index, (x, y) in enumerate(batches()):
+            batch_loss, batch_sums = batch(theta, x, y, tf.random.experimental.stateless_fold_in(seed, index))
+            loss += batch_loss
+            sums = batch_sums if sums is None else tf.nest.map_structure(tf.add, sums, batch_sums)
+            n_data += int(x.shape[0])
+        if sums is None:
+            raise ValueError("The dataset yielded no batches; nothing to fit.")
+        return loss, finalize(sums), n_data
+
+    return fit
+
+
+def _lowrank_fit(params: ModelParameters, likelihood: Likelihood, rank: int) -> Callable:
+    """Several passes of GGN-matrix products, then the randomised eigendecomposition."""
+    product = compile_for_batches(lowrank.ggn_matmul(params.apply, likelihood))
+
+    def fit(theta: tf.Tensor, batches: Batches, seed: tf.Tensor) -> tuple[tf.Tensor, Any, int]:
+        last_pass: dict[str, Any] = {}
+
+        def over_data(vectors: tf.Tensor) -> tf.Tensor:
+            total, loss, n_data = None, tf.zeros([], theta.dtype), 0
+            for x, y in batches():
+                batch_loss, batch_product = product(theta, x, y, vectors)
+                total = batch_product if total is None else total + batch_product
+                loss, n_data = loss + batch_loss, n_data + int(x.shape[0])
+            if total is None:
+                raise ValueError("The dataset yielded no batches; nothing to fit.")
+            last_pass.update(loss=loss, n_data=n_data)
+            return total
+
+        curvature = lowrank.randomized_eigendecomposition(over_data, params.n_params, rank, theta.dtype, seed)
+        return last_pass["loss"], curvature, last_pass["n_data"]
+
+    return fit
+
+
+def _dense_batch_function(
+    module: ModuleType, curvature_type: CurvatureType, params: ModelParameters, likelihood: Likelihood
+) -> Callable:
+    """``(theta, x, y, seed) -> (summed loss, curvature)`` for the full or diag structure."""
     apply = params.apply
 
     def ggn(theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         f, jacobians = output_jacobians(apply, theta, x)
         loss = tf.reduce_sum(likelihood.loss(f, y))
-        return loss, module.from_jacobians(jacobians, likelihood.output_hessian(f))
+        return loss, module.from_jacobians(jacobians, likelihood.hessian_times(f, jacobians))
 
     def empirical_fisher(theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         losses, gradients = loss_gradients(apply, likelihood, theta, x, y)
@@ -44,8 +135,24 @@ def batch_curvature(
 
         return batch_loss(theta), module.from_loss(batch_loss, theta)
 
-    chosen = {CurvatureType.GGN: ggn, CurvatureType.EF: empirical_fisher, CurvatureType.HESSIAN: exact_hessian}
-    return tf.function(chosen[curvature_type], reduce_retracing=True)
+    chosen = {CurvatureType.GGN: ggn, CurvatureType.EF: empirical_fisher, CurvatureType.HESSIAN: exact_hessian}[
+        curvature_type
+    ]
+    return lambda theta, x, y, seed: chosen(theta, x, y)
+
+
+def compile_for_batches(fn: Callable) -> Callable:
+    """``fn(theta, x, *rest)`` compiled once for any batch size (traced on the first call)."""
+    compiled: list[Callable] = []
+
+    def call(theta: tf.Tensor, *batch: tf.Tensor):
+        if not compiled:
+            signature = [tf.TensorSpec(theta.shape, theta.dtype)]
+            signature += [tf.TensorSpec([None, *t.shape[1:]], t.dtype) for t in batch]
+            compiled.append(tf.function(fn, input_signature=signature, autograph=False))
+        return compiled[0](theta, *batch)
+
+    return call
 
 
 def noise_power(curvature_type: CurvatureType) -> int:

@@ -8,8 +8,8 @@ r"""Diagonal ``(P,)`` curvature of the summed negative log-likelihood.
 
 Example::
 
-    >>> J = tf.ones([4, 2, 3]); Lam = tf.eye(2, batch_shape=[4])
-    >>> from_jacobians(J, Lam).numpy()
+    >>> J = tf.ones([4, 2, 3])                  # Lambda = I: the weighted Jacobians are J
+    >>> from_jacobians(J, J).numpy()
     array([8., 8., 8.], dtype=float32)
 """
 
@@ -29,9 +29,9 @@ def zeros(n_params: int, dtype: tf.DType) -> tf.Tensor:
     return tf.zeros([n_params], dtype=dtype)
 
 
-def from_jacobians(jacobians: tf.Tensor, output_hessians: tf.Tensor) -> tf.Tensor:
-    """The GGN diagonal from Jacobians ``(B, K, P)`` and output Hessians ``(B, K, K)``."""
-    return tf.reduce_sum(jacobians * tf.matmul(output_hessians, jacobians), axis=[0, 1])
+def from_jacobians(jacobians: tf.Tensor, weighted_jacobians: tf.Tensor) -> tf.Tensor:
+    """The GGN diagonal from Jacobians :math:`J_b` and :math:`\\Lambda_b J_b`, both ``(B, K, P)``."""
+    return tf.reduce_sum(jacobians * weighted_jacobians, axis=[0, 1])
 
 
 def from_gradients(gradients: tf.Tensor) -> tf.Tensor:

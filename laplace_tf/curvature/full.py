@@ -7,8 +7,8 @@ r"""Dense ``(P, P)`` curvature of the summed negative log-likelihood.
 
 Example::
 
-    >>> J = tf.ones([4, 2, 3]); Lam = tf.eye(2, batch_shape=[4])
-    >>> from_jacobians(J, Lam).numpy()[0, 0]    # 4 examples x 2 outputs x 1 x 1
+    >>> J = tf.ones([4, 2, 3])                  # Lambda = I: the weighted Jacobians are J
+    >>> from_jacobians(J, J).numpy()[0, 0]      # 4 examples x 2 outputs x 1 x 1
     8.0
 """
 
@@ -28,11 +28,11 @@ def zeros(n_params: int, dtype: tf.DType) -> tf.Tensor:
     return tf.zeros([n_params, n_params], dtype=dtype)
 
 
-def from_jacobians(jacobians: tf.Tensor, output_hessians: tf.Tensor) -> tf.Tensor:
-    """The GGN :math:`\\sum_b J_b^\\top \\Lambda_b J_b` from ``(B, K, P)`` and ``(B, K, K)``."""
+def from_jacobians(jacobians: tf.Tensor, weighted_jacobians: tf.Tensor) -> tf.Tensor:
+    """The GGN :math:`\\sum_b J_b^\\top (\\Lambda_b J_b)` from two ``(B, K, P)`` tensors."""
     n_params = tf.shape(jacobians)[-1]
-    weighted = tf.reshape(tf.matmul(output_hessians, jacobians), [-1, n_params])
-    return tf.matmul(tf.reshape(jacobians, [-1, n_params]), weighted, transpose_a=True)
+    stacked, weighted = tf.reshape(jacobians, [-1, n_params]), tf.reshape(weighted_jacobians, [-1, n_params])
+    return tf.matmul(stacked, weighted, transpose_a=True)
 
 
 def from_gradients(gradients: tf.Tensor) -> tf.Tensor:

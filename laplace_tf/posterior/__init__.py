@@ -6,11 +6,18 @@ import tensorflow as tf
 
 from laplace_tf.options import HessianStructure
 from laplace_tf.posterior.diag import DiagPosterior
-from laplace_tf.posterior.full import FullPosterior, NotPositiveDefiniteError
+from laplace_tf.posterior.full import FullPosterior, NotPositiveDefiniteError, log_det_with_scalar_prior
 
 Posterior = FullPosterior | DiagPosterior
 
-__all__ = ["DiagPosterior", "FullPosterior", "NotPositiveDefiniteError", "Posterior", "build_posterior"]
+__all__ = [
+    "DiagPosterior",
+    "FullPosterior",
+    "NotPositiveDefiniteError",
+    "Posterior",
+    "build_posterior",
+    "log_det_with_scalar_prior",
+]
 
 
 def build_posterior(

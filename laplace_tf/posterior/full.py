@@ -93,6 +93,18 @@ class FullPosterior:
         return tf.matmul(per_example, per_example, transpose_b=True)
 
 
+def log_det_with_scalar_prior(
+    curvature_eigenvalues: tf.Tensor, curvature_scale: tf.Tensor, prior_precision: tf.Tensor
+) -> tf.Tensor:
+    r""":math:`\log\det(s H + \lambda I) = \sum_i \log(s e_i + \lambda)` from the eigenvalues of H.
+
+    One eigendecomposition of the curvature serves every scalar prior and scale in O(P), and
+    stays finite for any :math:`\lambda > 0` where a Cholesky factorisation of a nearly
+    singular matrix would fail in float32.
+    """
+    return tf.reduce_sum(tf.math.log(curvature_scale * curvature_eigenvalues + prior_precision))
+
+
 def _cholesky(precision: tf.Tensor) -> tf.Tensor:
     """The Cholesky factor, or a clear error when the precision is not positive definite."""
     try:

@@ -1,0 +1,56 @@
+"""Low-rank Laplace: GGN products, top eigenpairs, and the posterior against dense references."""
+
+import numpy as np
+import pytest
+from conftest import N_CLASSES, assert_posterior_matches_dense, make_mlp
+
+import laplace_tf as lt
+
+
+@pytest.fixture
+def model():
+    return make_mlp(4, N_CLASSES, hidden=(5,))
+
+
+def test_rank_equal_to_the_parameter_count_recovers_the_full_laplace(model, classification_data):
+    full = lt.Laplace(model, "classification", prior_precision=0.7).fit(classification_data, verbose=False)
+    low = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=full.n_params, prior_precision=0.7)
+    low.fit(classification_data, batch_size=9, verbose=False)
+    u, values = low.curvature.eigenvectors.numpy(), low.curvature.eigenvalues.numpy()
+    np.testing.assert_allclose(u @ np.diag(values) @ u.T, full.curvature, atol=1e-9)
+    np.testing.assert_allclose(low.log_marginal_likelihood(), full.log_marginal_likelihood(), rtol=1e-9)
+    np.testing.assert_allclose(low.posterior.covariance, full.posterior.covariance, rtol=1e-7, atol=1e-10)
+    x = classification_data[0][:4]
+    np.testing.assert_allclose(low.predict(x), full.predict(x), rtol=1e-9)
+
+
+def test_top_eigenpairs_match_the_dense_ggn(model, classification_data):
+    full = lt.Laplace(model, "classification").fit(classification_data, verbose=False)
+    exact = np.sort(np.linalg.eigvalsh(full.curvature.numpy()))[::-1][:6]
+    low = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=6).fit(
+        classification_data, verbose=False
+    )
+    np.testing.assert_allclose(low.curvature.eigenvalues, exact, rtol=1e-6)
+    u = low.curvature.eigenvectors.numpy()
+    np.testing.assert_allclose(u.T @ u, np.eye(6), atol=1e-10)
+    # residuals of a randomised method with 2 power iterations: small, limited by the spectral gaps
+    np.testing.assert_allclose(full.curvature.numpy() @ u, u * exact, atol=1e-4 * exact[0])
+
+
+def test_posterior_quantities_equal_the_dense_low_rank_precision(model, classification_data):
+    la = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=8, prior_precision=2.0)
+    la.fit(classification_data, verbose=False)
+    u, values = la.curvature.eigenvectors.numpy(), la.curvature.eigenvalues.numpy()
+    precision = u @ np.diag(values) @ u.T + 2.0 * np.eye(la.n_params)
+    assert_posterior_matches_dense(la, model, precision, classification_data[0][:5])
+
+
+def test_lowrank_options_are_checked(model):
+    with pytest.raises(ValueError, match=r"rank must be an integer in \[1, 43\]"):
+        lt.Laplace(model, "classification", hessian_structure="lowrank", rank=100)
+    with pytest.raises(ValueError, match="curvature='ggn'"):
+        lt.Laplace(model, "classification", hessian_structure="lowrank", rank=5, curvature="ef")
+    la = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=5)
+    la.fit((np.zeros((3, 4)), np.zeros(3, dtype=int)), verbose=False)
+    with pytest.raises(ValueError, match="scalar prior precision"):
+        la.log_marginal_likelihood(np.linspace(1, 2, 4))

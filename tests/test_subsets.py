@@ -1,0 +1,93 @@
+"""Last-layer and subnetwork Laplace equal the full Laplace restricted to their weights."""
+
+import numpy as np
+import pytest
+from conftest import N_CLASSES, make_mlp, naive_jacobians
+
+import laplace_tf as lt
+
+
+def _indices(model, chosen_paths=None, masks=None):
+    """Flat indices (in the all-weights vector) of the chosen variables or mask entries."""
+    out, start = [], 0
+    for i, v in enumerate(model.trainable_variables):
+        size = int(np.prod(v.shape))
+        if masks is not None and masks[i] is not None:
+            out.extend(start + np.flatnonzero(np.ravel(masks[i])))
+        elif chosen_paths is not None and v.path in chosen_paths:
+            out.extend(range(start, start + size))
+        start += size
+    return np.array(out)
+
+
+@pytest.fixture
+def model():
+    return make_mlp(4, N_CLASSES, hidden=(5, 4))
+
+
+@pytest.mark.parametrize("curvature", ["ggn", "ef", "hessian"])
+@pytest.mark.parametrize("structure", ["full", "diag"])
+def test_last_layer_equals_the_restricted_full_curvature(model, classification_data, curvature, structure):
+    full = lt.Laplace(model, "classification", curvature=curvature).fit(classification_data, verbose=False)
+    last = lt.Laplace(
+        model, "classification", subset_of_weights="last_layer", hessian_structure=structure, curvature=curvature
+    ).fit(classification_data, verbose=False)
+    index = _indices(model, chosen_paths={v.path for v in model.layers[-1].trainable_variables})
+    assert last.n_params == 4 * N_CLASSES + N_CLASSES == len(index)
+    expected = full.curvature.numpy()[np.ix_(index, index)]
+    expected = expected if structure == "full" else np.diag(expected)
+    np.testing.assert_allclose(last.curvature, expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(last.mean, full.mean.numpy()[index])
+
+
+def test_patterns_and_masks_select_the_same_subnetwork(model, classification_data):
+    full = lt.Laplace(model, "classification").fit(classification_data, verbose=False)
+    first_kernel = model.trainable_variables[0]
+    mask = np.zeros(first_kernel.shape, dtype=bool)
+    mask[1, :3] = True
+    masks = [mask, None, None, None, np.ones(model.trainable_variables[4].shape, dtype=bool), None]
+    by_mask = lt.Laplace(model, "classification", subset_of_weights=masks).fit(classification_data, verbose=False)
+    index = _indices(model, masks=masks)
+    np.testing.assert_allclose(by_mask.curvature, full.curvature.numpy()[np.ix_(index, index)], rtol=1e-10)
+    by_dict = lt.Laplace(
+        model,
+        "classification",
+        subset_of_weights={first_kernel.path: mask, model.trainable_variables[4].path: masks[4]},
+    )
+    by_dict.fit(classification_data, verbose=False)
+    np.testing.assert_allclose(by_dict.curvature, by_mask.curvature, rtol=1e-12)
+    pattern = f"{model.layers[1].name}/*"
+    by_pattern = lt.Laplace(model, "classification", subset_of_weights=[pattern]).fit(
+        classification_data, verbose=False
+    )
+    index = _indices(model, chosen_paths={v.path for v in model.layers[1].trainable_variables})
+    np.testing.assert_allclose(by_pattern.curvature, full.curvature.numpy()[np.ix_(index, index)], rtol=1e-10)
+
+
+def test_subnetwork_predictive_uses_only_its_weights(model, classification_data):
+    x = classification_data[0][:5]
+    la = lt.Laplace(model, "classification", subset_of_weights="last_layer", prior_precision=0.3)
+    la.fit(classification_data, verbose=False)
+    index = _indices(model, chosen_paths={v.path for v in model.layers[-1].trainable_variables})
+    jac = naive_jacobians(model, x)[:, :, index]
+    expected = np.einsum("nkp,pq,nlq->nkl", jac, np.linalg.inv(la.posterior.precision.numpy()), jac)
+    np.testing.assert_allclose(la.glm_output_distribution(x)[1], expected, rtol=1e-9, atol=1e-12)
+    draws = la.sample(3, seed=0).numpy()
+    assert draws.shape == (3, len(index))
+    map_before = [v.numpy().copy() for v in model.trainable_variables]
+    la.predict(x, pred_type="nn", n_samples=3, seed=0)
+    for before, v in zip(map_before, model.trainable_variables, strict=True):
+        np.testing.assert_array_equal(before, v.numpy())  # the model's own weights are untouched
+
+
+def test_bad_subsets_are_clear_errors(model):
+    with pytest.raises(ValueError, match="No trainable variable matches"):
+        lt.Laplace(model, "classification", subset_of_weights=["conv*"])
+    with pytest.raises(ValueError, match="one mask per trainable variable"):
+        lt.Laplace(model, "classification", subset_of_weights=[np.ones(3, dtype=bool)])
+    with pytest.raises(ValueError, match="must be boolean of shape"):
+        lt.Laplace(model, "classification", subset_of_weights=[np.ones(3, dtype=bool)] + [None] * 5)
+    with pytest.raises(ValueError, match="unknown variables"):
+        lt.Laplace(model, "classification", subset_of_weights={"nope/kernel": np.ones(3, dtype=bool)})
+    with pytest.raises(ValueError, match="subset_of_weights='first'"):
+        lt.Laplace(model, "classification", subset_of_weights="first")
