@@ -83,7 +83,13 @@ def main(case, dtype_name, path, repeats):
     model = build(problem, dtype_name)
     x, y = problem["x_train"].astype(dtype_name), problem["y_train"]
     x_test = problem["x_test"][:N_PREDICT].astype(dtype_name)
-    structure = {"fit_full": "full", "fit_diag": "diag", "predict_glm": "full", "tune_prior": "full"}[case]
+    structure = {
+        "fit_full": "full",
+        "fit_diag": "diag",
+        "fit_kron": "kron",
+        "predict_glm": "full",
+        "tune_prior": "full",
+    }[case]
 
     def fit():
         return lt.Laplace(model, "classification", hessian_structure=structure).fit(

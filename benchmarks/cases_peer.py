@@ -33,7 +33,13 @@ def main(case, dtype_name, path, repeats):
     x, y = torch.tensor(problem["x_train"], dtype=dtype), torch.tensor(problem["y_train"])
     loader = DataLoader(TensorDataset(x, y), batch_size=BATCH)
     x_test = torch.tensor(problem["x_test"][:N_PREDICT], dtype=dtype)
-    structure = {"fit_full": "full", "fit_diag": "diag", "predict_glm": "full", "tune_prior": "full"}[case]
+    structure = {
+        "fit_full": "full",
+        "fit_diag": "diag",
+        "fit_kron": "kron",
+        "predict_glm": "full",
+        "tune_prior": "full",
+    }[case]
 
     def fit():
         la = Laplace(model, "classification", subset_of_weights="all", hessian_structure=structure)

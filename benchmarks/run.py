@@ -26,6 +26,8 @@ CASES = [
     ("fit_full", "problem_50", "full GGN fit, 64-50-10 MLP (3,760 params)"),
     ("fit_diag", "problem_50", "diag GGN fit, 64-50-10 MLP"),
     ("fit_diag", "problem_300-300", "diag GGN fit, 64-300-300-10 MLP (112,810 params)"),
+    ("fit_kron", "problem_50", "kron GGN fit, 64-50-10 MLP"),
+    ("fit_kron", "problem_300-300", "kron GGN fit, 64-300-300-10 MLP"),
     ("predict_glm", "problem_50", "GLM probit predictive, 540 points, full"),
     ("tune_prior", "problem_50", "marglik prior tuning (scalar), full"),
 ]
@@ -69,7 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ours", default=".venv/bin/python")
     parser.add_argument("--peer", default=".venv-peer/bin/python")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data", type=Path, default=Path("/tmp/laplace-tf-bench"))
     parser.add_argument("--out", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
     args = parser.parse_args()
@@ -110,9 +112,9 @@ def render(rows: list[dict], hessian: dict, machine_line: str, repeats: int) -> 
         "Produced by `benchmarks/run.py` (see ../shared/BENCHMARKING.md for the peer's setup). Same data",
         "(scikit-learn digits, standardised; 1,257 training points), same architecture, same trained weights,",
         f"batch size 128, 2 threads a side, each case in its own process. Times are medians of {repeats} runs after",
-        "one warm-up run; *first* is that warm-up, which for laplace-tf includes tracing the `tf.function`s",
-        "of a new `Laplace` and for laplace-torch its own first-call costs. Every run of a fit builds a new",
-        "`Laplace`, so the medians include laplace-tf's one-time tracing per object too.",
+        "one warm-up run; *first* is that warm-up: for laplace-tf it includes tracing the `tf.function`s",
+        "(once per model and configuration: compiled functions are cached per model), for laplace-torch its",
+        "own first-call costs. Every timed fit builds a new `Laplace` on the same model.",
         "Ratio = ours / peer (below 1 means laplace-tf is faster).",
         "",
         f"Machine: {machine_line}.",

@@ -32,6 +32,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from laplace_tf import predictive
+from laplace_tf.compiled import cached
 from laplace_tf.curvature import compile_for_batches, curvature_estimator, noise_power
 from laplace_tf.curvature.jacobians import output_jacobians
 from laplace_tf.data import as_batches, as_inputs, first_inputs
@@ -58,6 +59,7 @@ from laplace_tf.validation import check_dense_memory, check_weights_finite
 
 tfd = tfp.distributions
 PREDICT_BATCH_SIZE = 256
+JACOBIAN_ELEMENTS_PER_BATCH = 2**25  # caps a predictive batch's (B, K, P) Jacobians at 128 MiB in float32
 
 
 class NotFittedError(RuntimeError):
@@ -139,18 +141,39 @@ class Laplace:
         self._eigenvalues: tf.Tensor | None = None
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
-        self._estimator = curvature_estimator(
+        mc_samples = num_samples if stochastic else None
+        key = (
             self.hessian_structure,
             self.curvature_type,
-            self.params,
-            self.likelihood,
-            mc_samples=num_samples if stochastic else None,
-            rank=rank,
+            self.likelihood.name,
+            mc_samples,
+            rank,
+            self.params.cache_key(),
         )
-        self._jacobians = compile_for_batches(lambda theta, x: output_jacobians(self.params.apply, theta, x))
-        self._outputs_at = tf.function(
-            lambda thetas, x: tf.vectorized_map(lambda theta: self.params.apply(theta, x), thetas),
-            reduce_retracing=True,
+        self._estimator = cached(
+            model,
+            ("estimator", *key),
+            lambda: curvature_estimator(
+                self.hessian_structure,
+                self.curvature_type,
+                self.params,
+                self.likelihood,
+                mc_samples=mc_samples,
+                rank=rank,
+            ),
+        )
+        apply = self.params.apply
+        self._jacobians = cached(
+            model,
+            ("jacobians", self.params.cache_key()),
+            lambda: compile_for_batches(lambda theta, x: output_jacobians(apply, theta, x)),
+        )
+        self._outputs_at = cached(
+            model,
+            ("outputs", self.params.cache_key()),
+            lambda: tf.function(
+                lambda thetas, x: tf.vectorized_map(lambda theta: apply(theta, x), thetas), reduce_retracing=True
+            ),
         )
 
     # ----------------------------------------------------------------------------- properties
@@ -360,9 +383,10 @@ class Laplace:
     def glm_output_distribution(self, x: Any) -> tuple[tf.Tensor, tf.Tensor]:
         """The linearised network's outputs: means ``(N, K)`` and covariances ``(N, K, K)``."""
         x = self._inputs(x)
+        batch = max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // (self.n_outputs * self.n_params)))
         means, covariances = [], []
-        for start in range(0, len(x), PREDICT_BATCH_SIZE):
-            f, jacobians = self._jacobians(self.mean, self._cast(x[start : start + PREDICT_BATCH_SIZE]))
+        for start in range(0, len(x), batch):
+            f, jacobians = self._jacobians(self.mean, self._cast(x[start : start + batch]))
             means.append(f)
             covariances.append(self.posterior.functional_variance(jacobians))
         return tf.concat(means, axis=0), tf.concat(covariances, axis=0)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,7 +59,7 @@ class ModelParameters:
                 "The model has no trainable weights: build it first (call it on a batch of "
                 "inputs, or give it a keras.Input), and make sure some layers are trainable."
             )
-        self.model = model
+        self._model = weakref.ref(model)  # weak: compiled functions that hold this are cached per model
         self._all_variables = all_variables
         self._selection = _select(all_variables, subset)
         chosen = [i for i, s in enumerate(self._selection) if s is not None]
@@ -70,6 +71,23 @@ class ModelParameters:
         self.dtype: tf.DType = tf.as_dtype(all_variables[0].dtype)
         self._non_trainable = [v.value for v in model.non_trainable_variables]
         self._call_kwargs = {"training": False} if _accepts_training(model) else {}
+
+    @property
+    def model(self) -> keras.Model:
+        """The model (held weakly; the :class:`~laplace_tf.Laplace` keeps it alive)."""
+        model = self._model()
+        if model is None:
+            raise ReferenceError("The model of these parameters has been deleted.")
+        return model
+
+    def cache_key(self) -> tuple:
+        """What identifies this selection of this model's weights in compiled-function caches."""
+        return (
+            tuple(self.names),
+            tuple(self.sizes),
+            self.dtype.name,
+            tuple(len(s) if s is not None else 0 for s in self._selection),
+        )
 
     @property
     def theta(self) -> tf.Tensor:

@@ -150,3 +150,21 @@ def test_float32_model_gives_float32_results_close_to_float64():
     assert la32.curvature.dtype == tf.float32 and la64.curvature.dtype == tf.float64
     assert la32.predict(x).dtype == tf.float32
     np.testing.assert_allclose(la32.curvature, la64.curvature, rtol=1e-3, atol=1e-5)
+
+
+def test_compiled_functions_are_shared_per_model_and_freed_with_it():
+    import gc
+    import weakref
+
+    model = make_mlp(4, N_CLASSES)
+    x, y = _data("classification")
+    first = lt.Laplace(model, "classification", hessian_structure="diag").fit((x, y), verbose=False)
+    second = lt.Laplace(model, "classification", hessian_structure="diag").fit((x, y), verbose=False)
+    assert first._estimator is second._estimator and first._jacobians is second._jacobians
+    np.testing.assert_allclose(second.curvature, first.curvature)
+    other = lt.Laplace(model, "classification", hessian_structure="full")
+    assert other._estimator is not first._estimator and other._jacobians is first._jacobians
+    model_ref = weakref.ref(model)
+    del model, first, second, other
+    gc.collect()
+    assert model_ref() is None  # the cache does not keep the model alive
