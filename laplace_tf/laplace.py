@@ -31,11 +31,13 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from laplace_tf import predictive
+from laplace_tf import kron_predictive, last_layer, predictive
 from laplace_tf.compiled import cached
 from laplace_tf.curvature import compile_for_batches, curvature_estimator, noise_power
 from laplace_tf.curvature.jacobians import output_jacobians
 from laplace_tf.data import as_batches, as_inputs, first_inputs
+from laplace_tf.kron_predictive import dense_rules, factors_function
+from laplace_tf.last_layer import dense_output_rule, features_function
 from laplace_tf.likelihoods import get_likelihood
 from laplace_tf.marglik import log_marginal_likelihood
 from laplace_tf.options import (
@@ -167,6 +169,20 @@ class Laplace:
             model,
             ("jacobians", self.params.cache_key()),
             lambda: compile_for_batches(lambda theta, x: output_jacobians(apply, theta, x)),
+        )
+        rule = dense_output_rule(self.params)
+        self._features = (
+            None
+            if rule is None
+            else cached(model, ("features", self.params.cache_key()), lambda: features_function(self.params, rule))
+        )
+        self._dense_rules = dense_rules(self.params) if self.hessian_structure == HessianStructure.KRON else None
+        self._layer_factors = (
+            None
+            if self._features is not None or self._dense_rules is None
+            else cached(
+                model, ("factors", self.params.cache_key()), lambda: factors_function(self.params, self._dense_rules)
+            )
         )
         self._outputs_at = cached(
             model,
@@ -381,15 +397,36 @@ class Laplace:
         return predictive.monte_carlo(f_mean, f_var, self.likelihood.name, n_samples, seed)
 
     def glm_output_distribution(self, x: Any) -> tuple[tf.Tensor, tf.Tensor]:
-        """The linearised network's outputs: means ``(N, K)`` and covariances ``(N, K, K)``."""
+        """The linearised network's outputs: means ``(N, K)`` and covariances ``(N, K, K)``.
+
+        When the posterior is over exactly a Dense output layer, this uses the penultimate
+        features in closed form (:mod:`laplace_tf.last_layer`) instead of per-example Jacobians.
+        """
         x = self._inputs(x)
-        batch = max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // (self.n_outputs * self.n_params)))
+        if self._features is not None or self._layer_factors is not None:
+            batch = PREDICT_BATCH_SIZE
+        else:
+            batch = max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // (self.n_outputs * self.n_params)))
         means, covariances = [], []
         for start in range(0, len(x), batch):
-            f, jacobians = self._jacobians(self.mean, self._cast(x[start : start + batch]))
+            f, covariance = self._glm_batch(self._cast(x[start : start + batch]))
             means.append(f)
-            covariances.append(self.posterior.functional_variance(jacobians))
+            covariances.append(covariance)
         return tf.concat(means, axis=0), tf.concat(covariances, axis=0)
+
+    def _glm_batch(self, inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Outputs and their linearised covariance, by the cheapest exact path available."""
+        if self._features is not None:
+            f, features = self._features(self.mean, inputs)
+            return f, last_layer.functional_variance(self.posterior, features, self.n_outputs)
+        if self._layer_factors is not None:
+            f, layer_inputs, gradients, leftover = self._layer_factors(self.mean, inputs)
+            covariance = kron_predictive.functional_variance(
+                self.posterior, self.params, self._dense_rules, layer_inputs, gradients, leftover
+            )
+            return f, covariance
+        f, jacobians = self._jacobians(self.mean, inputs)
+        return f, self.posterior.functional_variance(jacobians)
 
     def predictive_samples(
         self, x: Any, n_samples: int = 100, pred_type: str = "glm", seed: int | None = None

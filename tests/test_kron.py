@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import scipy.linalg
-from conftest import N_CLASSES, assert_posterior_matches_dense, make_mlp
+from conftest import N_CLASSES, assert_posterior_matches_dense, make_mlp, naive_jacobians
 
 import laplace_tf as lt
 from laplace_tf.curvature.kron import DiagBlock
@@ -196,3 +196,83 @@ def test_kron_needs_whole_variables_and_no_exact_hessian(classification_data):
         lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights=masks)
     with pytest.raises(ValueError, match="hessian_structure='kron'"):
         lt.Laplace(model, "classification", stochastic=True)
+
+
+def test_kron_glm_from_layer_factors_equals_the_jacobian_one(classification_data):
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential(
+        [
+            keras.Input((4,), dtype="float64"),
+            keras.layers.Dense(5, activation="tanh", dtype="float64"),
+            keras.layers.LayerNormalization(dtype="float64"),  # a diagonal block in the mix
+            keras.layers.Dense(N_CLASSES, dtype="float64"),
+        ]
+    )
+    la = lt.Laplace(model, "classification", hessian_structure="kron", prior_precision=0.8)
+    la.fit(classification_data, verbose=False)
+    assert la._layer_factors is not None  # the path under test is the one taken
+    x = classification_data[0][:6]
+    expected = la.posterior.functional_variance(naive_jacobians(model, x))
+    f_mean, f_var = la.glm_output_distribution(x)
+    np.testing.assert_allclose(f_var, expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(f_mean, model(x), rtol=1e-12)
+
+
+def test_dense_on_sequences_uses_the_expand_convention():
+    keras.utils.set_random_seed(8)
+    steps, width = 3, 4
+    model = keras.Sequential(
+        [
+            keras.Input((steps, width), dtype="float64"),
+            keras.layers.Dense(5, activation="tanh", dtype="float64"),
+            keras.layers.Flatten(dtype="float64"),
+            keras.layers.Dense(N_CLASSES, dtype="float64"),
+        ]
+    )
+    rng = np.random.default_rng(9)
+    x, y = rng.normal(size=(6, steps, width)), rng.integers(0, N_CLASSES, size=6)
+    la = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y), verbose=False)
+    rows = x.reshape(-1, width)
+    np.testing.assert_allclose(la.curvature.blocks[0].input_factor, rows.T @ rows / (6 * steps), rtol=1e-12)
+    # G sums the per-step outer products of the pre-activation gradients: check it against the
+    # exact GGN of the bias with one step per example, where the two coincide
+    one_step = x[:, :1, :]
+    single = keras.Sequential(
+        [
+            keras.Input((1, width), dtype="float64"),
+            *[
+                keras.layers.Dense(5, activation="tanh", dtype="float64"),
+                keras.layers.Flatten(dtype="float64"),
+                keras.layers.Dense(N_CLASSES, dtype="float64"),
+            ],
+        ]
+    )
+    for target, source in zip(single.trainable_variables, model.trainable_variables, strict=True):
+        target.assign(source.value if source.shape == target.shape else source.value[:5])
+    kron = lt.Laplace(single, "classification", hessian_structure="kron").fit((one_step, y), verbose=False)
+    full = lt.Laplace(single, "classification").fit((one_step, y), verbose=False).curvature.numpy()
+    bias = _block_slices(single)[1]
+    np.testing.assert_allclose(kron.curvature.blocks[1].output_factor, full[bias, bias], rtol=1e-10, atol=1e-12)
+
+
+def test_subclassed_model_gets_the_same_kron_curvature(classification_data):
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__(dtype="float64")
+            self.hidden = keras.layers.Dense(5, activation="tanh", dtype="float64")
+            self.out = keras.layers.Dense(N_CLASSES, dtype="float64")
+
+        def call(self, x):
+            return self.out(self.hidden(x))
+
+    reference = make_mlp(4, N_CLASSES)
+    net = Net()
+    net(classification_data[0][:1])
+    for target, source in zip(net.trainable_variables, reference.trainable_variables, strict=True):
+        target.assign(source.value)
+    ours = lt.Laplace(net, "classification", hessian_structure="kron").fit(classification_data, verbose=False)
+    expected = lt.Laplace(reference, "classification", hessian_structure="kron").fit(classification_data, verbose=False)
+    for a, b in zip(_dense_blocks(ours.curvature), _dense_blocks(expected.curvature), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    x = classification_data[0][:4]
+    np.testing.assert_allclose(ours.predict(x), expected.predict(x), rtol=1e-10)

@@ -91,3 +91,45 @@ def test_bad_subsets_are_clear_errors(model):
         lt.Laplace(model, "classification", subset_of_weights={"nope/kernel": np.ones(3, dtype=bool)})
     with pytest.raises(ValueError, match="subset_of_weights='first'"):
         lt.Laplace(model, "classification", subset_of_weights="first")
+
+
+@pytest.mark.parametrize("structure", ["full", "diag", "kron", "lowrank"])
+def test_last_layer_predictive_from_features_equals_the_jacobian_one(model, classification_data, structure):
+    options = {"rank": 10} if structure == "lowrank" else {}
+    la = lt.Laplace(model, "classification", subset_of_weights="last_layer", hessian_structure=structure, **options)
+    la.fit(classification_data, verbose=False)
+    assert la._features is not None  # the closed-form path is the one taken
+    x = classification_data[0][:6]
+    index = _indices(model, chosen_paths={v.path for v in model.layers[-1].trainable_variables})
+    jacobians = naive_jacobians(model, x)[:, :, index]
+    expected = la.posterior.functional_variance(jacobians)
+    f_mean, f_var = la.glm_output_distribution(x)
+    np.testing.assert_allclose(f_var, expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(f_mean, model(x), rtol=1e-12)
+
+
+def test_last_layer_kron_handles_many_classes_without_network_jacobians():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    classes = 2000
+    model = keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(classes)]
+    )
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, classes, size=64)
+    la = lt.Laplace(model, "classification", subset_of_weights="last_layer", hessian_structure="kron")
+    la.fit((x, y), verbose=False)
+    probs = la.predict(x[:32]).numpy()
+    assert probs.shape == (32, classes)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    # the linearised variance of one logit by hand: a^T Sigma_W a over the kernel + bias block
+    posterior = la.posterior
+    block, values = posterior.blocks[0], posterior.eigenvalues[0].numpy()
+    features = model.layers[0](x[:1]).numpy()[0]
+    rotated = features @ block.input_vectors.numpy()
+    q = block.output_vectors.numpy()
+    kernel_var = (q**2) @ ((rotated**2) @ (1 / values))
+    bias_var = (q**2) @ (1 / posterior.eigenvalues[1].numpy()[0])
+    f_var = np.diagonal(la.glm_output_distribution(x[:1])[1].numpy()[0])
+    np.testing.assert_allclose(f_var, kernel_var + bias_var, rtol=1e-4)

@@ -1,0 +1,102 @@
+r"""The GLM predictive of a Kronecker-factored posterior without per-example network Jacobians.
+
+For a Dense layer with ``(batch, d_in)`` inputs, one example's Jacobian of output :math:`k` in the
+kernel is the outer product :math:`a_n \otimes g_{nk}` of the layer's input and the gradient of
+:math:`f_{nk}` in its pre-activation. The :math:`g_{nk}` of every example come from ``K`` backward
+passes of the batch (into the same recorded perturbations as K-FAC). In a block's eigenbasis,
+:math:`r = Q_A^\top a_n`, :math:`u_k = Q_G^\top g_{nk}`, the block contributes
+
+.. math:: (J \Sigma J^\top)_{kl} = \sum_j u_{kj} u_{lj} \sum_i r_i^2 / E_{ij},
+
+in :math:`O(d_{in} d_{out} + K^2 d_{out})` per example, never forming the ``(K, P)`` Jacobian.
+A bias block is the same with :math:`a = 1`; variables without a Kronecker rule (diagonal blocks)
+use their own per-example Jacobians, which are small.
+
+Example::
+
+    >>> la = lt.Laplace(big_mlp, "classification", hessian_structure="kron").fit((x, y))
+    >>> la.predict(x_test)        # this path, when every Kronecker layer is a Dense on 2-D inputs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+from laplace_tf.curvature import compile_for_batches
+from laplace_tf.curvature.jacobians import output_jacobians
+from laplace_tf.curvature.kfac_layers import LayerRule, find_rules, recording
+from laplace_tf.params import ModelParameters
+from laplace_tf.posterior.kron import EigenBlock, KronPosterior
+
+
+def dense_rules(params: ModelParameters) -> list[LayerRule] | None:
+    """The Kronecker rules if every one is a Dense layer known to take 2-D inputs, else ``None``."""
+    rules = find_rules(params.model, set(params.names))
+    if not rules or any(r.kind != "dense" or not _takes_matrices(r.layer) for r in rules):
+        return None
+    return rules
+
+
+def factors_function(params: ModelParameters, rules: list[LayerRule]) -> Callable:
+    """Compiled ``(theta, x) -> (f, layer inputs, pre-activation gradients (K, B, d_out), leftover J)``."""
+    covered = {r.kernel.path for r in rules} | {r.bias.path for r in rules if r.bias is not None}
+    leftover = [n for n in params.names if n not in covered]
+    leftover_params = ModelParameters(params.model, leftover) if leftover else None
+
+    def factors(theta: tf.Tensor, x: tf.Tensor) -> tuple:
+        with tf.GradientTape() as tape:
+            with recording(rules, tape):
+                f = params.apply(theta, x)
+            per_output = tf.reduce_sum(f, axis=0)  # examples are independent: one pass per output
+        gradients = tape.jacobian(per_output, [r.probe.perturbation for r in rules], experimental_use_pfor=True)
+        inputs = [tf.cast(r.probe.inputs, f.dtype) for r in rules]
+        if leftover_params is None:
+            leftover_jacobians = tf.zeros([tf.shape(f)[0], f.shape[-1], 0], f.dtype)
+        else:
+            leftover_jacobians = output_jacobians(leftover_params.apply, leftover_params.theta, x)[1]
+        return f, inputs, gradients, leftover_jacobians
+
+    return compile_for_batches(factors)
+
+
+def functional_variance(
+    posterior: KronPosterior,
+    params: ModelParameters,
+    rules: list[LayerRule],
+    inputs: list,
+    gradients: list,
+    leftover: tf.Tensor,
+) -> tf.Tensor:
+    """:math:`J \\Sigma J^\\top` ``(B, K, K)`` from the layers' inputs and gradients."""
+    position = {name: i for i, name in enumerate(params.names)}
+    total = 0.0
+    for rule, a, g in zip(rules, inputs, gradients, strict=True):
+        index = position[rule.kernel.path]
+        total += _rank_one_variance(posterior.blocks[index], posterior.eigenvalues[index], a, g)
+        if rule.bias is not None:
+            index = position[rule.bias.path]
+            total += _rank_one_variance(
+                posterior.blocks[index], posterior.eigenvalues[index], tf.ones_like(a[:, :1]), g
+            )
+    covered = {r.kernel.path for r in rules} | {r.bias.path for r in rules if r.bias is not None}
+    diagonal = [posterior.eigenvalues[position[n]] for n in params.names if n not in covered]
+    if diagonal:
+        total += tf.matmul(leftover / tf.concat(diagonal, axis=0), leftover, transpose_b=True)
+    return total
+
+
+def _rank_one_variance(block: EigenBlock, eigenvalues: tf.Tensor, a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+    rotated = a if block.input_vectors is None else tf.matmul(a, block.input_vectors)
+    weights = tf.matmul(tf.square(rotated), 1.0 / eigenvalues)  # (B, d_out)
+    u = tf.einsum("kbo,oj->bkj", g, block.output_vectors)  # (B, K, d_out)
+    return tf.matmul(u * weights[:, None, :], u, transpose_b=True)
+
+
+def _takes_matrices(layer: keras.layers.Layer) -> bool:
+    try:
+        return len(layer.input.shape) == 2
+    except (AttributeError, ValueError):  # subclassed models may not record a layer's input
+        return False
