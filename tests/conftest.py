@@ -27,6 +27,27 @@ def make_mlp(n_in: int, n_out: int, hidden: tuple[int, ...] = (5,), dtype: str =
     return keras.Sequential(layers)
 
 
+class SubclassedMLP(keras.Model):
+    """A subclassed 4-5-3 tanh MLP whose call takes no `training` argument, as users often write."""
+
+    def __init__(self):
+        super().__init__(dtype="float64")
+        self.hidden = keras.layers.Dense(5, activation="tanh", dtype="float64")
+        self.out = keras.layers.Dense(N_CLASSES, dtype="float64")
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def subclassed_copy(reference) -> SubclassedMLP:
+    """A built SubclassedMLP with the weights of a 4-5-3 Sequential/functional model."""
+    net = SubclassedMLP()
+    net(np.zeros((1, 4)))
+    for target, source in zip(net.trainable_variables, reference.trainable_variables, strict=True):
+        target.assign(source.value)
+    return net
+
+
 def flat_weights(model) -> np.ndarray:
     return np.concatenate([np.asarray(v.value).ravel() for v in model.trainable_variables])
 

@@ -12,6 +12,7 @@ from conftest import (
     naive_gradients,
     naive_jacobians,
     output_hessians_np,
+    subclassed_copy,
 )
 
 import laplace_tf as lt
@@ -116,23 +117,10 @@ def _functional(dtype):
     return keras.Model(inputs, keras.layers.Dense(N_CLASSES, dtype=dtype)(hidden))
 
 
-class _Subclassed(keras.Model):
-    def __init__(self):
-        super().__init__(dtype="float64")
-        self.hidden = keras.layers.Dense(5, activation="tanh", dtype="float64")
-        self.out = keras.layers.Dense(N_CLASSES, dtype="float64")
-
-    def call(self, x):
-        return self.out(self.hidden(x))
-
-
 def test_sequential_functional_and_subclassed_models_agree():
     x, y = _data("classification")
     reference = _functional("float64")
-    subclassed = _Subclassed()
-    subclassed(x[:1])
-    for target, source in zip(subclassed.trainable_variables, reference.trainable_variables, strict=True):
-        target.assign(source.value)
+    subclassed = subclassed_copy(reference)
     results = [lt.Laplace(m, "classification").fit((x, y), verbose=False) for m in (reference, subclassed)]
     np.testing.assert_allclose(results[1].curvature, results[0].curvature, rtol=1e-12)
     jac = naive_jacobians(reference, x)

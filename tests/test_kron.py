@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import scipy.linalg
-from conftest import N_CLASSES, assert_posterior_matches_dense, make_mlp, naive_jacobians
+from conftest import N_CLASSES, assert_posterior_matches_dense, make_mlp, naive_jacobians, subclassed_copy
 
 import laplace_tf as lt
 from laplace_tf.curvature.kron import DiagBlock
@@ -256,20 +256,8 @@ def test_dense_on_sequences_uses_the_expand_convention():
 
 
 def test_subclassed_model_gets_the_same_kron_curvature(classification_data):
-    class Net(keras.Model):
-        def __init__(self):
-            super().__init__(dtype="float64")
-            self.hidden = keras.layers.Dense(5, activation="tanh", dtype="float64")
-            self.out = keras.layers.Dense(N_CLASSES, dtype="float64")
-
-        def call(self, x):
-            return self.out(self.hidden(x))
-
     reference = make_mlp(4, N_CLASSES)
-    net = Net()
-    net(classification_data[0][:1])
-    for target, source in zip(net.trainable_variables, reference.trainable_variables, strict=True):
-        target.assign(source.value)
+    net = subclassed_copy(reference)
     ours = lt.Laplace(net, "classification", hessian_structure="kron").fit(classification_data, verbose=False)
     expected = lt.Laplace(reference, "classification", hessian_structure="kron").fit(classification_data, verbose=False)
     for a, b in zip(_dense_blocks(ours.curvature), _dense_blocks(expected.curvature), strict=True):
