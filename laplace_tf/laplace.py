@@ -29,46 +29,44 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
-from laplace_tf import kron_predictive, last_layer, predictive
 from laplace_tf.compiled import cached
-from laplace_tf.curvature import compile_for_batches, curvature_estimator, noise_power
-from laplace_tf.curvature.jacobians import output_jacobians
+from laplace_tf.curvature import curvature_estimator, noise_power
 from laplace_tf.data import as_batches, as_inputs, first_inputs
-from laplace_tf.kron_predictive import dense_rules, factors_function
-from laplace_tf.last_layer import dense_output_rule, features_function
+from laplace_tf.laplace_predictive import LaplacePredictive
 from laplace_tf.likelihoods import get_likelihood
 from laplace_tf.marglik import log_marginal_likelihood
 from laplace_tf.options import (
     CurvatureType,
+    GridMetric,
     HessianStructure,
-    LinkApprox,
-    PredType,
     PriorStructure,
     SubsetOfWeights,
+    TuningMethod,
     parse_option,
 )
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.params import ModelParameters, Subset
-from laplace_tf.posterior import Posterior, build_posterior, log_det_with_scalar_prior
+from laplace_tf.posterior import (
+    FullPosterior,
+    NotPositiveDefiniteError,
+    Posterior,
+    build_posterior,
+    log_det_with_scalar_prior,
+)
 from laplace_tf.posterior.kron import KronPosterior, decompose
 from laplace_tf.posterior.lowrank import LowRankPosterior
 from laplace_tf.prior import as_tensor, expand_prior_precision, validate_prior_mean, validate_prior_precision
 from laplace_tf.seeds import stateless_seed
-from laplace_tf.tuning import tune_prior_precision
+from laplace_tf.tuning import grid_search_prior_precision, tune_prior_precision
 from laplace_tf.validation import check_dense_memory, check_weights_finite
-
-tfd = tfp.distributions
-PREDICT_BATCH_SIZE = 256
-JACOBIAN_ELEMENTS_PER_BATCH = 2**25  # caps a predictive batch's (B, K, P) Jacobians at 128 MiB in float32
 
 
 class NotFittedError(RuntimeError):
     """A method that needs the curvature was called before :meth:`Laplace.fit`."""
 
 
-class Laplace:
+class Laplace(LaplacePredictive):
     """A Laplace approximation over a Keras model's weights.
 
     Args:
@@ -79,7 +77,8 @@ class Laplace:
         variable-path patterns (e.g. ``["dense_2/*"]``), or boolean masks per variable (a list,
         ``None`` for an excluded variable, or a dict from path to mask); the other weights stay
         at their trained values.
-      hessian_structure: ``"full"`` (dense ``P x P``) or ``"diag"``.
+      hessian_structure: ``"full"`` (dense ``P x P``), ``"diag"``, ``"kron"`` (Kronecker-factored
+        per layer) or ``"lowrank"`` (top ``rank`` eigenpairs plus the prior).
       curvature: ``"ggn"`` (generalised Gauss-Newton), ``"ef"`` (empirical Fisher) or
         ``"hessian"`` (exact, by nested tapes).
       prior_precision: a scalar, one value per trainable variable, or one per parameter.
@@ -136,14 +135,20 @@ class Laplace:
         self.prior_mean = validate_prior_mean(prior_mean, self.n_params, self.dtype)
         self.mean = self.params.theta
         self._curvature: tf.Tensor | None = None
+        self._sums: Any = None
+        self.grid_scores: np.ndarray | None = None
         self._loss: tf.Tensor | None = None
         self.n_data = 0
         self.n_outputs: int | None = None
         self._posterior: Posterior | None = None
-        self._eigenvalues: tf.Tensor | None = None
+        self._decomposition: Any = None  # eigenvalues (full) or eigen-blocks (kron), once per fit
+        self._eigenpairs: tuple[tf.Tensor, tf.Tensor] | None = None
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
-        mc_samples = num_samples if stochastic else None
+        self._set_up_compiled_functions(model, num_samples if stochastic else None, rank)
+
+    def _set_up_compiled_functions(self, model: keras.Model, mc_samples: int | None, rank: int) -> None:
+        """The curvature estimator and the predictive's compiled functions, shared per model."""
         key = (
             self.hessian_structure,
             self.curvature_type,
@@ -164,33 +169,7 @@ class Laplace:
                 rank=rank,
             ),
         )
-        apply = self.params.apply
-        self._jacobians = cached(
-            model,
-            ("jacobians", self.params.cache_key()),
-            lambda: compile_for_batches(lambda theta, x: output_jacobians(apply, theta, x)),
-        )
-        rule = dense_output_rule(self.params)
-        self._features = (
-            None
-            if rule is None
-            else cached(model, ("features", self.params.cache_key()), lambda: features_function(self.params, rule))
-        )
-        self._dense_rules = dense_rules(self.params) if self.hessian_structure == HessianStructure.KRON else None
-        self._layer_factors = (
-            None
-            if self._features is not None or self._dense_rules is None
-            else cached(
-                model, ("factors", self.params.cache_key()), lambda: factors_function(self.params, self._dense_rules)
-            )
-        )
-        self._outputs_at = cached(
-            model,
-            ("outputs", self.params.cache_key()),
-            lambda: tf.function(
-                lambda thetas, x: tf.vectorized_map(lambda theta: apply(theta, x), thetas), reduce_retracing=True
-            ),
-        )
+        self._set_up_predictive(model)
 
     # ----------------------------------------------------------------------------- properties
     @property
@@ -242,18 +221,21 @@ class Laplace:
         return self._curvature
 
     # ------------------------------------------------------------------------------------ fit
-    def fit(self, data: Any, batch_size: int | None = None, *, verbose: bool = True) -> Laplace:
+    def fit(self, data: Any, batch_size: int | None = None, *, override: bool = True, verbose: bool = True) -> Laplace:
         """Computes the curvature over ``data`` at the model's current weights.
 
         Args:
           data: a tuple ``(x, y)`` of arrays, or a batched ``tf.data.Dataset`` of ``(x, y)``.
           batch_size: examples per batch for arrays (default 128).
+          override: ``False`` adds ``data``'s curvature (and examples) to the previous fit's,
+            which must have been at the same weights; not available for ``lowrank``.
           verbose: show a progress bar and a one-line summary.
 
         Returns:
           ``self``, fitted.
         """
         check_weights_finite(self.params.names, [v.value for v in self.params.variables])
+        previous = None if override else self._previous_fit()
         self.mean = self.params.theta
         self.n_outputs = int(self.params.apply(self.mean, self._cast(first_inputs(data))).shape[-1])
         batches = as_batches(data, batch_size, self._validate_targets)
@@ -269,9 +251,15 @@ class Laplace:
                 yield self._cast(x), tf.constant(y, self.dtype)
                 progress.add(1)
 
-        loss, curvature, n_data = self._estimator.fit(self.mean, cast_batches, stateless_seed(self.seed))
-        self._loss, self._curvature, self.n_data = loss, curvature, n_data
-        self._posterior, self._eigenvalues = None, None
+        seed = stateless_seed(self.seed)
+        if previous is not None:  # fresh Monte-Carlo draws for the added data
+            seed = tf.random.experimental.stateless_fold_in(seed, self.n_data)
+        loss, sums, n_data = self._estimator.fit(self.mean, cast_batches, seed, previous)
+        if previous is not None:
+            loss, n_data = loss + self._loss, n_data + self.n_data
+        self._loss, self._sums, self.n_data = loss, sums, n_data
+        self._curvature = self._estimator.finalize(sums)
+        self._posterior, self._decomposition, self._eigenpairs = None, None, None
         if verbose:
             print(
                 f"Laplace fitted: {n_data} examples, {self.n_params:,} parameters, "
@@ -281,6 +269,17 @@ class Laplace:
             for path, treatment in (self._estimator.treatment or {}).items():
                 print(f"  {path}: {treatment}")
         return self
+
+    def _previous_fit(self) -> Any:
+        """The previous fit's sums, after checking that more data may be added to them."""
+        self._require_fitted()
+        if not self._estimator.accumulates:
+            raise ValueError(
+                f"hessian_structure={self.hessian_structure.value!r} cannot add data to a fit; use override=True."
+            )
+        if not np.array_equal(self.params.theta.numpy(), self.mean.numpy()):
+            raise ValueError("The model's weights changed since the last fit; refit with override=True.")
+        return self._sums
 
     def _validate_targets(self, y: np.ndarray) -> np.ndarray:
         return self.likelihood.validate_targets(y, self.n_outputs)
@@ -319,160 +318,115 @@ class Laplace:
         method: str = "marglik",
         prior_structure: str = "scalar",
         *,
+        val_data: tuple | None = None,
+        grid: Any = None,
+        metric: str = "nll",
         optimize_sigma_noise: bool = False,
         max_iterations: int = 200,
         tolerance: float = 1e-6,
+        verbose: bool = False,
     ) -> tf.Tensor:
-        """Sets the prior precision (and optionally ``sigma_noise``) to maximise the evidence.
+        """Tunes the prior precision (and optionally ``sigma_noise``) and stores it.
 
-        Maximises :meth:`log_marginal_likelihood` over the log prior precision with L-BFGS,
-        which stops when the gradient vanishes (to ``tolerance``), not after a fixed budget.
+        ``method="marglik"`` maximises :meth:`log_marginal_likelihood` over the log prior
+        precision with L-BFGS, which stops when the gradient vanishes (to ``tolerance``), not after
+        a fixed budget; ``method="gridsearch"`` picks the scalar prior precision on ``grid``
+        (default ``np.logspace(-4, 4, 41)``) whose predictive scores best on ``val_data``.
 
         Args:
-          method: ``"marglik"``.
-          prior_structure: ``"scalar"``, ``"layerwise"`` (one per variable) or ``"diag"``.
-          optimize_sigma_noise: also tune the observation noise (regression only), jointly.
+          method: ``"marglik"`` or ``"gridsearch"``.
+          prior_structure: ``"scalar"``, ``"layerwise"`` (one per variable) or ``"diag"``
+            (marglik; grid search is scalar).
+          val_data: ``(x_val, y_val)`` for grid search.
+          grid: the prior precisions grid search tries.
+          metric: what grid search minimises: ``"nll"``, ``"ece"`` or ``"brier"``.
+          optimize_sigma_noise: also tune the observation noise jointly (marglik, regression).
           max_iterations: the L-BFGS iteration cap; a warning says if it was reached.
           tolerance: the gradient-norm tolerance of the stopping rule.
+          verbose: show progress (evidence evaluations, or grid points).
 
         Returns:
           The tuned prior precision, also stored in ``self.prior_precision``.
         """
-        if method != "marglik":
-            raise ValueError(f"method={method!r} is not valid; choose one of 'marglik'.")
+        tuning = parse_option(TuningMethod, method, "method")
         structure = parse_option(PriorStructure, prior_structure, "prior_structure")
-        if optimize_sigma_noise and self.likelihood.name != LikelihoodName.REGRESSION:
-            raise ValueError("optimize_sigma_noise=True needs likelihood='regression'.")
+        chosen_metric = parse_option(GridMetric, metric, "metric")
+        if optimize_sigma_noise and (
+            self.likelihood.name != LikelihoodName.REGRESSION or tuning != TuningMethod.MARGLIK
+        ):
+            raise ValueError("optimize_sigma_noise=True needs likelihood='regression' and method='marglik'.")
         self._require_fitted()
+        if structure == PriorStructure.DIAG:
+            self._check_prior_fits_structure(tf.ones([self.n_params], self.dtype))
+        if tuning == TuningMethod.GRIDSEARCH:
+            if structure != PriorStructure.SCALAR:
+                raise ValueError("method='gridsearch' tunes a scalar prior precision: use prior_structure='scalar'.")
+            best, self.grid_scores = grid_search_prior_precision(self, val_data, grid, chosen_metric, verbose)
+            self.prior_precision = best
+            return self.prior_precision
         prior, sigma = tune_prior_precision(
-            self, structure, optimize_sigma_noise, max_iterations=max_iterations, tolerance=tolerance
+            self, structure, optimize_sigma_noise, max_iterations=max_iterations, tolerance=tolerance, verbose=verbose
         )
         self.prior_precision = prior
         if sigma is not None:
             self.sigma_noise = float(sigma)
         return self.prior_precision
 
-    # ----------------------------------------------------------------------------- predictive
-    def sample(self, n_samples: int = 100, seed: int | None = None) -> tf.Tensor:
-        """Parameter draws from the posterior, ``(n_samples, n_params)``."""
-        return self.posterior.sample(_positive_int(n_samples, "n_samples"), seed)
-
-    def predict(
-        self,
-        x: Any,
-        pred_type: str = "glm",
-        link_approx: str = "probit",
-        n_samples: int = 100,
-        seed: int | None = None,
-    ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
-        """The posterior predictive at inputs ``x``.
-
-        Args:
-          x: inputs, ``(N, ...)``.
-          pred_type: ``"glm"`` (linearised network: :math:`f \\sim \\mathcal{N}(f_*(x),
-            J \\Sigma J^\\top)`) or ``"nn"`` (the network at ``n_samples`` parameter draws).
-          link_approx: for the GLM predictive of classification and binary: ``"probit"`` or
-            ``"mc"`` (``n_samples`` draws of the outputs).
-          n_samples: draws for ``"nn"`` and ``"mc"``.
-          seed: makes the draws reproducible.
-
-        Returns:
-          Classification: probabilities ``(N, C)``; binary: ``(N, 1)``; regression:
-          ``(f_mean, f_var)``, each ``(N, K)``, the function's mean and variance (no noise).
-        """
-        pred = parse_option(PredType, pred_type, "pred_type")
-        approx = parse_option(LinkApprox, link_approx, "link_approx")
-        n_samples = _positive_int(n_samples, "n_samples")
-        x = self._inputs(x)
-        if pred == PredType.NN:
-            outputs = self._sampled_outputs(x, n_samples, seed)
-            if self.likelihood.name == LikelihoodName.REGRESSION:
-                return tf.reduce_mean(outputs, axis=0), tf.math.reduce_variance(outputs, axis=0)
-            return tf.reduce_mean(predictive.link(outputs, self.likelihood.name), axis=0)
-        f_mean, f_var = self.glm_output_distribution(x)
-        if self.likelihood.name == LikelihoodName.REGRESSION:
-            return f_mean, tf.linalg.diag_part(f_var)
-        if approx == LinkApprox.PROBIT:
-            return predictive.probit(f_mean, f_var, self.likelihood.name)
-        return predictive.monte_carlo(f_mean, f_var, self.likelihood.name, n_samples, seed)
-
-    def glm_output_distribution(self, x: Any) -> tuple[tf.Tensor, tf.Tensor]:
-        """The linearised network's outputs: means ``(N, K)`` and covariances ``(N, K, K)``.
-
-        When the posterior is over exactly a Dense output layer, this uses the penultimate
-        features in closed form (:mod:`laplace_tf.last_layer`) instead of per-example Jacobians.
-        """
-        x = self._inputs(x)
-        if self._features is not None or self._layer_factors is not None:
-            batch = PREDICT_BATCH_SIZE
-        else:
-            batch = max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // (self.n_outputs * self.n_params)))
-        means, covariances = [], []
-        for start in range(0, len(x), batch):
-            f, covariance = self._glm_batch(self._cast(x[start : start + batch]))
-            means.append(f)
-            covariances.append(covariance)
-        return tf.concat(means, axis=0), tf.concat(covariances, axis=0)
-
-    def _glm_batch(self, inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Outputs and their linearised covariance, by the cheapest exact path available."""
-        if self._features is not None:
-            f, features = self._features(self.mean, inputs)
-            return f, last_layer.functional_variance(self.posterior, features, self.n_outputs)
-        if self._layer_factors is not None:
-            f, layer_inputs, gradients, leftover = self._layer_factors(self.mean, inputs)
-            covariance = kron_predictive.functional_variance(
-                self.posterior, self.params, self._dense_rules, layer_inputs, gradients, leftover
-            )
-            return f, covariance
-        f, jacobians = self._jacobians(self.mean, inputs)
-        return f, self.posterior.functional_variance(jacobians)
-
-    def predictive_samples(
-        self, x: Any, n_samples: int = 100, pred_type: str = "glm", seed: int | None = None
-    ) -> tf.Tensor:
-        """Draws of the prediction, ``(n_samples, N, K)``: probabilities, or outputs for regression."""
-        pred = parse_option(PredType, pred_type, "pred_type")
-        n_samples = _positive_int(n_samples, "n_samples")
-        x = self._inputs(x)
-        if pred == PredType.NN:
-            outputs = self._sampled_outputs(x, n_samples, seed)
-        else:
-            f_mean, f_var = self.glm_output_distribution(x)
-            outputs = predictive.gaussian_output_samples(f_mean, f_var, n_samples, seed)
-        return predictive.link(outputs, self.likelihood.name)
-
-    def predictive_distribution(self, x: Any, **predict_kwargs: Any) -> tfd.Distribution:
-        """The predictive as a TFP distribution over targets; regression adds the noise.
-
-        Classification: ``Categorical`` (batch ``N``); binary: ``Bernoulli`` (batch ``N``);
-        regression: ``Independent(Normal(f_mean, sqrt(f_var + sigma^2)))`` with event ``K``.
-        """
-        prediction = self.predict(x, **predict_kwargs)
-        if self.likelihood.name == LikelihoodName.CLASSIFICATION:
-            return tfd.Categorical(probs=prediction)
-        if self.likelihood.name == LikelihoodName.BINARY:
-            return tfd.Bernoulli(probs=prediction[:, 0], dtype=self.dtype)
-        f_mean, f_var = prediction
-        scale = tf.sqrt(f_var + tf.square(self._sigma_noise))
-        return tfd.Independent(tfd.Normal(f_mean, scale), reinterpreted_batch_ndims=1)
-
     # ------------------------------------------------------------------------------- internals
     def _build_posterior(self, prior_precision: tf.Tensor, sigma_noise: tf.Tensor) -> Posterior:
+        self._check_prior_fits_structure(prior_precision)
         prior = expand_prior_precision(prior_precision, self.params.sizes, self.n_params)
         scale = self._curvature_scale(sigma_noise)
         if self.hessian_structure == HessianStructure.KRON:
             return KronPosterior(self.mean, self._kron_eigenblocks(), scale, prior)
         if self.hessian_structure == HessianStructure.LOWRANK:
             return LowRankPosterior(self.mean, self._curvature, scale, prior)
-        return build_posterior(self.hessian_structure, self.mean, self._curvature, scale, prior)
+        try:
+            return build_posterior(self.hessian_structure, self.mean, self._curvature, scale, prior)
+        except NotPositiveDefiniteError:
+            if self.hessian_structure != HessianStructure.FULL or not self._round_off_only():
+                raise
+            values, vectors = self._curvature_eigenpairs()
+            return FullPosterior.from_eigendecomposition(self.mean, scale * tf.maximum(values, 0.0), vectors, prior)
+
+    def _round_off_only(self) -> bool:
+        """Whether a PSD curvature (GGN, EF) is indefinite by no more than round-off.
+
+        GGN and EF are positive semi-definite in exact arithmetic, but a float32 sum over many
+        examples can leave eigenvalues slightly below zero, which a tiny prior cannot offset; within
+        ``P * eps * largest eigenvalue`` they are clipped to zero, beyond it the error stands.
+        """
+        if self.curvature_type == CurvatureType.HESSIAN or not tf.executing_eagerly():
+            return False
+        values, _ = self._curvature_eigenpairs()
+        tolerance = self.n_params * np.finfo(self.dtype.as_numpy_dtype).eps * float(tf.reduce_max(values))
+        return float(tf.reduce_min(values)) >= -tolerance
+
+    def _curvature_eigenpairs(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """The dense curvature's eigendecomposition, computed once per fit and only when needed."""
+        if self._eigenpairs is None:
+            self._eigenpairs = tf.linalg.eigh(self._curvature)
+        return self._eigenpairs
+
+    def _check_prior_fits_structure(self, prior_precision: tf.Tensor) -> None:
+        """A kron posterior needs one prior precision per block: scalar or per variable."""
+        per_variable = len(self.params.sizes)
+        if (
+            self.hessian_structure == HessianStructure.KRON
+            and prior_precision.shape.rank == 1
+            and prior_precision.shape[0] != per_variable
+        ):
+            raise ValueError(
+                "hessian_structure='kron' takes a scalar or layerwise prior precision (one per trainable "
+                f"variable, {per_variable}): a per-parameter prior has no Kronecker eigen-structure."
+            )
 
     def _kron_eigenblocks(self) -> list:
         """The Kronecker factors' eigendecompositions, computed once per fit."""
-        if self._eigenvalues is None:
+        if self._decomposition is None:
             with tf.init_scope():
-                self._eigenvalues = decompose(self._curvature)
-        return self._eigenvalues
+                self._decomposition = decompose(self._curvature)
+        return self._decomposition
 
     def _log_det_posterior_precision(self, prior_precision: tf.Tensor, sigma_noise: tf.Tensor) -> tf.Tensor:
         if self.hessian_structure == HessianStructure.FULL and prior_precision.shape.rank == 0:
@@ -482,27 +436,19 @@ class Laplace:
 
     def _curvature_eigenvalues(self) -> tf.Tensor:
         """The dense curvature's eigenvalues, computed once per fit (eagerly, even from a graph)."""
-        if self._eigenvalues is None:
+        if self._decomposition is None:
             with tf.init_scope():
                 eigenvalues = tf.linalg.eigvalsh(self._curvature)
                 if self.curvature_type != CurvatureType.HESSIAN:  # PSD: negatives are round-off
                     eigenvalues = tf.maximum(eigenvalues, 0.0)
-                self._eigenvalues = eigenvalues
-        return self._eigenvalues
+                self._decomposition = eigenvalues
+        return self._decomposition
 
     def _curvature_scale(self, sigma_noise: tf.Tensor) -> tf.Tensor:
         scale = tf.constant(1.0 / self.temperature, self.dtype)
         if self.likelihood.name == LikelihoodName.REGRESSION:
             scale = scale / sigma_noise ** noise_power(self.curvature_type)
         return scale
-
-    def _sampled_outputs(self, x: np.ndarray, n_samples: int, seed: int | None) -> tf.Tensor:
-        thetas = self.sample(n_samples, seed)
-        chunks = [
-            self._outputs_at(thetas, self._cast(x[start : start + PREDICT_BATCH_SIZE]))
-            for start in range(0, len(x), PREDICT_BATCH_SIZE)
-        ]
-        return tf.concat(chunks, axis=1)
 
     def _inputs(self, x: Any) -> np.ndarray:
         self._require_fitted()
@@ -527,9 +473,3 @@ def _check_outputs_are_logits(model: keras.Model, likelihood: LikelihoodName) ->
             f"The model's last layer applies {squashing[activation]}, but laplace-tf needs logits: "
             "rebuild the last layer with activation=None (and train with from_logits=True)."
         )
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)

@@ -59,6 +59,23 @@ class LinkApprox(str, enum.Enum):
 
     PROBIT = "probit"
     MC = "mc"
+    BRIDGE = "bridge"
+    BRIDGE_NORM = "bridge_norm"
+
+
+class TuningMethod(str, enum.Enum):
+    """How the prior precision is tuned."""
+
+    MARGLIK = "marglik"
+    GRIDSEARCH = "gridsearch"
+
+
+class GridMetric(str, enum.Enum):
+    """What a grid search minimises on validation data."""
+
+    NLL = "nll"
+    ECE = "ece"
+    BRIER = "brier"
 
 
 class PriorStructure(str, enum.Enum):

@@ -4,6 +4,11 @@ r"""Link approximations: from a Gaussian over outputs :math:`\mathcal{N}(m, V)` 
   :math:`p \approx \mathrm{softmax}\big(m_k / \sqrt{1 + \tfrac{\pi}{8} V_{kk}}\big)`; for binary,
   :math:`p \approx \sigma\big(m / \sqrt{1 + \tfrac{\pi}{8} V}\big)`.
 * ``mc``: the average of the link over draws :math:`f^{(s)} = m + V^{1/2} z^{(s)}`.
+* ``bridge`` (the Laplace bridge of Hobbhahn et al., 2022): the Gaussian, first conditioned on
+  :math:`\sum_k f_k = 0` (softmax is shift-invariant), is mapped to a Dirichlet with
+  :math:`\alpha_k = \big(1 - 2/K + e^{m_k} \sum_l e^{-m_l} / K^2\big) / V_{kk}`, whose mean
+  :math:`\alpha / \sum \alpha` is returned. ``bridge_norm`` first rescales the means and
+  variances so the average variance is :math:`2/K`, as laplace-torch does.
 
 :func:`gaussian_output_samples` draws :math:`f^{(s)}` with the symmetric square root of
 :math:`V` (eigendecomposition), which is defined even when :math:`V` is only semi-definite.
@@ -37,6 +42,21 @@ def probit(f_mean: tf.Tensor, f_var: tf.Tensor, likelihood: Likelihood) -> tf.Te
     """The probit approximation from means ``(B, K)`` and covariances ``(B, K, K)``."""
     kappa = tf.math.rsqrt(1.0 + math.pi / 8.0 * tf.linalg.diag_part(f_var))
     return link(kappa * f_mean, likelihood)
+
+
+def bridge(f_mean: tf.Tensor, f_var: tf.Tensor, normalize: bool = False) -> tf.Tensor:
+    """The (normalised) Laplace bridge from means ``(B, K)`` and covariances ``(B, K, K)``."""
+    row_sums = tf.reduce_sum(f_var, axis=-1)  # V 1
+    total = tf.reduce_sum(row_sums, axis=-1, keepdims=True)  # 1^T V 1
+    mean = f_mean - row_sums * tf.reduce_sum(f_mean, axis=-1, keepdims=True) / total
+    covariance = f_var - row_sums[:, :, None] * row_sums[:, None, :] / total[:, :, None]
+    variance = tf.linalg.diag_part(covariance)
+    k = tf.cast(tf.shape(f_mean)[-1], f_mean.dtype)
+    if normalize:
+        average = tf.reduce_mean(variance, axis=-1, keepdims=True) / tf.sqrt(k / 2.0)
+        mean, variance = mean / tf.sqrt(average), variance / average
+    alpha = (1.0 - 2.0 / k + tf.exp(mean) / k**2 * tf.reduce_sum(tf.exp(-mean), axis=-1, keepdims=True)) / variance
+    return alpha / tf.reduce_sum(alpha, axis=-1, keepdims=True)
 
 
 def gaussian_output_samples(f_mean: tf.Tensor, f_var: tf.Tensor, n_samples: int, seed: int | None) -> tf.Tensor:

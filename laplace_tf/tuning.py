@@ -1,4 +1,8 @@
-r"""Tuning the prior precision (and observation noise) by the marginal likelihood.
+r"""Tuning the prior precision (and observation noise): by the marginal likelihood, or by a grid search.
+
+Grid search (:func:`grid_search_prior_precision`) scores the predictive at each prior precision
+on a log-spaced grid against held-out data, by NLL (default), ECE or Brier score, and keeps the
+best.
 
 The hyperparameters :math:`\eta = (\log \lambda, \log \sigma)` are found by maximising the
 Laplace evidence :meth:`laplace_tf.Laplace.log_marginal_likelihood` with L-BFGS
@@ -13,11 +17,14 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from laplace_tf.options import PriorStructure
+from laplace_tf import calibration
+from laplace_tf.options import GridMetric, PriorStructure
+from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.prior import expand_prior_precision
 
 if TYPE_CHECKING:
@@ -31,6 +38,7 @@ def tune_prior_precision(
     *,
     max_iterations: int,
     tolerance: float,
+    verbose: bool = False,
 ) -> tuple[tf.Tensor, tf.Tensor | None]:
     """The evidence-maximising prior precision (and noise, if asked), as tensors."""
     log_prior = tf.math.log(_initial_prior(la, structure))
@@ -50,9 +58,14 @@ def tune_prior_precision(
             value = -la.log_marginal_likelihood(prior_precision=prior, sigma_noise=sigma) / la.n_data
         return value, tape.gradient(value, eta)
 
-    result = tfp.optimizer.lbfgs_minimize(
-        negative_evidence_and_gradient, start, tolerance=tolerance, max_iterations=max_iterations
-    )
+    progress = keras.utils.Progbar(None, verbose=1 if verbose else 0, unit_name="evaluation")
+
+    def reported(eta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        value, gradient = negative_evidence_and_gradient(eta)
+        progress.add(1, values=[("negative log evidence per example", float(value))])
+        return value, gradient
+
+    result = tfp.optimizer.lbfgs_minimize(reported, start, tolerance=tolerance, max_iterations=max_iterations)
     if not np.all(np.isfinite(result.position.numpy())):
         raise FloatingPointError(
             "Prior optimisation failed (the evidence became non-finite); try a different starting "
@@ -68,6 +81,57 @@ def tune_prior_precision(
             stacklevel=3,
         )
     return unpack(result.position)
+
+
+DEFAULT_GRID = np.logspace(-4, 4, 41)
+
+
+def grid_search_prior_precision(
+    la: Laplace, val_data: tuple, grid: np.ndarray | None, metric: GridMetric, verbose: bool
+) -> tuple[float, np.ndarray]:
+    """The scalar prior precision on ``grid`` whose predictive scores best on ``val_data``.
+
+    Returns the best value and the score of every grid point (lower is better).
+    """
+    if not (isinstance(val_data, (tuple, list)) and len(val_data) == 2):
+        raise ValueError("method='gridsearch' needs val_data=(x_val, y_val).")
+    grid = DEFAULT_GRID if grid is None else np.asarray(grid, dtype=np.float64).ravel()
+    if grid.size == 0 or not np.all(np.isfinite(grid)) or not np.all(grid > 0):
+        raise ValueError("grid must be a non-empty array of positive, finite prior precisions.")
+    x_val, y_val = val_data
+    y_val = la.likelihood.validate_targets(np.asarray(y_val), la.n_outputs)
+    score = _scorer(la, metric)
+    progress = keras.utils.Progbar(len(grid), verbose=1 if verbose else 0, unit_name="prior")
+    scores = []
+    for value in grid:
+        la.prior_precision = float(value)
+        scores.append(score(x_val, y_val))
+        progress.add(1)
+    scores = np.asarray(scores)
+    return float(grid[int(np.nanargmin(scores))]), scores
+
+
+def _scorer(la: Laplace, metric: GridMetric):
+    """``(x, one-hot or (N, K) targets) -> score`` for the likelihood (lower is better)."""
+    name = la.likelihood.name
+    if name == LikelihoodName.REGRESSION:
+        if metric != GridMetric.NLL:
+            raise ValueError(f"metric={metric.value!r} is for classification; regression uses 'nll'.")
+        return lambda x, y: float(-tf.reduce_mean(la.predictive_distribution(x).log_prob(y)))
+    metric_fn = {
+        GridMetric.NLL: calibration.negative_log_likelihood,
+        GridMetric.ECE: calibration.expected_calibration_error,
+        GridMetric.BRIER: calibration.brier_score,
+    }[metric]
+
+    def score(x: np.ndarray, y: np.ndarray) -> float:
+        probs = la.predict(x).numpy()
+        if name == LikelihoodName.BINARY:
+            probs = np.concatenate([1 - probs, probs], axis=1)
+            return metric_fn(probs, y[:, 0].astype(int))
+        return metric_fn(probs, np.argmax(y, axis=1))
+
+    return score
 
 
 def _initial_prior(la: Laplace, structure: PriorStructure) -> tf.Tensor:

@@ -92,8 +92,12 @@ def test_evidence_uses_the_kronecker_log_det(kron_laplace, classification_data):
     theta = la.mean.numpy()
     expected = log_lik - 0.5 * (np.linalg.slogdet(precision)[1] - np.log(prior).sum() + prior @ theta**2)
     np.testing.assert_allclose(la.log_marginal_likelihood(), expected, rtol=1e-10)
-    with pytest.raises(ValueError, match="one prior precision per Kronecker block"):
+    with pytest.raises(ValueError, match="per-parameter prior has no Kronecker eigen-structure"):
         la.log_marginal_likelihood(np.linspace(1, 2, la.n_params))
+    with pytest.raises(ValueError, match="per-parameter prior has no Kronecker eigen-structure"):
+        la.optimize_prior_precision(prior_structure="diag")
+    layerwise = float(la.log_marginal_likelihood(la.optimize_prior_precision(prior_structure="layerwise")))
+    assert layerwise >= float(la.log_marginal_likelihood(la.optimize_prior_precision())) - 1e-9
 
 
 def test_monte_carlo_fisher_approaches_the_exact_factors(classification_data):

@@ -37,11 +37,17 @@ def test_top_eigenpairs_match_the_dense_ggn(model, classification_data):
     np.testing.assert_allclose(full.curvature.numpy() @ u, u * exact, atol=1e-4 * exact[0])
 
 
-def test_posterior_quantities_equal_the_dense_low_rank_precision(model, classification_data):
-    la = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=8, prior_precision=2.0)
+@pytest.mark.parametrize("prior", [2.0, np.array([0.5, 1.0, 2.0, 4.0]), "per-parameter"])
+def test_posterior_quantities_equal_the_dense_low_rank_precision(model, classification_data, prior):
+    sizes = [int(np.prod(v.shape)) for v in model.trainable_variables]
+    if isinstance(prior, str):
+        prior = np.linspace(0.5, 3.0, sum(sizes))
+    la = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=8, prior_precision=prior)
     la.fit(classification_data, verbose=False)
     u, values = la.curvature.eigenvectors.numpy(), la.curvature.eigenvalues.numpy()
-    precision = u @ np.diag(values) @ u.T + 2.0 * np.eye(la.n_params)
+    per_parameter = np.broadcast_to(prior, (len(sizes),)) if np.ndim(prior) == 0 else prior
+    per_parameter = np.repeat(per_parameter, sizes) if len(per_parameter) == len(sizes) else per_parameter
+    precision = u @ np.diag(values) @ u.T + np.diag(per_parameter)
     assert_posterior_matches_dense(la, model, precision, classification_data[0][:5])
 
 
@@ -50,7 +56,13 @@ def test_lowrank_options_are_checked(model):
         lt.Laplace(model, "classification", hessian_structure="lowrank", rank=100)
     with pytest.raises(ValueError, match="curvature='ggn'"):
         lt.Laplace(model, "classification", hessian_structure="lowrank", rank=5, curvature="ef")
-    la = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=5)
-    la.fit((np.zeros((3, 4)), np.zeros(3, dtype=int)), verbose=False)
-    with pytest.raises(ValueError, match="scalar prior precision"):
-        la.log_marginal_likelihood(np.linspace(1, 2, 4))
+
+
+def test_lowrank_tunes_every_prior_structure(model, classification_data):
+    la = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=10).fit(
+        classification_data, verbose=False
+    )
+    scalar = float(la.log_marginal_likelihood(la.optimize_prior_precision()))
+    layerwise = float(la.log_marginal_likelihood(la.optimize_prior_precision(prior_structure="layerwise")))
+    diag = float(la.log_marginal_likelihood(la.optimize_prior_precision(prior_structure="diag")))
+    assert layerwise >= scalar - 1e-9 and diag >= layerwise - 1e-9

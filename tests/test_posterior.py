@@ -87,3 +87,19 @@ def test_indefinite_precision_is_reported(classification_data):
         pytest.fail("the test needs an untrained model with some negative Hessian diagonal")
     with pytest.raises(lt.NotPositiveDefiniteError, match="non-positive"):
         diag.posterior  # noqa: B018
+
+
+def test_round_off_negative_eigenvalues_of_a_float32_ggn_are_handled():
+    model = make_mlp(4, N_CLASSES, hidden=(16,), dtype="float32", seed=2)
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(5, 4)).astype("float32"), np.array([0, 1, 2, 0, 1])
+    la = lt.Laplace(model, "classification", prior_precision=1e-6).fit((x, y), verbose=False)
+    curvature = la.curvature.numpy().astype(np.float64)  # rank <= 10 of 115: mostly round-off
+    values, vectors = np.linalg.eigh(curvature)
+    expected = vectors @ np.diag(np.maximum(values, 0)) @ vectors.T + 1e-6 * np.eye(la.n_params)
+    cholesky = la.posterior.cholesky.numpy().astype(np.float64)
+    assert np.all(np.diag(cholesky) > 0) and np.allclose(cholesky, np.tril(cholesky))
+    np.testing.assert_allclose(cholesky @ cholesky.T, expected, atol=1e-5 * values.max())
+    # ~100 eigenvalues sit at float32 round-off (about the prior itself), so each of their log terms
+    # is uncertain by O(1): the log-determinant agrees only to that noise floor
+    np.testing.assert_allclose(la.posterior.log_det_precision, np.linalg.slogdet(expected)[1], rtol=1e-2)

@@ -34,8 +34,10 @@ def test_unknown_likelihood_and_prediction_options(model):
     la = lt.Laplace(model, "classification").fit(_data(), verbose=False)
     with pytest.raises(ValueError, match="pred_type='sampled'"):
         la.predict(_data()[0], pred_type="sampled")
-    with pytest.raises(ValueError, match=r"link_approx='bridge'.*'probit', 'mc'"):
-        la.predict(_data()[0], link_approx="bridge")
+    with pytest.raises(ValueError, match=r"link_approx='laplace'.*'probit', 'mc', 'bridge', 'bridge_norm'"):
+        la.predict(_data()[0], link_approx="laplace")
+    with pytest.raises(ValueError, match="method='grid'"):
+        la.optimize_prior_precision(method="grid")
     with pytest.raises(ValueError, match="prior_structure='blockwise'"):
         la.optimize_prior_precision(prior_structure="blockwise")
 

@@ -32,13 +32,17 @@ Batches = Callable[[], Iterator[tuple[tf.Tensor, tf.Tensor]]]
 class CurvatureEstimator:
     """How a structure turns a data set into its curvature.
 
-    ``fit(theta, batches, seed)`` returns the summed loss at ``theta``, the curvature and the number
-    of examples, making ``passes`` passes over ``batches()``; ``treatment`` says, for kron, which
-    variables got Kronecker blocks.
+    ``fit(theta, batches, seed, previous)`` returns the summed loss at ``theta``, the curvature's
+    running sums (added to ``previous`` sums when given) and the number of examples, making
+    ``passes`` passes over ``batches()``; ``finalize(sums)`` is the curvature. ``accumulates`` says
+    whether sums from several ``fit`` calls may be added (not for ``lowrank``); ``treatment`` says,
+    for kron, which variables got Kronecker blocks.
     """
 
-    fit: Callable[[tf.Tensor, Batches, tf.Tensor], tuple[tf.Tensor, Any, int]]
+    fit: Callable[[tf.Tensor, Batches, tf.Tensor, Any], tuple[tf.Tensor, Any, int]]
+    finalize: Callable[[Any], Any]
     passes: int = 1
+    accumulates: bool = True
     treatment: dict[str, str] | None = None
 
 
@@ -60,7 +64,9 @@ def curvature_estimator(
         raise ValueError("stochastic=True (Monte-Carlo Fisher) is available with hessian_structure='kron'.")
     if structure == HessianStructure.KRON:
         plan = KronPlan(params, likelihood, curvature_type, mc_samples)
-        return CurvatureEstimator(_summed_fit(compile_for_batches(plan.batch), plan.finalize), 1, plan.treatment())
+        return CurvatureEstimator(
+            _summed_fit(compile_for_batches(plan.batch)), plan.finalize, treatment=plan.treatment()
+        )
     if structure == HessianStructure.LOWRANK:
         if curvature_type != CurvatureType.GGN:
             raise ValueError("hessian_structure='lowrank' works with curvature='ggn'.")
@@ -68,24 +74,30 @@ def curvature_estimator(
             raise ValueError(
                 f"rank must be an integer in [1, {params.n_params}] (the number of parameters), got {rank!r}."
             )
-        return CurvatureEstimator(_lowrank_fit(params, likelihood, rank), 2 + lowrank.POWER_ITERATIONS)
+        return CurvatureEstimator(
+            _lowrank_fit(params, likelihood, rank), _identity, passes=2 + lowrank.POWER_ITERATIONS, accumulates=False
+        )
     batch = compile_for_batches(_dense_batch_function(STRUCTURES[structure], curvature_type, params, likelihood))
-    return CurvatureEstimator(_summed_fit(batch, lambda sums: sums))
+    return CurvatureEstimator(_summed_fit(batch), _identity)
 
 
-def _summed_fit(batch: Callable, finalize: Callable[[Any], Any]) -> Callable:
-    """One pass: the batches' curvature sums added up, then finalised."""
+def _identity(sums: Any) -> Any:
+    return sums
 
-    def fit(theta: tf.Tensor, batches: Batches, seed: tf.Tensor) -> tuple[tf.Tensor, Any, int]:
-        loss, sums, n_data = tf.zeros([], theta.dtype), None, 0
+
+def _summed_fit(batch: Callable) -> Callable:
+    """One pass: the batches' curvature sums added up (to ``previous`` sums, if any)."""
+
+    def fit(theta: tf.Tensor, batches: Batches, seed: tf.Tensor, previous: Any = None) -> tuple[tf.Tensor, Any, int]:
+        loss, sums, n_data = tf.zeros([], theta.dtype), previous, 0
         for index, (x, y) in enumerate(batches()):
             batch_loss, batch_sums = batch(theta, x, y, tf.random.experimental.stateless_fold_in(seed, index))
             loss += batch_loss
             sums = batch_sums if sums is None else tf.nest.map_structure(tf.add, sums, batch_sums)
             n_data += int(x.shape[0])
-        if sums is None:
+        if n_data == 0:
             raise ValueError("The dataset yielded no batches; nothing to fit.")
-        return loss, finalize(sums), n_data
+        return loss, sums, n_data
 
     return fit
 
@@ -94,7 +106,7 @@ def _lowrank_fit(params: ModelParameters, likelihood: Likelihood, rank: int) -> 
     """Several passes of GGN-matrix products, then the randomised eigendecomposition."""
     product = compile_for_batches(lowrank.ggn_matmul(params.apply, likelihood))
 
-    def fit(theta: tf.Tensor, batches: Batches, seed: tf.Tensor) -> tuple[tf.Tensor, Any, int]:
+    def fit(theta: tf.Tensor, batches: Batches, seed: tf.Tensor, previous: Any = None) -> tuple[tf.Tensor, Any, int]:
         last_pass: dict[str, Any] = {}
 
         def over_data(vectors: tf.Tensor) -> tf.Tensor:

@@ -46,6 +46,28 @@ class FullPosterior:
         self.precision = precision
         self.cholesky = _cholesky(precision)
 
+    @classmethod
+    def from_eigendecomposition(
+        cls, mean: tf.Tensor, values: tf.Tensor, vectors: tf.Tensor, prior_precision: tf.Tensor
+    ) -> FullPosterior:
+        """The posterior with precision :math:`V \\operatorname{diag}(v) V^\\top + \\operatorname{diag}(d)`.
+
+        The Cholesky factor comes from a QR factorisation of :math:`F = [\\operatorname{diag}(\\sqrt v)
+        V^\\top; \\operatorname{diag}(\\sqrt d)]` (:math:`F^\\top F` is the precision), which stays
+        positive definite for non-negative ``values`` and positive ``prior_precision`` however
+        ill-conditioned the sum, where a Cholesky factorisation of the formed matrix can fail.
+        """
+        stacked = tf.concat(
+            [tf.sqrt(values)[:, None] * tf.transpose(vectors), tf.linalg.diag(tf.sqrt(prior_precision))], 0
+        )
+        upper = tf.linalg.qr(stacked)[1]
+        signs = tf.where(tf.linalg.diag_part(upper) < 0, -1.0, 1.0)
+        posterior = cls.__new__(cls)
+        posterior.mean = mean
+        posterior.precision = tf.matmul(vectors * values, vectors, transpose_b=True) + tf.linalg.diag(prior_precision)
+        posterior.cholesky = tf.transpose(upper * tf.cast(signs, upper.dtype)[:, None])
+        return posterior
+
     @property
     def n_params(self) -> int:
         return int(self.mean.shape[0])

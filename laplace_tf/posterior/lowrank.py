@@ -1,14 +1,16 @@
-r"""A Gaussian posterior whose precision is a low-rank curvature plus an isotropic prior.
+r"""A Gaussian posterior whose precision is a low-rank curvature plus a diagonal prior.
 
 With the curvature's top eigenpairs :math:`H \approx U \operatorname{diag}(\lambda) U^\top`
-(orthonormal :math:`U \in \mathbb{R}^{P \times k}`), scale :math:`s` and scalar prior
-:math:`\delta`, the precision is :math:`P = \delta I + U \operatorname{diag}(e) U^\top` with
-:math:`e = s \lambda`, and everything is :math:`O(P k)`:
+(orthonormal :math:`U \in \mathbb{R}^{P \times k}`), scale :math:`s` and prior precisions
+:math:`D = \operatorname{diag}(d)` (one number, one per variable, or one per parameter), the
+precision is :math:`P = D + U E U^\top` with :math:`E = \operatorname{diag}(s\lambda)`. Writing
+:math:`W = D^{-1/2} U E^{1/2} = Q R` (thin QR) and :math:`R R^\top = V \operatorname{diag}(m) V^\top`,
+:math:`B = Q V` is orthonormal and :math:`P = D^{1/2} (I + B \operatorname{diag}(m) B^\top) D^{1/2}`,
+so everything costs :math:`O(P k + k^3)`:
 
-* :math:`\log\det P = \sum_i \log(e_i + \delta) + (P - k) \log \delta`;
-* :math:`P^{-1} = \delta^{-1} \big(I - U \operatorname{diag}(e / (e + \delta)) U^\top\big)`;
-* :math:`P^{-1/2} = \delta^{-1/2} \big(I + U \operatorname{diag}(\sqrt{\delta / (e + \delta)} - 1) U^\top\big)`,
-  which draws samples.
+* :math:`\log\det P = \sum_p \log d_p + \sum_j \log(1 + m_j)`;
+* :math:`P^{-1} = D^{-1/2} \big(I - B \operatorname{diag}(m / (1 + m)) B^\top\big) D^{-1/2}`;
+* :math:`P^{-1/2} = D^{-1/2} \big(I + B \operatorname{diag}((1 + m)^{-1/2} - 1) B^\top\big)`, which draws samples.
 
 Example::
 
@@ -29,13 +31,13 @@ tfd = tfp.distributions
 
 
 class LowRankPosterior:
-    """:math:`\\mathcal{N}(\\mu, (\\delta I + U \\operatorname{diag}(e) U^\\top)^{-1})`.
+    """:math:`\\mathcal{N}(\\mu, (D + U E U^\\top)^{-1})`.
 
     Args:
       mean: the MAP, ``(P,)``.
       curvature: the low-rank curvature.
       curvature_scale: :math:`s`.
-      prior_precision: the per-parameter prior ``(P,)``; it must be one number.
+      prior_precision: the per-parameter prior precision :math:`d`, ``(P,)``.
     """
 
     structure = "lowrank"
@@ -43,12 +45,14 @@ class LowRankPosterior:
     def __init__(
         self, mean: tf.Tensor, curvature: LowRankCurvature, curvature_scale: tf.Tensor, prior_precision: tf.Tensor
     ):
-        if tf.executing_eagerly() and not np.allclose(prior_precision.numpy(), prior_precision.numpy()[0]):
-            raise ValueError("hessian_structure='lowrank' needs a scalar prior precision.")
         self.mean = mean
+        self.prior = prior_precision
         self.vectors = curvature.eigenvectors
         self.values = curvature_scale * curvature.eigenvalues
-        self.prior = prior_precision[0]
+        whitened = tf.math.rsqrt(prior_precision)[:, None] * self.vectors * tf.sqrt(self.values)
+        q, r = tf.linalg.qr(whitened)
+        m, v = tf.linalg.eigh(tf.matmul(r, r, transpose_b=True))
+        self.basis, self.boost = tf.matmul(q, v), tf.maximum(m, 0.0)
 
     @property
     def n_params(self) -> int:
@@ -56,32 +60,34 @@ class LowRankPosterior:
 
     @property
     def log_det_precision(self) -> tf.Tensor:
-        rank = int(self.values.shape[0])
-        return tf.reduce_sum(tf.math.log(self.values + self.prior)) + (self.n_params - rank) * tf.math.log(self.prior)
+        return tf.reduce_sum(tf.math.log(self.prior)) + tf.reduce_sum(tf.math.log1p(self.boost))
 
     @property
     def variance(self) -> tf.Tensor:
-        shrink = self.values / (self.values + self.prior)
-        return (1.0 - tf.reduce_sum(tf.square(self.vectors) * shrink, axis=1)) / self.prior
+        shrink = self.boost / (1.0 + self.boost)
+        return (1.0 - tf.reduce_sum(tf.square(self.basis) * shrink, axis=1)) / self.prior
 
     @property
     def covariance(self) -> tf.Tensor:
         """The dense ``(P, P)`` covariance (for small models and tests)."""
-        shrink = self.values / (self.values + self.prior)
-        identity = tf.eye(self.n_params, dtype=self.mean.dtype)
-        return (identity - tf.matmul(self.vectors * shrink, self.vectors, transpose_b=True)) / self.prior
+        shrink = self.boost / (1.0 + self.boost)
+        inner = tf.eye(self.n_params, dtype=self.mean.dtype) - tf.matmul(
+            self.basis * shrink, self.basis, transpose_b=True
+        )
+        root = tf.math.rsqrt(self.prior)
+        return root[:, None] * inner * root[None, :]
 
     def precision_operator(self) -> tf.linalg.LinearOperator:
-        base = tf.linalg.LinearOperatorScaledIdentity(self.n_params, self.prior, is_positive_definite=True)
+        base = tf.linalg.LinearOperatorDiag(self.prior, is_positive_definite=True)
         return tf.linalg.LinearOperatorLowRankUpdate(
             base, self.vectors, diag_update=self.values, is_positive_definite=True
         )
 
     def _scale_operator(self) -> tf.linalg.LinearOperator:
-        root = tf.math.rsqrt(self.prior)
-        base = tf.linalg.LinearOperatorScaledIdentity(self.n_params, root, is_positive_definite=True)
-        update = root * (tf.sqrt(self.prior / (self.values + self.prior)) - 1.0)
-        return tf.linalg.LinearOperatorLowRankUpdate(base, self.vectors, diag_update=update, is_self_adjoint=True)
+        identity = tf.linalg.LinearOperatorIdentity(self.n_params, dtype=self.mean.dtype)
+        update = tf.math.rsqrt(1.0 + self.boost) - 1.0
+        inner = tf.linalg.LinearOperatorLowRankUpdate(identity, self.basis, diag_update=update, is_self_adjoint=True)
+        return tf.linalg.LinearOperatorComposition([tf.linalg.LinearOperatorDiag(tf.math.rsqrt(self.prior)), inner])
 
     def distribution(self) -> tfd.Distribution:
         return tfd.MultivariateNormalLinearOperator(loc=self.mean, scale=self._scale_operator())
@@ -92,15 +98,19 @@ class LowRankPosterior:
 
     def log_prob(self, theta: tf.Tensor) -> tf.Tensor:
         delta = theta - self.mean
-        quadratic = self.prior * tf.reduce_sum(tf.square(delta), axis=-1) + tf.reduce_sum(
-            self.values * tf.square(tf.linalg.matvec(self.vectors, delta, transpose_a=True)), axis=-1
+        projected = tf.linalg.matvec(self.vectors, delta, transpose_a=True)
+        quadratic = tf.reduce_sum(self.prior * tf.square(delta), axis=-1) + tf.reduce_sum(
+            self.values * tf.square(projected), axis=-1
         )
         log_two_pi = tf.cast(np.log(2 * np.pi), self.mean.dtype)
         return -0.5 * (quadratic + self.n_params * log_two_pi - self.log_det_precision)
 
     def functional_variance(self, jacobians: tf.Tensor) -> tf.Tensor:
-        """:math:`\\delta^{-1}(J J^\\top - (J U) \\operatorname{diag}(e/(e+\\delta)) (J U)^\\top)`."""
-        projected = tf.matmul(jacobians, self.vectors)
-        shrink = self.values / (self.values + self.prior)
-        full = tf.matmul(jacobians, jacobians, transpose_b=True)
-        return (full - tf.matmul(projected * shrink, projected, transpose_b=True)) / self.prior
+        """:math:`\\tilde J \\tilde J^\\top - (\\tilde J B) \\operatorname{diag}(m/(1+m)) (\\tilde J B)^\\top`,
+        :math:`\\tilde J = J D^{-1/2}`."""
+        whitened = jacobians * tf.math.rsqrt(self.prior)
+        projected = tf.matmul(whitened, self.basis)
+        shrink = self.boost / (1.0 + self.boost)
+        return tf.matmul(whitened, whitened, transpose_b=True) - tf.matmul(
+            projected * shrink, projected, transpose_b=True
+        )

@@ -1,0 +1,221 @@
+"""The predictive half of :class:`laplace_tf.Laplace`: GLM and sampled predictives.
+
+The GLM predictive linearises the network at the MAP, :math:`f(\\theta, x) \\approx f(\\theta_*, x)
++ J(x)(\\theta - \\theta_*)`, so the outputs are Gaussian with covariance :math:`J \\Sigma J^\\top`,
+computed by the cheapest exact path available: penultimate features for a last-layer posterior
+(:mod:`laplace_tf.last_layer`), Dense-layer factors for kron (:mod:`laplace_tf.kron_predictive`),
+or per-example Jacobians. The ``nn`` predictive runs the network at posterior draws.
+
+Example::
+
+    >>> la.predict(x_test)                                # (N, C) probabilities, probit link
+    >>> f_mean, f_var = la_regression.predict(x_test)      # each (N, K)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from laplace_tf import kron_predictive, last_layer, predictive
+from laplace_tf.compiled import cached
+from laplace_tf.curvature import compile_for_batches
+from laplace_tf.curvature.jacobians import output_jacobians
+from laplace_tf.kron_predictive import dense_rules, factors_function
+from laplace_tf.last_layer import dense_output_rule, features_function
+from laplace_tf.options import HessianStructure, LinkApprox, PredType, parse_option
+from laplace_tf.options import Likelihood as LikelihoodName
+
+tfd = tfp.distributions
+PREDICT_BATCH_SIZE = 256
+JACOBIAN_ELEMENTS_PER_BATCH = 2**25  # caps a predictive batch's (B, K, P) Jacobians at 128 MiB in float32
+
+
+class LaplacePredictive:
+    """Predictive methods; :class:`laplace_tf.Laplace` provides the posterior and the model."""
+
+    def _set_up_predictive(self, model: keras.Model) -> None:
+        """The predictive's compiled functions, shared per model."""
+        apply = self.params.apply
+        self._jacobians = cached(
+            model,
+            ("jacobians", self.params.cache_key()),
+            lambda: compile_for_batches(lambda theta, x: output_jacobians(apply, theta, x)),
+        )
+        rule = dense_output_rule(self.params)
+        self._features = (
+            None
+            if rule is None
+            else cached(model, ("features", self.params.cache_key()), lambda: features_function(self.params, rule))
+        )
+        self._dense_rules = dense_rules(self.params) if self.hessian_structure == HessianStructure.KRON else None
+        self._layer_factors = (
+            None
+            if self._features is not None or self._dense_rules is None
+            else cached(
+                model, ("factors", self.params.cache_key()), lambda: factors_function(self.params, self._dense_rules)
+            )
+        )
+        self._outputs_at = cached(
+            model,
+            ("outputs", self.params.cache_key()),
+            lambda: tf.function(
+                lambda thetas, x: tf.vectorized_map(lambda theta: apply(theta, x), thetas), reduce_retracing=True
+            ),
+        )
+
+    def sample(self, n_samples: int = 100, seed: int | None = None) -> tf.Tensor:
+        """Parameter draws from the posterior, ``(n_samples, n_params)``."""
+        return self.posterior.sample(_positive_int(n_samples, "n_samples"), seed)
+
+    def predict(
+        self,
+        x: Any,
+        pred_type: str = "glm",
+        link_approx: str = "probit",
+        n_samples: int = 100,
+        seed: int | None = None,
+        *,
+        diagonal_output: bool = True,
+        joint: bool = False,
+    ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
+        """The posterior predictive at inputs ``x``.
+
+        Args:
+          x: inputs, ``(N, ...)``.
+          pred_type: ``"glm"`` (linearised network: :math:`f \\sim \\mathcal{N}(f_*(x),
+            J \\Sigma J^\\top)`) or ``"nn"`` (the network at ``n_samples`` parameter draws).
+          link_approx: for the GLM predictive of classification and binary: ``"probit"``, ``"mc"``
+            (``n_samples`` draws of the outputs), or, for classification, ``"bridge"`` and
+            ``"bridge_norm"`` (the Laplace bridge to a Dirichlet).
+          n_samples: draws for ``"nn"`` and ``"mc"``.
+          seed: makes the draws reproducible.
+          diagonal_output: regression: ``False`` returns each example's full output covariance.
+          joint: regression: the joint predictive over all ``N`` inputs, mean ``(N*K,)`` and
+            covariance ``(N*K, N*K)`` (example-major), including the cross-example covariance.
+
+        Returns:
+          Classification: probabilities ``(N, C)``; binary: ``(N, 1)``; regression:
+          ``(f_mean, f_var)``, each ``(N, K)``, the function's mean and variance (no noise); with
+          ``diagonal_output=False``, ``f_var`` is ``(N, K, K)``; with ``joint=True`` see above.
+        """
+        pred = parse_option(PredType, pred_type, "pred_type")
+        approx = parse_option(LinkApprox, link_approx, "link_approx")
+        n_samples = _positive_int(n_samples, "n_samples")
+        regression = self.likelihood.name == LikelihoodName.REGRESSION
+        if (joint or not diagonal_output) and not regression:
+            raise ValueError("joint=True and diagonal_output=False are for likelihood='regression'.")
+        x = self._inputs(x)
+        if pred == PredType.NN:
+            outputs = self._sampled_outputs(x, n_samples, seed)
+            if regression:
+                return _sample_moments(outputs, diagonal_output, joint)
+            return tf.reduce_mean(predictive.link(outputs, self.likelihood.name), axis=0)
+        if joint:
+            return self._joint_glm_distribution(x)
+        f_mean, f_var = self.glm_output_distribution(x)
+        if regression:
+            return f_mean, (tf.linalg.diag_part(f_var) if diagonal_output else f_var)
+        if approx == LinkApprox.PROBIT:
+            return predictive.probit(f_mean, f_var, self.likelihood.name)
+        if approx == LinkApprox.MC:
+            return predictive.monte_carlo(f_mean, f_var, self.likelihood.name, n_samples, seed)
+        if self.likelihood.name != LikelihoodName.CLASSIFICATION:
+            raise ValueError(f"link_approx={approx.value!r} is for classification; use 'probit' or 'mc'.")
+        return predictive.bridge(f_mean, f_var, normalize=approx == LinkApprox.BRIDGE_NORM)
+
+    def glm_output_distribution(self, x: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        """The linearised network's outputs: means ``(N, K)`` and covariances ``(N, K, K)``.
+
+        When the posterior is over exactly a Dense output layer, this uses the penultimate
+        features in closed form (:mod:`laplace_tf.last_layer`) instead of per-example Jacobians.
+        """
+        x = self._inputs(x)
+        if self._features is not None or self._layer_factors is not None:
+            batch = PREDICT_BATCH_SIZE
+        else:
+            batch = max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // (self.n_outputs * self.n_params)))
+        means, covariances = [], []
+        for start in range(0, len(x), batch):
+            f, covariance = self._glm_batch(self._cast(x[start : start + batch]))
+            means.append(f)
+            covariances.append(covariance)
+        return tf.concat(means, axis=0), tf.concat(covariances, axis=0)
+
+    def _joint_glm_distribution(self, x: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
+        """Mean ``(N*K,)`` and covariance ``(N*K, N*K)`` of all outputs at once: :math:`J \\Sigma J^\\top`
+        with the Jacobians of all examples stacked (memory :math:`N K P`)."""
+        outputs, jacobians = self._jacobians(self.mean, self._cast(x))
+        stacked = tf.reshape(jacobians, [1, -1, self.n_params])
+        return tf.reshape(outputs, [-1]), self.posterior.functional_variance(stacked)[0]
+
+    def _glm_batch(self, inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Outputs and their linearised covariance, by the cheapest exact path available."""
+        if self._features is not None:
+            f, features = self._features(self.mean, inputs)
+            return f, last_layer.functional_variance(self.posterior, features, self.n_outputs)
+        if self._layer_factors is not None:
+            f, layer_inputs, gradients, leftover = self._layer_factors(self.mean, inputs)
+            covariance = kron_predictive.functional_variance(
+                self.posterior, self.params, self._dense_rules, layer_inputs, gradients, leftover
+            )
+            return f, covariance
+        f, jacobians = self._jacobians(self.mean, inputs)
+        return f, self.posterior.functional_variance(jacobians)
+
+    def predictive_samples(
+        self, x: Any, n_samples: int = 100, pred_type: str = "glm", seed: int | None = None
+    ) -> tf.Tensor:
+        """Draws of the prediction, ``(n_samples, N, K)``: probabilities, or outputs for regression."""
+        pred = parse_option(PredType, pred_type, "pred_type")
+        n_samples = _positive_int(n_samples, "n_samples")
+        x = self._inputs(x)
+        if pred == PredType.NN:
+            outputs = self._sampled_outputs(x, n_samples, seed)
+        else:
+            f_mean, f_var = self.glm_output_distribution(x)
+            outputs = predictive.gaussian_output_samples(f_mean, f_var, n_samples, seed)
+        return predictive.link(outputs, self.likelihood.name)
+
+    def predictive_distribution(self, x: Any, **predict_kwargs: Any) -> tfd.Distribution:
+        """The predictive as a TFP distribution over targets; regression adds the noise.
+
+        Classification: ``Categorical`` (batch ``N``); binary: ``Bernoulli`` (batch ``N``);
+        regression: ``Independent(Normal(f_mean, sqrt(f_var + sigma^2)))`` with event ``K``.
+        """
+        prediction = self.predict(x, **predict_kwargs)
+        if self.likelihood.name == LikelihoodName.CLASSIFICATION:
+            return tfd.Categorical(probs=prediction)
+        if self.likelihood.name == LikelihoodName.BINARY:
+            return tfd.Bernoulli(probs=prediction[:, 0], dtype=self.dtype)
+        f_mean, f_var = prediction
+        scale = tf.sqrt(f_var + tf.square(self._sigma_noise))
+        return tfd.Independent(tfd.Normal(f_mean, scale), reinterpreted_batch_ndims=1)
+
+    def _sampled_outputs(self, x: np.ndarray, n_samples: int, seed: int | None) -> tf.Tensor:
+        thetas = self.sample(n_samples, seed)
+        chunks = [
+            self._outputs_at(thetas, self._cast(x[start : start + PREDICT_BATCH_SIZE]))
+            for start in range(0, len(x), PREDICT_BATCH_SIZE)
+        ]
+        return tf.concat(chunks, axis=1)
+
+
+def _sample_moments(outputs: tf.Tensor, diagonal_output: bool, joint: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mean and (co)variance of sampled outputs ``(S, N, K)``, shaped as :meth:`Laplace.predict` returns."""
+    if joint:
+        flat = tf.reshape(outputs, [tf.shape(outputs)[0], -1])
+        return tf.reduce_mean(flat, axis=0), tfp.stats.covariance(flat, sample_axis=0, event_axis=-1)
+    if diagonal_output:
+        return tf.reduce_mean(outputs, axis=0), tf.math.reduce_variance(outputs, axis=0)
+    return tf.reduce_mean(outputs, axis=0), tfp.stats.covariance(outputs, sample_axis=0, event_axis=-1)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
