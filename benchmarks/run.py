@@ -111,6 +111,19 @@ def main() -> None:
     print(f"wrote {args.out}", file=sys.stderr)
 
 
+READING_NOTES = """
+## Reading the results
+
+- Prior tuning: laplace-tf eigendecomposes the full curvature once per fit and then evaluates the
+  evidence in O(P) per L-BFGS step; the warm-up (*first*) run pays for the eigendecomposition and
+  the timed runs reuse it. Compare the *first* columns for one tuning from scratch. laplace-torch
+  takes 100 Adam steps, each with a Cholesky factorisation.
+- Peak memory includes each framework's own footprint (TensorFlow's is about 0.6 GB), which
+  dominates the small cases.
+- Agreement is at the precision of the dtype: float64 agrees to 1e-10 or better everywhere.
+"""
+
+
 def render(rows: list[dict], hessian: dict, machine_line: str, repeats: int) -> str:
     lines = [
         "# Benchmarks: laplace-tf against laplace-torch",
@@ -177,7 +190,7 @@ def render(rows: list[dict], hessian: dict, machine_line: str, repeats: int) -> 
                 f"| {dtype} | {name} | {item['median'] * 1e3:.1f} ms ({item['first'] * 1e3:.0f} ms) | "
                 f"{item['median'] / eager:.2f} | {item['max_abs_diff']:.1e} |"
             )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + READING_NOTES
 
 
 if __name__ == "__main__":

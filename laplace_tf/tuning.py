@@ -15,7 +15,7 @@ end of a fixed number of steps.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -65,19 +65,26 @@ def tune_prior_precision(
         progress.add(1, values=[("negative log evidence per example", float(value))])
         return value, gradient
 
-    result = tfp.optimizer.lbfgs_minimize(reported, start, tolerance=tolerance, max_iterations=max_iterations)
-    if not np.all(np.isfinite(result.position.numpy())):
+    floor = max(tolerance, np.sqrt(np.finfo(start.dtype.as_numpy_dtype).eps))
+
+    def minimise(position: tf.Tensor) -> Any:
+        return tfp.optimizer.lbfgs_minimize(reported, position, tolerance=tolerance, max_iterations=max_iterations)
+
+    result = minimise(start)
+    if not _reached_optimum(result, floor):  # a far start can make L-BFGS's first step overshoot
+        retry = minimise(tf.concat([tf.zeros_like(log_prior), start[n_prior:]], 0))
+        if _reached_optimum(retry, floor) or not _is_finite(result):
+            result = retry
+    if not _is_finite(result):
         raise FloatingPointError(
             "Prior optimisation failed (the evidence became non-finite); try a different starting "
             "prior_precision, or check the curvature (curvature='ggn' is always positive semi-definite)."
         )
-    gradient_norm = float(tf.norm(result.objective_gradient))
-    # A line search that can make no more progress at the float precision floor reports `failed`;
-    # what matters is whether the gradient vanished to the precision the dtype allows.
-    if not bool(result.converged) and gradient_norm > max(tolerance, np.sqrt(np.finfo(start.dtype.as_numpy_dtype).eps)):
+    if not _reached_optimum(result, floor):
         warnings.warn(
             f"Prior optimisation stopped after {int(result.num_iterations)} iterations without converging "
-            f"(gradient norm {gradient_norm:.3g}); raise max_iterations or start from another prior_precision.",
+            f"(gradient norm {float(tf.norm(result.objective_gradient)):.3g}); raise max_iterations or "
+            "start from another prior_precision.",
             stacklevel=3,
         )
     return unpack(result.position)
@@ -134,13 +141,27 @@ def _scorer(la: Laplace, metric: GridMetric):
     return score
 
 
+def _is_finite(result: Any) -> bool:
+    return bool(np.all(np.isfinite(result.position.numpy())))
+
+
+def _reached_optimum(result: Any, floor: float) -> bool:
+    """Converged, or stopped with a gradient at the level the dtype's precision allows.
+
+    A line search that can make no more progress at the float precision floor reports `failed`;
+    what matters is whether the gradient vanished.
+    """
+    finite = _is_finite(result)
+    return finite and (bool(result.converged) or float(tf.norm(result.objective_gradient)) <= floor)
+
+
 def _initial_prior(la: Laplace, structure: PriorStructure) -> tf.Tensor:
-    """The current prior precision, reduced to the shape being tuned."""
-    sizes = la.params.sizes
-    per_parameter = expand_prior_precision(la.prior_precision, sizes, la.n_params)
+    """The current prior precision, reduced to the shape being tuned by geometric means (the
+    optimisation is in log space, where a few extreme values should not dominate the start)."""
+    per_parameter = expand_prior_precision(la.prior_precision, la.params.sizes, la.n_params)
     if structure == PriorStructure.DIAG:
         return per_parameter
-    per_variable = tf.math.segment_mean(per_parameter, tf.constant(la.params.variable_index()))
+    log_per_variable = tf.math.segment_mean(tf.math.log(per_parameter), tf.constant(la.params.variable_index()))
     if structure == PriorStructure.LAYERWISE:
-        return per_variable
-    return tf.reduce_mean(per_variable, keepdims=True)
+        return tf.exp(log_per_variable)
+    return tf.exp(tf.reduce_mean(log_per_variable, keepdims=True))
