@@ -21,13 +21,6 @@ import tensorflow as tf
 
 from laplace_tf.hessian import hessian_diagonal
 
-name = "diag"
-
-
-def zeros(n_params: int, dtype: tf.DType) -> tf.Tensor:
-    """An empty accumulator."""
-    return tf.zeros([n_params], dtype=dtype)
-
 
 def from_jacobians(jacobians: tf.Tensor, weighted_jacobians: tf.Tensor) -> tf.Tensor:
     """The GGN diagonal from Jacobians :math:`J_b` and :math:`\\Lambda_b J_b`, both ``(B, K, P)``."""

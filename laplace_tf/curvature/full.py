@@ -20,13 +20,6 @@ import tensorflow as tf
 
 from laplace_tf.hessian import hessian
 
-name = "full"
-
-
-def zeros(n_params: int, dtype: tf.DType) -> tf.Tensor:
-    """An empty accumulator."""
-    return tf.zeros([n_params, n_params], dtype=dtype)
-
 
 def from_jacobians(jacobians: tf.Tensor, weighted_jacobians: tf.Tensor) -> tf.Tensor:
     """The GGN :math:`\\sum_b J_b^\\top (\\Lambda_b J_b)` from two ``(B, K, P)`` tensors."""

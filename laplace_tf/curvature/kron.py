@@ -33,8 +33,6 @@ from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType
 from laplace_tf.params import ModelParameters
 
-name = "kron"
-
 
 @dataclass
 class KronBlock:

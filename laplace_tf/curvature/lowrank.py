@@ -22,7 +22,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -30,7 +30,6 @@ import tensorflow as tf
 from laplace_tf.curvature.jacobians import ApplyFn
 from laplace_tf.likelihoods import Likelihood
 
-name = "lowrank"
 OVERSAMPLING = 10
 POWER_ITERATIONS = 2
 
@@ -87,12 +86,3 @@ def randomized_eigendecomposition(
     return LowRankCurvature(
         tf.maximum(tf.gather(values, order), 0.0), tf.matmul(basis, tf.gather(vectors, order, axis=1))
     )
-
-
-def summed_over(batches: Callable[[], Iterator], product: Callable) -> Callable[[tf.Tensor], tf.Tensor]:
-    """``vectors -> sum over batches of product(x, y, vectors)``."""
-
-    def over_data(vectors: tf.Tensor) -> tf.Tensor:
-        return tf.add_n([product(x, y, vectors) for x, y in batches()])
-
-    return over_data

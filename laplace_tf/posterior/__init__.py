@@ -7,12 +7,16 @@ import tensorflow as tf
 from laplace_tf.options import HessianStructure
 from laplace_tf.posterior.diag import DiagPosterior
 from laplace_tf.posterior.full import FullPosterior, NotPositiveDefiniteError, log_det_with_scalar_prior
+from laplace_tf.posterior.kron import KronPosterior
+from laplace_tf.posterior.lowrank import LowRankPosterior
 
-Posterior = FullPosterior | DiagPosterior
+Posterior = FullPosterior | DiagPosterior | KronPosterior | LowRankPosterior
 
 __all__ = [
     "DiagPosterior",
     "FullPosterior",
+    "KronPosterior",
+    "LowRankPosterior",
     "NotPositiveDefiniteError",
     "Posterior",
     "build_posterior",
