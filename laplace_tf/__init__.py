@@ -11,6 +11,8 @@ Example::
     >>> probs = la.predict(x_test)
 """
 
+from laplace_tf import calibration
+from laplace_tf.diagnostics import Diagnosis
 from laplace_tf.hessian import hessian, hessian_diagonal, hvp, split_hessian
 from laplace_tf.laplace import Laplace, NotFittedError
 from laplace_tf.options import (
@@ -23,12 +25,14 @@ from laplace_tf.options import (
     SubsetOfWeights,
 )
 from laplace_tf.posterior import DiagPosterior, FullPosterior, NotPositiveDefiniteError
+from laplace_tf.report import UncertaintyReport, classification_report, regression_report
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CurvatureType",
     "DiagPosterior",
+    "Diagnosis",
     "FullPosterior",
     "HessianStructure",
     "Laplace",
@@ -39,8 +43,12 @@ __all__ = [
     "PredType",
     "PriorStructure",
     "SubsetOfWeights",
+    "UncertaintyReport",
+    "calibration",
+    "classification_report",
     "hessian",
     "hessian_diagonal",
     "hvp",
+    "regression_report",
     "split_hessian",
 ]

@@ -34,6 +34,7 @@ from laplace_tf.compiled import cached
 from laplace_tf.curvature import curvature_estimator, noise_power
 from laplace_tf.data import as_batches, as_inputs, first_inputs
 from laplace_tf.laplace_predictive import LaplacePredictive
+from laplace_tf.laplace_reports import LaplaceReports
 from laplace_tf.likelihoods import get_likelihood
 from laplace_tf.marglik import log_marginal_likelihood
 from laplace_tf.options import (
@@ -66,7 +67,7 @@ class NotFittedError(RuntimeError):
     """A method that needs the curvature was called before :meth:`Laplace.fit`."""
 
 
-class Laplace(LaplacePredictive):
+class Laplace(LaplacePredictive, LaplaceReports):
     """A Laplace approximation over a Keras model's weights.
 
     Args:
@@ -85,7 +86,8 @@ class Laplace(LaplacePredictive):
       prior_mean: a scalar or one value per parameter.
       sigma_noise: the observation noise standard deviation (regression only).
       temperature: divides the log-likelihood (and so the curvature); 1 is Bayes' rule.
-      memory_limit: bytes a ``full`` structure may take; default half of physical memory.
+      memory_limit: bytes a ``full`` structure (or the draws of :meth:`to_inference_data`) may take;
+        default half of physical memory.
       stochastic: with ``hessian_structure="kron"`` and ``curvature="ggn"``, use the Monte-Carlo
         Fisher (``num_samples`` targets drawn from the model per example) instead of the exact GGN;
         it costs ``num_samples`` instead of ``K`` backward passes per batch.
@@ -128,6 +130,7 @@ class Laplace(LaplacePredictive):
         if self.likelihood.name != LikelihoodName.REGRESSION and sigma_noise != 1.0:
             raise ValueError("sigma_noise applies to likelihood='regression' only; leave it at 1.0.")
         self.model = model
+        self.memory_limit = memory_limit
         self.seed = seed
         self.temperature = float(temperature)
         self._sigma_noise = tf.constant(sigma_noise, self.dtype)

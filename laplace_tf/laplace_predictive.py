@@ -197,12 +197,34 @@ class LaplacePredictive:
         return tfd.Independent(tfd.Normal(f_mean, scale), reinterpreted_batch_ndims=1)
 
     def _sampled_outputs(self, x: np.ndarray, n_samples: int, seed: int | None) -> tf.Tensor:
-        thetas = self.sample(n_samples, seed)
-        chunks = [
-            self._outputs_at(thetas, self._cast(x[start : start + PREDICT_BATCH_SIZE]))
-            for start in range(0, len(x), PREDICT_BATCH_SIZE)
-        ]
+        return self.outputs_at_draws(self.sample(n_samples, seed), x)
+
+    def outputs_at_draws(self, thetas: tf.Tensor, x: Any, pred_type: str = "nn") -> tf.Tensor:
+        """The network's outputs ``(S, N, K)`` at parameter draws ``thetas`` ``(S, P)``.
+
+        ``pred_type="nn"`` runs the network at each draw; ``"glm"`` gives the linearised network
+        :math:`f(\theta_*, x) + J(x)(\theta_s - \theta_*)`, the model behind the GLM predictive.
+        """
+        linearised = parse_option(PredType, pred_type, "pred_type") == PredType.GLM
+        x = self._inputs(x)
+        thetas = tf.convert_to_tensor(thetas, self.dtype)
+        if not linearised:
+            batch = PREDICT_BATCH_SIZE
+        else:
+            batch = max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // (self.n_outputs * self.n_params)))
+        chunks = []
+        for start in range(0, len(x), batch):
+            inputs = self._cast(x[start : start + batch])
+            if linearised:
+                f, jacobians = self._jacobians(self.mean, inputs)
+                chunks.append(f[None] + tf.einsum("bkp,sp->sbk", jacobians, thetas - self.mean))
+            else:
+                chunks.append(self._outputs_at(thetas, inputs))
         return tf.concat(chunks, axis=1)
+
+    def map_outputs(self, x: Any) -> tf.Tensor:
+        """The network's outputs ``(N, K)`` at the MAP, in batches."""
+        return self.outputs_at_draws(self.mean[None], x)[0]
 
 
 def _sample_moments(outputs: tf.Tensor, diagonal_output: bool, joint: bool) -> tuple[tf.Tensor, tf.Tensor]:

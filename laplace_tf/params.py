@@ -126,6 +126,10 @@ class ModelParameters:
             )
         return outputs
 
+    def selected_indices(self) -> list[np.ndarray]:
+        """Per selected variable, the flat (row-major) indices of its entries in ``theta``."""
+        return [selected for selected in self._selection if selected is not None]
+
     def variable_index(self) -> np.ndarray:
         """For each of the ``P`` parameters, the index (among the selected variables) it belongs to."""
         return np.repeat(np.arange(len(self.sizes)), self.sizes)

@@ -66,6 +66,15 @@ def check_dense_memory(n_params: int, dtype: tf.DType, memory_limit: int | None)
         )
 
 
+def check_memory(needed: int, what: str, suggestion: str, memory_limit: int | None) -> None:
+    """Raises a MemoryError if ``needed`` bytes for ``what`` exceed the limit, with a ``suggestion``."""
+    limit = default_memory_limit() if memory_limit is None else int(memory_limit)
+    if needed > limit:
+        raise MemoryError(
+            f"{what} needs about {_bytes(needed)}, more than the {_bytes(limit)} allowed (memory_limit); {suggestion}."
+        )
+
+
 def _bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":

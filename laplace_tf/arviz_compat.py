@@ -1,0 +1,62 @@
+"""The two ArviZ generations behind one interface: 0.x (``InferenceData``) and 1.x (xarray ``DataTree``).
+
+laplace-tf builds its groups as ``xarray.Dataset`` objects (the common ground of both) and lets
+ArviZ wrap them; Pareto smoothing uses each generation's own PSIS.
+
+Example::
+
+    >>> data = make_arviz_data({"posterior": posterior_dataset, "fit": fit_dataset})
+    >>> pareto_khat(log_weights.reshape(4, 250))
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import datetime, timezone
+from typing import Any
+
+import arviz as az
+import numpy as np
+import xarray as xr
+
+ARVIZ_MAJOR_VERSION = int(az.__version__.split(".")[0])
+
+
+def dataset(variables: dict[str, tuple[tuple[str, ...], Any]], coords: dict[str, Any] | None = None) -> xr.Dataset:
+    """An ``xarray.Dataset`` with ArviZ's provenance attributes."""
+    from laplace_tf import __version__
+
+    attrs = {
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "inference_library": "laplace_tf",
+        "inference_library_version": __version__,
+        "arviz_version": az.__version__,
+    }
+    return xr.Dataset({name: (dims, np.asarray(values)) for name, (dims, values) in variables.items()}, coords, attrs)
+
+
+def make_arviz_data(groups: dict[str, xr.Dataset]) -> Any:
+    """ArviZ data from groups: ``InferenceData`` with arviz 0.x, ``xarray.DataTree`` with arviz >= 1."""
+    if ARVIZ_MAJOR_VERSION >= 1:
+        return xr.DataTree.from_dict({f"/{name}": group for name, group in groups.items()})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*group is not defined in the InferenceData scheme.*")
+        return az.InferenceData(**groups)
+
+
+def group_names(data: Any) -> list[str]:
+    """The group names of ArviZ data of either generation."""
+    if ARVIZ_MAJOR_VERSION >= 1:
+        return list(data.children)
+    return list(data.groups())
+
+
+def pareto_khat(log_weights: np.ndarray) -> float:
+    """The Pareto k-hat of PSIS importance weights ``(chains, draws)``, by ArviZ's own PSIS."""
+    log_weights = np.asarray(log_weights, dtype=np.float64)
+    if ARVIZ_MAJOR_VERSION >= 1:
+        weights = xr.DataArray(log_weights, dims=("chain", "draw"))
+        _, khat = weights.azstats.psislw(dim=["chain", "draw"])
+        return float(khat)
+    _, khat = az.psislw(log_weights.ravel())
+    return float(khat)

@@ -1,0 +1,90 @@
+"""Evaluate a fitted Laplace: its predictive and the MAP network's, side by side, on the same data.
+
+The MAP column is the trained network alone: softmax or sigmoid of its outputs, or for regression
+:math:`\\mathcal{N}(f_*(x), \\sigma^2)`. The Laplace column is :meth:`Laplace.predict` with the
+given options, plus the observation noise for regression:
+:math:`\\mathcal{N}(\\bar f(x), \\operatorname{Var} f(x) + \\sigma^2)`.
+
+Example::
+
+    >>> report = la.evaluate(x_test, y_test, x_ood=x_far_away)
+    >>> print(report); report.plot("reliability.png")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from laplace_tf import calibration, predictive
+from laplace_tf.options import Likelihood as LikelihoodName
+from laplace_tf.report import UncertaintyReport, classification_report, regression_report
+from laplace_tf.validation import check_same_length
+
+
+def evaluate(
+    la: Any,
+    x: Any,
+    y: Any,
+    x_ood: Any = None,
+    *,
+    pred_type: str = "glm",
+    link_approx: str = "probit",
+    n_samples: int = 100,
+    seed: int | None = None,
+    n_bins: int = 15,
+    levels: Sequence[float] = calibration.DEFAULT_LEVELS,
+) -> UncertaintyReport:
+    """An :class:`~laplace_tf.report.UncertaintyReport` of the MAP and the Laplace predictive."""
+    x, y = np.asarray(x), np.asarray(y)
+    check_same_length(x, y)
+    targets = la._validate_targets(y)
+    options = {"pred_type": pred_type, "link_approx": link_approx, "n_samples": n_samples, "seed": seed}
+    inputs = {"test": x} if x_ood is None else {"test": x, "ood": np.asarray(x_ood)}
+    settings = _settings(la, pred_type, link_approx)
+    if la.likelihood.name == LikelihoodName.REGRESSION:
+        columns = {part: _regression_columns(la, inputs_, options) for part, inputs_ in inputs.items()}
+        return regression_report(columns["test"], targets, columns.get("ood"), levels=levels, settings=settings)
+    columns = {part: _classification_columns(la, inputs_, options) for part, inputs_ in inputs.items()}
+    labels = targets[:, 0].astype(int) if targets.shape[1] == 1 else np.argmax(targets, axis=1)
+    return classification_report(columns["test"], labels, columns.get("ood"), n_bins=n_bins, settings=settings)
+
+
+def _classification_columns(la: Any, x: np.ndarray, options: dict[str, Any]) -> dict[str, np.ndarray]:
+    columns = {
+        "MAP": predictive.link(la.map_outputs(x), la.likelihood.name).numpy(),
+        "Laplace": la.predict(x, **options).numpy(),
+    }
+    if la.likelihood.name == LikelihoodName.BINARY:
+        columns = {name: np.concatenate([1 - p, p], axis=1) for name, p in columns.items()}
+    return columns
+
+
+def _regression_columns(la: Any, x: np.ndarray, options: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    options = {key: value for key, value in options.items() if key != "link_approx"}
+    noise = float(tf.square(la.sigma_noise))
+    f_map = la.map_outputs(x).numpy()
+    f_mean, f_var = la.predict(x, **options)
+    return {"MAP": (f_map, np.full_like(f_map, noise)), "Laplace": (f_mean.numpy(), f_var.numpy() + noise)}
+
+
+def _settings(la: Any, pred_type: str, link_approx: str) -> dict[str, Any]:
+    prior = np.asarray(la.prior_precision)
+    settings = {
+        "likelihood": la.likelihood.name.value,
+        "hessian_structure": la.hessian_structure.value,
+        "subset_of_weights": la.subset_of_weights if isinstance(la.subset_of_weights, str) else "custom",
+        "curvature": la.curvature_type.value,
+        "n_params": la.n_params,
+        "n_data": la.n_data,
+        "pred_type": pred_type,
+        "prior_precision": float(prior) if prior.ndim == 0 else f"{prior.size} values, mean {prior.mean():.4g}",
+    }
+    if la.likelihood.name == LikelihoodName.REGRESSION:
+        settings["sigma_noise"] = float(la.sigma_noise)
+    else:
+        settings["link_approx"] = link_approx
+    return settings

@@ -1,0 +1,36 @@
+"""Writing files so that a crash never leaves a half-written one: write a temporary file, then rename.
+
+Example::
+
+    >>> write_atomically("report.json", lambda f: f.write(b"{}"))
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> Path:
+    """Calls ``write`` on a temporary file next to ``path`` and renames it to ``path`` once complete.
+
+    The rename is atomic on POSIX and Windows, so readers see either the old file or the whole
+    new one; on error the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    if not path.parent.exists():
+        raise FileNotFoundError(f"The directory {str(path.parent)!r} does not exist; create it first.")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
