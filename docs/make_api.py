@@ -29,6 +29,13 @@ def render() -> str:
 
 
 def _entry(name: str, obj: object) -> list[str]:
+    if inspect.ismodule(obj):
+        lines = [f"## `{name}` (module)", "", _doc(obj), ""]
+        for member_name in obj.__all__:
+            member = getattr(obj, member_name)
+            if inspect.isfunction(member):
+                lines += [f"### `{name}.{member_name}{_signature(member)}`", "", _doc(member), ""]
+        return lines
     if isinstance(obj, type) and issubclass(obj, enum.Enum):
         values = ", ".join(f"`{member.value}`" for member in obj)
         return [f"## `{name}`", "", _doc(obj), "", f"Values: {values}.", ""]

@@ -2,9 +2,9 @@
 
 Trains a small MLP on a 2-D, three-class toy problem, fits a last-layer Laplace approximation
 (full GGN over the output layer's weights), tunes a layerwise prior precision by the marginal
-likelihood, and compares the MAP network with the
-Laplace predictive: accuracy, NLL, Brier score and ECE on held-out data, and confidence far
-from the data (where a calibrated model should be unsure). Saves a plot to outputs/demo.png.
+likelihood, and prints the uncertainty report: the MAP network and the Laplace predictive side by
+side (accuracy, NLL, Brier score, ECE, ... on held-out data, and how well each tells inputs far
+from the data apart). Saves a plot to outputs/demo.png and the report to outputs/demo.json.
 
 Run:  python examples/demo.py           (about a minute)
       python examples/demo.py --smoke   (a few seconds; what CI runs)
@@ -22,7 +22,6 @@ import keras
 import numpy as np
 
 import laplace_tf as lt
-from laplace_tf import calibration
 
 CLASSES = 3
 
@@ -50,24 +49,7 @@ def train_model(x: np.ndarray, y: np.ndarray, epochs: int) -> keras.Model:
     return model
 
 
-def metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    return {
-        "accuracy": calibration.accuracy(probs, labels),
-        "NLL": calibration.negative_log_likelihood(probs, labels),
-        "Brier": calibration.brier_score(probs, labels),
-        "ECE": calibration.expected_calibration_error(probs, labels, n_bins=10),
-    }
-
-
-def print_report(map_metrics: dict, la_metrics: dict, map_ood: float, la_ood: float) -> None:
-    print(f"\n{'held-out data':<28}{'MAP':>10}{'Laplace':>10}")
-    for name in map_metrics:
-        print(f"{name:<28}{map_metrics[name]:>10.4f}{la_metrics[name]:>10.4f}")
-    print(f"{'confidence far from data':<28}{map_ood:>10.4f}{la_ood:>10.4f}")
-    print("(lower is better for NLL, Brier and ECE; far from the data, lower confidence is honest)")
-
-
-def plot(path: Path, model: keras.Model, la: lt.Laplace, x: np.ndarray, y: np.ndarray, probs: dict) -> None:
+def plot(path: Path, model: keras.Model, la: lt.Laplace, x: np.ndarray, y: np.ndarray, report) -> None:
     try:
         import matplotlib
 
@@ -89,10 +71,9 @@ def plot(path: Path, model: keras.Model, la: lt.Laplace, x: np.ndarray, y: np.nd
         ax.set_title(f"{title}: confidence")
         fig.colorbar(image, ax=ax)
     ax = axes[2]
-    for name, p in probs.items():
-        bins = calibration.calibration_bins(p, y, n_bins=10)
-        filled = bins["count"] > 0
-        ax.plot(bins["confidence"][filled], bins["accuracy"][filled], "o-", label=name)
+    for name, curve in report.curves.items():
+        confidence, accuracy = np.array(curve["confidence"], float), np.array(curve["accuracy"], float)
+        ax.plot(confidence, accuracy, "o-", label=f"{name} (ECE {report.metrics[name]['ece']:.3f})")
     ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
     ax.set(xlabel="confidence", ylabel="accuracy", title="reliability on held-out data", xlim=(0.3, 1), ylim=(0.3, 1))
     ax.legend()
@@ -123,12 +104,13 @@ def main() -> None:
     print(f"prior precisions (kernel, bias) tuned by the marginal likelihood: {la.prior_precision.numpy().round(3)}")
     print(f"log marginal likelihood: {float(la.log_marginal_likelihood()):.2f}")
 
-    map_probs = keras.ops.convert_to_numpy(keras.ops.softmax(model(x_test)))
-    la_probs = la.predict(x_test).numpy()
-    map_far = keras.ops.convert_to_numpy(keras.ops.softmax(model(x_far))).max(axis=1).mean()
-    la_far = la.predict(x_far).numpy().max(axis=1).mean()
-    print_report(metrics(map_probs, y_test), metrics(la_probs, y_test), map_far, la_far)
-    plot(args.out, model, la, x_test, y_test, {"MAP": map_probs, "Laplace": la_probs})
+    report = la.evaluate(x_test, y_test, x_ood=x_far, n_bins=10)
+    print()
+    print(report)
+    print("(ood_*: inputs far from the data; a high AUROC means the model knows it is out of its depth)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report.to_json(args.out.with_suffix(".json"))
+    plot(args.out, model, la, x_test, y_test, report)
 
 
 if __name__ == "__main__":

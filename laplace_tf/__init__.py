@@ -15,6 +15,8 @@ from laplace_tf import calibration
 from laplace_tf.diagnostics import Diagnosis
 from laplace_tf.hessian import hessian, hessian_diagonal, hvp, split_hessian
 from laplace_tf.laplace import Laplace, NotFittedError
+from laplace_tf.laplace_result import LaplaceResult
+from laplace_tf.models import fit_laplace, laplace_approximation
 from laplace_tf.options import (
     CurvatureType,
     HessianStructure,
@@ -36,6 +38,7 @@ __all__ = [
     "FullPosterior",
     "HessianStructure",
     "Laplace",
+    "LaplaceResult",
     "Likelihood",
     "LinkApprox",
     "NotFittedError",
@@ -46,9 +49,11 @@ __all__ = [
     "UncertaintyReport",
     "calibration",
     "classification_report",
+    "fit_laplace",
     "hessian",
     "hessian_diagonal",
     "hvp",
+    "laplace_approximation",
     "regression_report",
     "split_hessian",
 ]

@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 ARVIZ_MAJOR_VERSION = int(az.__version__.split(".")[0])
+EQUAL_LOG_WEIGHTS = 1e-8
 
 
 def dataset(variables: dict[str, tuple[tuple[str, ...], Any]], coords: dict[str, Any] | None = None) -> xr.Dataset:
@@ -52,8 +53,14 @@ def group_names(data: Any) -> list[str]:
 
 
 def pareto_khat(log_weights: np.ndarray) -> float:
-    """The Pareto k-hat of PSIS importance weights ``(chains, draws)``, by ArviZ's own PSIS."""
+    """The Pareto k-hat of PSIS importance weights ``(chains, draws)``, by ArviZ's own PSIS.
+
+    Weights equal to round-off (log weights within ``1e-8`` of each other) have no tail to fit:
+    importance sampling is exact, and k-hat is ``-inf``.
+    """
     log_weights = np.asarray(log_weights, dtype=np.float64)
+    if np.ptp(log_weights) < EQUAL_LOG_WEIGHTS:
+        return -np.inf
     if ARVIZ_MAJOR_VERSION >= 1:
         weights = xr.DataArray(log_weights, dims=("chain", "draw"))
         _, khat = weights.azstats.psislw(dim=["chain", "draw"])

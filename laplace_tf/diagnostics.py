@@ -23,10 +23,12 @@ import numpy as np
 import tensorflow as tf
 
 from laplace_tf.arviz_compat import pareto_khat
-from laplace_tf.log_density import log_posterior_density, log_weights
+from laplace_tf.log_density import log_posterior_density, log_posterior_gradient, log_weights, mode_distance
 
 GOOD_KHAT = 0.5
 USABLE_KHAT = 0.7
+OFF_MODE_DISTANCE = 1.0
+MIN_DRAWS = 100
 
 
 @dataclass(frozen=True)
@@ -34,21 +36,28 @@ class Diagnosis:
     """The PSIS diagnostic of a Laplace approximation.
 
     Attributes:
-      k_hat: the Pareto shape estimate of the importance weights.
+      k_hat: the Pareto shape estimate of the importance weights (``-inf`` when they are all
+        equal: the Gaussian is the posterior, as for Bayesian linear regression).
       n_draws: draws from the Gaussian used.
-      n_examples: examples whose log-likelihood entered log_p; ``n_data`` in the fit.
+      n_examples: examples whose log-likelihood entered log_p; ``n_data`` in the fit (``None``
+        for probabilistic models, whose log_p is the model's whole log density).
       effective_sample_size: of the normalised (unsmoothed) importance weights,
         :math:`1 / \\sum_s \\bar w_s^2`.
       log_p, log_q: per draw, the log posterior (up to a constant) and the Gaussian's log density.
+      mode_distance: :math:`\\sqrt{g^\\top \\Sigma g}` for the log posterior's gradient :math:`g` at
+        the mean: how many posterior standard deviations a Newton step would move the mean. Above 1,
+        the trained weights are not the mode of the posterior under this prior (training stopped
+        early, or the prior was tuned after training), so the Gaussian is centred off the mode.
     """
 
     k_hat: float
     n_draws: int
-    n_examples: int
-    n_data: int
+    n_examples: int | None
+    n_data: int | None
     effective_sample_size: float
     log_p: np.ndarray
     log_q: np.ndarray
+    mode_distance: float
 
     @property
     def verdict(self) -> str:
@@ -66,23 +75,34 @@ class Diagnosis:
                 "(tune the prior, try a richer structure or subset, or sample with MCMC)"
             ),
         }[self.verdict]
-        data = (
-            f"{self.n_examples} of {self.n_data} examples (scaled)"
-            if self.n_examples != self.n_data
-            else (f"all {self.n_data} examples")
-        )
-        return (
+        text = (
             f"Pareto k-hat {self.k_hat:.2f} from {self.n_draws} draws ({self.verdict}): {meaning}. "
-            f"Importance-sampling effective sample size {self.effective_sample_size:.0f}; log p over {data}."
+            f"Importance-sampling effective sample size {self.effective_sample_size:.0f}"
         )
+        if self.n_data is None:
+            text += "."
+        elif self.n_examples == self.n_data:
+            text += f"; log p over all {self.n_data} examples."
+        else:
+            text += f"; log p over {self.n_examples} of {self.n_data} examples (scaled)."
+        if self.mode_distance > OFF_MODE_DISTANCE:
+            text += (
+                f" The mean is {self.mode_distance:.1f} posterior standard deviations from the posterior's "
+                "mode (by the gradient there): for a network, train to convergence with the prior as weight "
+                "decay, or keep the prior the weights were trained with; for a model, let the optimiser converge."
+            )
+        return text
 
 
 def diagnose(
     la: Any, data: Any, *, num_draws: int = 1000, seed: int | None = None, batch_size: int | None = None
 ) -> Diagnosis:
     """The PSIS k-hat of a fitted Laplace, with log p over ``data`` (the training set or a subset)."""
-    if not isinstance(num_draws, int) or num_draws < 10:
-        raise ValueError(f"num_draws must be an integer of at least 10 (1000 is typical), got {num_draws!r}.")
+    if not isinstance(num_draws, int) or num_draws < MIN_DRAWS:
+        raise ValueError(
+            f"num_draws must be an integer of at least {MIN_DRAWS}, for PSIS to fit the weights' tail "
+            f"(1000 is typical); got {num_draws!r}."
+        )
     thetas = la.sample(num_draws, seed)
     log_q = la.posterior.log_prob(thetas)
     log_p, n_examples = log_posterior_density(la, thetas, data, batch_size)
@@ -96,6 +116,7 @@ def diagnose(
         effective_sample_size=float(1.0 / np.sum(normalised**2)),
         log_p=_numpy(log_p),
         log_q=_numpy(log_q),
+        mode_distance=mode_distance(la, log_posterior_gradient(la, data, batch_size)),
     )
 
 

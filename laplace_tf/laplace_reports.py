@@ -95,7 +95,7 @@ class LaplaceReports:
         Args:
           data: ``(x, y)`` or a ``tf.data.Dataset``: the training data, or a subset of it (its
             log-likelihood is scaled to the ``n_data`` examples of the fit), streamed in batches.
-          num_draws: draws from the Gaussian (at least 10; 1000 is typical).
+          num_draws: draws from the Gaussian (at least 100; 1000 is typical).
           seed: makes the draws reproducible.
           batch_size: examples per batch for arrays.
 
