@@ -19,4 +19,4 @@ fi
 "$python" -m venv .venv-arviz1
 .venv-arviz1/bin/pip install -q -e ".[test]" "arviz>=1"
 .venv-arviz1/bin/python -c 'import arviz; assert int(arviz.__version__.split(".")[0]) >= 1, arviz.__version__'
-.venv-arviz1/bin/python -m pytest -q tests/test_arviz.py tests/test_reports.py
+.venv-arviz1/bin/python -m pytest -q tests/test_arviz.py tests/test_reports.py tests/test_models.py

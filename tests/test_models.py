@@ -205,3 +205,17 @@ def test_bad_model_input():
         lt.fit_laplace(_scale_model(), observed={"y": Y_SCALE}, optimizer="adam")
     with pytest.raises(ValueError, match="multiple of num_chains"):
         lt.fit_laplace(_scale_model(), observed={"y": Y_SCALE}, num_draws=10, num_chains=4)
+
+
+def test_float32_coroutine_model_agrees_with_float64():
+    root = tfd.JointDistributionCoroutine.Root
+
+    def scale_model():
+        sigma = yield root(tfd.HalfNormal(np.float32(1.0), name="sigma"))
+        yield tfd.Sample(tfd.Normal(np.float32(0), sigma), 12, name="y")
+
+    single = lt.fit_laplace(tfd.JointDistributionCoroutine(scale_model), observed={"y": Y_SCALE.astype("float32")})
+    double = lt.fit_laplace(_scale_model(), observed={"y": Y_SCALE})
+    assert single.mean.dtype == tf.float32 and single.draws["sigma"].dtype == tf.float32
+    np.testing.assert_allclose(single.mean, double.mean, rtol=1e-4)
+    np.testing.assert_allclose(single.covariance, double.covariance, rtol=1e-3)
