@@ -14,6 +14,7 @@ Example::
 from laplace_tf import calibration
 from laplace_tf.diagnostics import Diagnosis
 from laplace_tf.hessian import hessian, hessian_diagonal, hvp, split_hessian
+from laplace_tf.io import load
 from laplace_tf.laplace import Laplace, NotFittedError
 from laplace_tf.laplace_result import LaplaceResult
 from laplace_tf.models import fit_laplace, laplace_approximation
@@ -54,6 +55,7 @@ __all__ = [
     "hessian_diagonal",
     "hvp",
     "laplace_approximation",
+    "load",
     "regression_report",
     "split_hessian",
 ]

@@ -33,17 +33,14 @@ import tensorflow as tf
 from laplace_tf.compiled import cached
 from laplace_tf.curvature import curvature_estimator, noise_power
 from laplace_tf.data import as_batches, as_inputs, first_inputs
+from laplace_tf.laplace_evidence import LaplaceEvidence
 from laplace_tf.laplace_predictive import LaplacePredictive
 from laplace_tf.laplace_reports import LaplaceReports
 from laplace_tf.likelihoods import get_likelihood
-from laplace_tf.marglik import log_marginal_likelihood
 from laplace_tf.options import (
     CurvatureType,
-    GridMetric,
     HessianStructure,
-    PriorStructure,
     SubsetOfWeights,
-    TuningMethod,
     parse_option,
 )
 from laplace_tf.options import Likelihood as LikelihoodName
@@ -57,17 +54,16 @@ from laplace_tf.posterior import (
 )
 from laplace_tf.posterior.kron import KronPosterior, decompose
 from laplace_tf.posterior.lowrank import LowRankPosterior
-from laplace_tf.prior import as_tensor, expand_prior_precision, validate_prior_mean, validate_prior_precision
+from laplace_tf.prior import expand_prior_precision, validate_prior_mean, validate_prior_precision
 from laplace_tf.seeds import stateless_seed
-from laplace_tf.tuning import grid_search_prior_precision, tune_prior_precision
-from laplace_tf.validation import check_dense_memory, check_weights_finite
+from laplace_tf.validation import check_dense_memory, check_outputs_are_logits, check_weights_finite
 
 
 class NotFittedError(RuntimeError):
     """A method that needs the curvature was called before :meth:`Laplace.fit`."""
 
 
-class Laplace(LaplacePredictive, LaplaceReports):
+class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
     """A Laplace approximation over a Keras model's weights.
 
     Args:
@@ -122,7 +118,7 @@ class Laplace(LaplacePredictive, LaplaceReports):
         self.hessian_structure = parse_option(HessianStructure, hessian_structure, "hessian_structure")
         self.curvature_type = parse_option(CurvatureType, curvature, "curvature")
         self.params = ModelParameters(model, subset_of_weights)
-        _check_outputs_are_logits(model, self.likelihood.name)
+        check_outputs_are_logits(model, self.likelihood.name)
         if self.hessian_structure == HessianStructure.FULL:
             check_dense_memory(self.n_params, self.dtype, memory_limit)
         if not sigma_noise > 0 or not temperature > 0:
@@ -132,6 +128,14 @@ class Laplace(LaplacePredictive, LaplaceReports):
         self.model = model
         self.memory_limit = memory_limit
         self.seed = seed
+        self.options = {
+            "temperature": float(temperature),
+            "memory_limit": memory_limit,
+            "stochastic": stochastic,
+            "num_samples": num_samples,
+            "rank": rank,
+            "seed": seed,
+        }
         self.temperature = float(temperature)
         self._sigma_noise = tf.constant(sigma_noise, self.dtype)
         self._prior_precision = validate_prior_precision(prior_precision, self.params.sizes, self.dtype)
@@ -273,6 +277,18 @@ class Laplace(LaplacePredictive, LaplaceReports):
                 print(f"  {path}: {treatment}")
         return self
 
+    def save(self, path: str) -> Any:
+        """Writes the fitted Laplace to ``path`` (``.npz``, no pickle; see :mod:`laplace_tf.io`)."""
+        from laplace_tf import io
+
+        return io.save(self, path)
+
+    def _restore_fit(self, *, mean: tf.Tensor, sums: Any, loss: tf.Tensor, n_data: int, n_outputs: int) -> None:
+        """Sets the state :meth:`fit` leaves, from saved values (used by :func:`laplace_tf.load`)."""
+        self.mean, self._sums, self._loss = mean, sums, loss
+        self.n_data, self.n_outputs = n_data, n_outputs
+        self._curvature = self._estimator.finalize(sums)
+
     def _previous_fit(self) -> Any:
         """The previous fit's sums, after checking that more data may be added to them."""
         self._require_fitted()
@@ -286,94 +302,6 @@ class Laplace(LaplacePredictive, LaplaceReports):
 
     def _validate_targets(self, y: np.ndarray) -> np.ndarray:
         return self.likelihood.validate_targets(y, self.n_outputs)
-
-    # ---------------------------------------------------------------------- evidence and prior
-    def log_likelihood(self, sigma_noise: Any = None) -> tf.Tensor:
-        """The tempered log-likelihood of the training data at the MAP."""
-        self._require_fitted()
-        sigma = self._sigma_noise if sigma_noise is None else as_tensor(sigma_noise, self.dtype)
-        if self.likelihood.name == LikelihoodName.REGRESSION:
-            data_fit = self._loss / (tf.square(sigma) * self.temperature)
-            return -data_fit - self.likelihood.log_normalizer(self.n_data, self.n_outputs, sigma)
-        return -self._loss / self.temperature
-
-    def log_marginal_likelihood(self, prior_precision: Any = None, sigma_noise: Any = None) -> tf.Tensor:
-        """The Laplace approximation of the log evidence, differentiable in both arguments.
-
-        Args:
-          prior_precision: use this prior precision instead of ``self.prior_precision``.
-          sigma_noise: use this observation noise instead of ``self.sigma_noise`` (regression).
-        """
-        self._require_fitted()
-        prior = self._prior_precision if prior_precision is None else prior_precision
-        prior = validate_prior_precision(prior, self.params.sizes, self.dtype)
-        sigma = self._sigma_noise if sigma_noise is None else as_tensor(sigma_noise, self.dtype)
-        return log_marginal_likelihood(
-            self.log_likelihood(sigma),
-            self._log_det_posterior_precision(prior, sigma),
-            expand_prior_precision(prior, self.params.sizes, self.n_params),
-            self.mean,
-            self.prior_mean,
-        )
-
-    def optimize_prior_precision(
-        self,
-        method: str = "marglik",
-        prior_structure: str = "scalar",
-        *,
-        val_data: tuple | None = None,
-        grid: Any = None,
-        metric: str = "nll",
-        optimize_sigma_noise: bool = False,
-        max_iterations: int = 200,
-        tolerance: float = 1e-6,
-        verbose: bool = False,
-    ) -> tf.Tensor:
-        """Tunes the prior precision (and optionally ``sigma_noise``) and stores it.
-
-        ``method="marglik"`` maximises :meth:`log_marginal_likelihood` over the log prior
-        precision with L-BFGS, which stops when the gradient vanishes (to ``tolerance``), not after
-        a fixed budget; ``method="gridsearch"`` picks the scalar prior precision on ``grid``
-        (default ``np.logspace(-4, 4, 41)``) whose predictive scores best on ``val_data``.
-
-        Args:
-          method: ``"marglik"`` or ``"gridsearch"``.
-          prior_structure: ``"scalar"``, ``"layerwise"`` (one per variable) or ``"diag"``
-            (marglik; grid search is scalar).
-          val_data: ``(x_val, y_val)`` for grid search.
-          grid: the prior precisions grid search tries.
-          metric: what grid search minimises: ``"nll"``, ``"ece"`` or ``"brier"``.
-          optimize_sigma_noise: also tune the observation noise jointly (marglik, regression).
-          max_iterations: the L-BFGS iteration cap; a warning says if it was reached.
-          tolerance: the gradient-norm tolerance of the stopping rule.
-          verbose: show progress (evidence evaluations, or grid points).
-
-        Returns:
-          The tuned prior precision, also stored in ``self.prior_precision``.
-        """
-        tuning = parse_option(TuningMethod, method, "method")
-        structure = parse_option(PriorStructure, prior_structure, "prior_structure")
-        chosen_metric = parse_option(GridMetric, metric, "metric")
-        if optimize_sigma_noise and (
-            self.likelihood.name != LikelihoodName.REGRESSION or tuning != TuningMethod.MARGLIK
-        ):
-            raise ValueError("optimize_sigma_noise=True needs likelihood='regression' and method='marglik'.")
-        self._require_fitted()
-        if structure == PriorStructure.DIAG:
-            self._check_prior_fits_structure(tf.ones([self.n_params], self.dtype))
-        if tuning == TuningMethod.GRIDSEARCH:
-            if structure != PriorStructure.SCALAR:
-                raise ValueError("method='gridsearch' tunes a scalar prior precision: use prior_structure='scalar'.")
-            best, self.grid_scores = grid_search_prior_precision(self, val_data, grid, chosen_metric, verbose)
-            self.prior_precision = best
-            return self.prior_precision
-        prior, sigma = tune_prior_precision(
-            self, structure, optimize_sigma_noise, max_iterations=max_iterations, tolerance=tolerance, verbose=verbose
-        )
-        self.prior_precision = prior
-        if sigma is not None:
-            self.sigma_noise = float(sigma)
-        return self.prior_precision
 
     # ------------------------------------------------------------------------------- internals
     def _build_posterior(self, prior_precision: tf.Tensor, sigma_noise: tf.Tensor) -> Posterior:
@@ -464,15 +392,3 @@ class Laplace(LaplacePredictive, LaplaceReports):
     def _require_fitted(self) -> None:
         if self._curvature is None:
             raise NotFittedError("This Laplace is not fitted yet: call la.fit((x, y)) first.")
-
-
-def _check_outputs_are_logits(model: keras.Model, likelihood: LikelihoodName) -> None:
-    """Refuses a final softmax/sigmoid: the likelihoods expect logits."""
-    layers = getattr(model, "layers", None) or []
-    activation = getattr(layers[-1], "activation", None) if layers else None
-    squashing = {keras.activations.softmax: "softmax", keras.activations.sigmoid: "sigmoid"}
-    if likelihood != LikelihoodName.REGRESSION and activation in squashing:
-        raise ValueError(
-            f"The model's last layer applies {squashing[activation]}, but laplace-tf needs logits: "
-            "rebuild the last layer with activation=None (and train with from_logits=True)."
-        )

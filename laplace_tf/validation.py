@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
+
+from laplace_tf.options import Likelihood as LikelihoodName
 
 DEFAULT_MEMORY_FRACTION = 0.5
 
@@ -72,6 +76,18 @@ def check_memory(needed: int, what: str, suggestion: str, memory_limit: int | No
     if needed > limit:
         raise MemoryError(
             f"{what} needs about {_bytes(needed)}, more than the {_bytes(limit)} allowed (memory_limit); {suggestion}."
+        )
+
+
+def check_outputs_are_logits(model: Any, likelihood: Any) -> None:
+    """Refuses a final softmax/sigmoid: the likelihoods expect logits."""
+    layers = getattr(model, "layers", None) or []
+    activation = getattr(layers[-1], "activation", None) if layers else None
+    squashing = {keras.activations.softmax: "softmax", keras.activations.sigmoid: "sigmoid"}
+    if likelihood != LikelihoodName.REGRESSION and activation in squashing:
+        raise ValueError(
+            f"The model's last layer applies {squashing[activation]}, but laplace-tf needs logits: "
+            "rebuild the last layer with activation=None (and train with from_logits=True)."
         )
 
 
