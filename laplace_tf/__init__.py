@@ -11,24 +11,75 @@ Example::
     >>> probs = la.predict(x_test)
 """
 
-from laplace_tf import calibration
-from laplace_tf.diagnostics import Diagnosis
-from laplace_tf.hessian import hessian, hessian_diagonal, hvp, split_hessian
-from laplace_tf.io import load
-from laplace_tf.laplace import Laplace, NotFittedError
-from laplace_tf.laplace_result import LaplaceResult
-from laplace_tf.models import fit_laplace, laplace_approximation
-from laplace_tf.options import (
-    CurvatureType,
-    HessianStructure,
-    Likelihood,
-    LinkApprox,
-    PredType,
-    PriorStructure,
-    SubsetOfWeights,
-)
-from laplace_tf.posterior import DiagPosterior, FullPosterior, NotPositiveDefiniteError
-from laplace_tf.report import UncertaintyReport, classification_report, regression_report
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Public names and the modules that define them. They load on first use (PEP 562), so the
+# `laplace-tf --help` command and `import laplace_tf` do not pay for importing TensorFlow.
+_EXPORTS = {
+    "calibration": "laplace_tf.calibration",
+    "Diagnosis": "laplace_tf.diagnostics",
+    "hessian": "laplace_tf.hessian",
+    "hessian_diagonal": "laplace_tf.hessian",
+    "hvp": "laplace_tf.hessian",
+    "split_hessian": "laplace_tf.hessian",
+    "load": "laplace_tf.io",
+    "Laplace": "laplace_tf.laplace",
+    "NotFittedError": "laplace_tf.laplace",
+    "LaplaceResult": "laplace_tf.laplace_result",
+    "fit_laplace": "laplace_tf.models",
+    "laplace_approximation": "laplace_tf.models",
+    "CurvatureType": "laplace_tf.options",
+    "HessianStructure": "laplace_tf.options",
+    "Likelihood": "laplace_tf.options",
+    "LinkApprox": "laplace_tf.options",
+    "PredType": "laplace_tf.options",
+    "PriorStructure": "laplace_tf.options",
+    "SubsetOfWeights": "laplace_tf.options",
+    "DiagPosterior": "laplace_tf.posterior",
+    "FullPosterior": "laplace_tf.posterior",
+    "NotPositiveDefiniteError": "laplace_tf.posterior",
+    "UncertaintyReport": "laplace_tf.report",
+    "classification_report": "laplace_tf.report",
+    "regression_report": "laplace_tf.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'laplace_tf' has no attribute {name!r}")
+    module = importlib.import_module(module_name)
+    value = module if module_name == f"laplace_tf.{name}" else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:
+    from laplace_tf import calibration
+    from laplace_tf.diagnostics import Diagnosis
+    from laplace_tf.hessian import hessian, hessian_diagonal, hvp, split_hessian
+    from laplace_tf.io import load
+    from laplace_tf.laplace import Laplace, NotFittedError
+    from laplace_tf.laplace_result import LaplaceResult
+    from laplace_tf.models import fit_laplace, laplace_approximation
+    from laplace_tf.options import (
+        CurvatureType,
+        HessianStructure,
+        Likelihood,
+        LinkApprox,
+        PredType,
+        PriorStructure,
+        SubsetOfWeights,
+    )
+    from laplace_tf.posterior import DiagPosterior, FullPosterior, NotPositiveDefiniteError
+    from laplace_tf.report import UncertaintyReport, classification_report, regression_report
 
 __version__ = "0.1.0"
 

@@ -20,15 +20,25 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], objec
     The rename is atomic on POSIX and Windows, so readers see either the old file or the whole
     new one; on error the temporary file is removed and ``path`` is untouched.
     """
+
+    def write_file(name: str) -> None:
+        with open(name, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+
+    return replace_atomically(path, write_file)
+
+
+def replace_atomically(path: str | os.PathLike, write_to: Callable[[str], object]) -> Path:
+    """Like :func:`write_atomically` for writers that need a file name (e.g. ``to_netcdf``)."""
     path = Path(path)
     if not path.parent.exists():
         raise FileNotFoundError(f"The directory {str(path.parent)!r} does not exist; create it first.")
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
+        write_to(temporary)
         os.chmod(temporary, _mode_for(path))
         os.replace(temporary, path)
     except BaseException:

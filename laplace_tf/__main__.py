@@ -1,0 +1,7 @@
+"""``python -m laplace_tf``: the ``laplace-tf`` command."""
+
+import sys
+
+from laplace_tf.cli import main
+
+sys.exit(main())

@@ -1,0 +1,97 @@
+"""Reading the command line's inputs: Keras models (safe mode) and data tables (.npz or .csv).
+
+* ``.npz``: arrays ``x`` (inputs) and, where targets are needed, ``y``; read without pickle.
+* ``.csv``: a header row naming the columns; the target column is named by ``--target`` and
+  every other column is an input feature.
+
+Example::
+
+    >>> x, y = read_data(Path("train.csv"), target="price")
+    >>> model = read_model(Path("model.keras"))
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+DATA_SUFFIXES = (".npz", ".csv")
+
+
+class InputError(ValueError):
+    """A file the command line cannot use, with a message that says what to do."""
+
+
+def read_model(path: Path):
+    """A Keras model from a ``.keras`` file, in safe mode (no code from the file runs)."""
+    import keras
+
+    _require_file(path, "model")
+    if path.suffix != ".keras":
+        raise InputError(f"{path}: the model must be a Keras 3 '.keras' file (model.save('model.keras')).")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except (ValueError, OSError, TypeError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path}: cannot load the Keras model in safe mode: {error}") from error
+
+
+def read_data(path: Path, target: str | None, need_targets: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(x, y)`` from a data file; ``y`` is ``None`` when not needed and not present."""
+    _require_file(path, "data")
+    if path.suffix not in DATA_SUFFIXES:
+        raise InputError(f"{path}: data must be .npz (arrays x, y) or .csv (with a header row), not {path.suffix!r}.")
+    x, y = _read_npz(path) if path.suffix == ".npz" else _read_csv(path, target, need_targets)
+    if need_targets and y is None:
+        raise InputError(f"{path}: targets are needed; store them as array 'y' (.npz) or name the column (--target).")
+    if y is not None and len(y) != len(x):
+        raise InputError(f"{path}: x has {len(x)} rows but y has {len(y)}; they must match.")
+    return x, y
+
+
+def check_inputs_fit_model(x: np.ndarray, model, path: Path) -> None:
+    """Raises if the inputs' per-example shape differs from what the model takes (when it says)."""
+    expected = getattr(model, "input_shape", None)
+    if not isinstance(expected, tuple) or not all(d is None or isinstance(d, int) for d in expected):
+        return  # several inputs, or a subclassed model that does not say
+    if len(expected) != x.ndim or any(d is not None and d != n for d, n in zip(expected[1:], x.shape[1:], strict=True)):
+        raise InputError(f"{path}: the inputs have shape {x.shape[1:]} per example but the model takes {expected[1:]}.")
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "x" not in archive.files:
+                raise InputError(f"{path}: no array 'x' in the file (it has {archive.files}).")
+            return archive["x"], archive["y"] if "y" in archive.files else None
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        if isinstance(error, InputError):
+            raise
+        raise InputError(f"{path}: not a readable .npz file: {error}") from error
+
+
+def _read_csv(path: Path, target: str | None, need_targets: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    with path.open() as file:
+        header = [name.strip() for name in file.readline().strip().split(",")]
+    try:
+        table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    except ValueError as error:
+        raise InputError(f"{path}: every value after the header must be a number: {error}") from error
+    if table.shape[1] != len(header):
+        raise InputError(f"{path}: the header names {len(header)} columns but the rows have {table.shape[1]}.")
+    if target is None:
+        if need_targets:
+            raise InputError(f"{path}: name the target column with --target (columns: {header}).")
+        return table, None
+    if target not in header:
+        if need_targets:
+            raise InputError(f"{path}: no column {target!r}; the columns are {header}.")
+        return table, None
+    column = header.index(target)
+    return np.delete(table, column, axis=1), table[:, column]
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise InputError(f"{path}: no such {what} file.")

@@ -1,0 +1,127 @@
+"""The `laplace-tf` command, driven in a subprocess as users run it."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import laplace_tf as lt
+from laplace_tf.arviz_compat import ARVIZ_MAJOR_VERSION
+
+COMMAND = shutil.which("laplace-tf", path=str(Path(sys.executable).parent)) or shutil.which("laplace-tf")
+
+
+def run(*arguments, cwd):
+    done = subprocess.run(
+        [COMMAND, *map(str, arguments)], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A trained classifier saved as .keras, training data as .npz and test data as .csv."""
+    path = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(6, activation="tanh"), keras.layers.Dense(3)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=3, verbose=0)
+    model.save(path / "model.keras")
+    np.savez(path / "train.npz", x=x, y=y)
+    np.savetxt(path / "test.csv", np.column_stack([x[:40], y[:40]]), delimiter=",", header="a,b,c,label", comments="")
+    return path, x, y
+
+
+def test_fit_report_predict_sample(workspace):
+    path, x, y = workspace
+    status, out, err = run(
+        "fit", "model.keras", "train.npz", "--likelihood", "classification", "--structure", "full", "--out",
+        "post.npz", "--quiet", cwd=path,
+    )  # fmt: skip
+    assert status == 0, err
+    assert "saved the posterior to post.npz" in out
+    model = keras.saving.load_model(path / "model.keras")
+    la = lt.load(path / "post.npz", model)
+    assert la.hessian_structure.value == "full" and la.n_data == 90 and la.n_params == 21  # last layer: 6*3 + 3
+
+    status, out, err = run(
+        "report", "post.npz", "model.keras", "test.csv", "--target", "label", "--json", "r.json", "--plot", "r.png",
+        cwd=path,
+    )  # fmt: skip
+    assert status == 0, err
+    expected = la.evaluate(x[:40], y[:40])
+    written = json.loads((path / "r.json").read_text())["metrics"]
+    for column in ("MAP", "Laplace"):
+        assert written[column] == pytest.approx(expected.metrics[column], rel=1e-6)
+    assert (path / "r.png").stat().st_size > 10_000 and "Uncertainty report" in out
+
+    status, _, err = run(
+        "predict", "post.npz", "model.keras", "test.csv", "--target", "label", "--out", "p.csv", cwd=path
+    )
+    assert status == 0, err
+    predicted = np.loadtxt(path / "p.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(predicted, la.predict(x[:40]), rtol=1e-6)
+
+    status, _, err = run(
+        "sample", "post.npz", "model.keras", "--data", "train.npz", "--num-draws", "40", "--out", "d.nc", cwd=path
+    )
+    assert status == 0, err
+    if ARVIZ_MAJOR_VERSION >= 1:
+        import xarray as xr
+
+        data = xr.open_datatree(path / "d.nc")
+        assert {"posterior", "log_likelihood", "fit"} <= set(data.children)
+    else:
+        import arviz as az
+
+        data = az.from_netcdf(path / "d.nc")
+        assert {"posterior", "log_likelihood", "fit"} <= set(data.groups())
+    assert data["log_likelihood"]["y"].shape == (4, 10, 90)
+
+
+def test_errors_are_one_line_with_a_nonzero_status(workspace):
+    path, x, _ = workspace
+    status, _, err = run(
+        "fit", "missing.keras", "train.npz", "--likelihood", "classification", "--out", "p.npz", cwd=path
+    )
+    assert status == 1 and "missing.keras: no such model file" in err and "Traceback" not in err
+    np.savez(path / "wide.npz", x=np.hstack([x, x]), y=np.zeros(len(x), dtype=int))
+    status, _, err = run("fit", "model.keras", "wide.npz", "--likelihood", "classification", "--out", "p.npz", cwd=path)
+    assert status == 1 and "inputs have shape (6,) per example but the model takes (3,)" in err
+    (path / "data.txt").write_text("1,2,3")
+    status, _, err = run("fit", "model.keras", "data.txt", "--likelihood", "classification", "--out", "p.npz", cwd=path)
+    assert status == 1 and "data must be .npz" in err
+    status, _, err = run("fit", "model.keras", "train.npz", "--out", "p.npz", cwd=path)
+    assert status == 2 and "--likelihood" in err  # argparse usage error
+
+
+def test_model_files_load_in_safe_mode(workspace):
+    path, _, _ = workspace
+    unsafe = keras.Sequential([keras.Input((3,)), keras.layers.Lambda(lambda t: t * 2.0), keras.layers.Dense(3)])
+    unsafe.save(path / "unsafe.keras")
+    status, _, err = run(
+        "fit", "unsafe.keras", "train.npz", "--likelihood", "classification", "--out", "p.npz", cwd=path
+    )
+    assert status == 1 and "safe mode" in err and not (path / "p.npz").exists()
+
+
+def test_help_everywhere(workspace):
+    path, _, _ = workspace
+    for command in ("fit", "predict", "report", "sample", "demo"):
+        status, out, _ = run(command, "--help", cwd=path)
+        assert status == 0 and f"usage: laplace-tf {command}" in out
+
+
+def test_demo_runs(tmp_path):
+    env_out = tmp_path / "demo.png"
+    status, out, err = run("demo", "--smoke", "--out", env_out, cwd=tmp_path)
+    assert status == 0, err
+    assert "Uncertainty report" in out and env_out.stat().st_size > 10_000
