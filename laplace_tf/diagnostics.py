@@ -95,7 +95,13 @@ class Diagnosis:
 
 
 def diagnose(
-    la: Any, data: Any, *, num_draws: int = 1000, seed: int | None = None, batch_size: int | None = None
+    la: Any,
+    data: Any,
+    *,
+    num_draws: int = 1000,
+    seed: int | None = None,
+    batch_size: int | None = None,
+    verbose: bool = True,
 ) -> Diagnosis:
     """The PSIS k-hat of a fitted Laplace, with log p over ``data`` (the training set or a subset)."""
     if not isinstance(num_draws, int) or num_draws < MIN_DRAWS:
@@ -105,7 +111,7 @@ def diagnose(
         )
     thetas = la.sample(num_draws, seed)
     log_q = la.posterior.log_prob(thetas)
-    log_p, n_examples = log_posterior_density(la, thetas, data, batch_size)
+    log_p, n_examples = log_posterior_density(la, thetas, data, batch_size, verbose)
     weights = log_weights(log_p, log_q)
     normalised = np.exp(weights) / np.exp(weights).sum()
     return Diagnosis(

@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -55,8 +56,9 @@ from laplace_tf.posterior import (
 from laplace_tf.posterior.kron import KronPosterior, decompose
 from laplace_tf.posterior.lowrank import LowRankPosterior
 from laplace_tf.prior import expand_prior_precision, validate_prior_mean, validate_prior_precision
+from laplace_tf.progress import peak_memory_bytes
 from laplace_tf.seeds import stateless_seed
-from laplace_tf.validation import check_dense_memory, check_outputs_are_logits, check_weights_finite
+from laplace_tf.validation import check_dense_memory, check_outputs_are_logits, check_weights_finite, format_bytes
 
 
 class NotFittedError(RuntimeError):
@@ -268,14 +270,23 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         self._curvature = self._estimator.finalize(sums)
         self._posterior, self._decomposition, self._eigenpairs = None, None, None
         if verbose:
+            curvature_bytes = sum(int(np.prod(t.shape)) * t.dtype.size for t in self._curvature_state())
             print(
                 f"Laplace fitted: {n_data} examples, {self.n_params:,} parameters, "
                 f"{self.hessian_structure.value} {self.curvature_type.value}, "
+                f"curvature {format_bytes(curvature_bytes)} (process peak {format_bytes(peak_memory_bytes())}), "
                 f"{time.perf_counter() - started:.1f} s"
             )
             for path, treatment in (self._estimator.treatment or {}).items():
                 print(f"  {path}: {treatment}")
         return self
+
+    def _curvature_state(self) -> list[tf.Tensor]:
+        """The tensors the fit keeps (the curvature sums), flattened."""
+        state = self._sums
+        if dataclasses.is_dataclass(state):
+            state = {field.name: getattr(state, field.name) for field in dataclasses.fields(state)}
+        return [t for t in tf.nest.flatten(state) if isinstance(t, tf.Tensor)]
 
     def save(self, path: str) -> Any:
         """Writes the fitted Laplace to ``path`` (``.npz``, no pickle; see :mod:`laplace_tf.io`)."""

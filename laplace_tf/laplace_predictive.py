@@ -29,6 +29,7 @@ from laplace_tf.kron_predictive import dense_rules, factors_function
 from laplace_tf.last_layer import dense_output_rule, features_function
 from laplace_tf.options import HessianStructure, LinkApprox, PredType, parse_option
 from laplace_tf.options import Likelihood as LikelihoodName
+from laplace_tf.progress import batch_slices
 
 tfd = tfp.distributions
 PREDICT_BATCH_SIZE = 256
@@ -82,6 +83,7 @@ class LaplacePredictive:
         *,
         diagonal_output: bool = True,
         joint: bool = False,
+        verbose: bool = True,
     ) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
         """The posterior predictive at inputs ``x``.
 
@@ -97,6 +99,7 @@ class LaplacePredictive:
           diagonal_output: regression: ``False`` returns each example's full output covariance.
           joint: regression: the joint predictive over all ``N`` inputs, mean ``(N*K,)`` and
             covariance ``(N*K, N*K)`` (example-major), including the cross-example covariance.
+          verbose: a progress bar over the batches of large inputs.
 
         Returns:
           Classification: probabilities ``(N, C)``; binary: ``(N, 1)``; regression:
@@ -111,13 +114,13 @@ class LaplacePredictive:
             raise ValueError("joint=True and diagonal_output=False are for likelihood='regression'.")
         x = self._inputs(x)
         if pred == PredType.NN:
-            outputs = self._sampled_outputs(x, n_samples, seed)
+            outputs = self._sampled_outputs(x, n_samples, seed, verbose)
             if regression:
                 return _sample_moments(outputs, diagonal_output, joint)
             return tf.reduce_mean(predictive.link(outputs, self.likelihood.name), axis=0)
         if joint:
             return self._joint_glm_distribution(x)
-        f_mean, f_var = self.glm_output_distribution(x)
+        f_mean, f_var = self.glm_output_distribution(x, verbose)
         if regression:
             return f_mean, (tf.linalg.diag_part(f_var) if diagonal_output else f_var)
         if approx == LinkApprox.PROBIT:
@@ -128,7 +131,7 @@ class LaplacePredictive:
             raise ValueError(f"link_approx={approx.value!r} is for classification; use 'probit' or 'mc'.")
         return predictive.bridge(f_mean, f_var, normalize=approx == LinkApprox.BRIDGE_NORM)
 
-    def glm_output_distribution(self, x: Any) -> tuple[tf.Tensor, tf.Tensor]:
+    def glm_output_distribution(self, x: Any, verbose: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
         """The linearised network's outputs: means ``(N, K)`` and covariances ``(N, K, K)``.
 
         When the posterior is over exactly a Dense output layer, this uses the penultimate
@@ -140,8 +143,8 @@ class LaplacePredictive:
         else:
             batch = max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // (self.n_outputs * self.n_params)))
         means, covariances = [], []
-        for start in range(0, len(x), batch):
-            f, covariance = self._glm_batch(self._cast(x[start : start + batch]))
+        for part in batch_slices(len(x), batch, verbose):
+            f, covariance = self._glm_batch(self._cast(x[part]))
             means.append(f)
             covariances.append(covariance)
         return tf.concat(means, axis=0), tf.concat(covariances, axis=0)
@@ -168,16 +171,16 @@ class LaplacePredictive:
         return f, self.posterior.functional_variance(jacobians)
 
     def predictive_samples(
-        self, x: Any, n_samples: int = 100, pred_type: str = "glm", seed: int | None = None
+        self, x: Any, n_samples: int = 100, pred_type: str = "glm", seed: int | None = None, verbose: bool = True
     ) -> tf.Tensor:
         """Draws of the prediction, ``(n_samples, N, K)``: probabilities, or outputs for regression."""
         pred = parse_option(PredType, pred_type, "pred_type")
         n_samples = _positive_int(n_samples, "n_samples")
         x = self._inputs(x)
         if pred == PredType.NN:
-            outputs = self._sampled_outputs(x, n_samples, seed)
+            outputs = self._sampled_outputs(x, n_samples, seed, verbose)
         else:
-            f_mean, f_var = self.glm_output_distribution(x)
+            f_mean, f_var = self.glm_output_distribution(x, verbose)
             outputs = predictive.gaussian_output_samples(f_mean, f_var, n_samples, seed)
         return predictive.link(outputs, self.likelihood.name)
 
@@ -196,10 +199,10 @@ class LaplacePredictive:
         scale = tf.sqrt(f_var + tf.square(self._sigma_noise))
         return tfd.Independent(tfd.Normal(f_mean, scale), reinterpreted_batch_ndims=1)
 
-    def _sampled_outputs(self, x: np.ndarray, n_samples: int, seed: int | None) -> tf.Tensor:
-        return self.outputs_at_draws(self.sample(n_samples, seed), x)
+    def _sampled_outputs(self, x: np.ndarray, n_samples: int, seed: int | None, verbose: bool) -> tf.Tensor:
+        return self.outputs_at_draws(self.sample(n_samples, seed), x, verbose=verbose)
 
-    def outputs_at_draws(self, thetas: tf.Tensor, x: Any, pred_type: str = "nn") -> tf.Tensor:
+    def outputs_at_draws(self, thetas: tf.Tensor, x: Any, pred_type: str = "nn", verbose: bool = True) -> tf.Tensor:
         """The network's outputs ``(S, N, K)`` at parameter draws ``thetas`` ``(S, P)``.
 
         ``pred_type="nn"`` runs the network at each draw; ``"glm"`` gives the linearised network
@@ -213,8 +216,8 @@ class LaplacePredictive:
         else:
             batch = max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // (self.n_outputs * self.n_params)))
         chunks = []
-        for start in range(0, len(x), batch):
-            inputs = self._cast(x[start : start + batch])
+        for part in batch_slices(len(x), batch, verbose):
+            inputs = self._cast(x[part])
             if linearised:
                 f, jacobians = self._jacobians(self.mean, inputs)
                 chunks.append(f[None] + tf.einsum("bkp,sp->sbk", jacobians, thetas - self.mean))
@@ -224,7 +227,7 @@ class LaplacePredictive:
 
     def map_outputs(self, x: Any) -> tf.Tensor:
         """The network's outputs ``(N, K)`` at the MAP, in batches."""
-        return self.outputs_at_draws(self.mean[None], x)[0]
+        return self.outputs_at_draws(self.mean[None], x, verbose=False)[0]
 
 
 def _sample_moments(outputs: tf.Tensor, diagonal_output: bool, joint: bool) -> tuple[tf.Tensor, tf.Tensor]:

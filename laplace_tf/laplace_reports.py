@@ -88,7 +88,13 @@ class LaplaceReports:
         )
 
     def diagnose(
-        self, data: Any, *, num_draws: int = 1000, seed: int | None = None, batch_size: int | None = None
+        self,
+        data: Any,
+        *,
+        num_draws: int = 1000,
+        seed: int | None = None,
+        batch_size: int | None = None,
+        verbose: bool = True,
     ) -> Diagnosis:
         """The Pareto k-hat of the importance weights ``log_p - log_q``: is the Gaussian trustworthy?
 
@@ -98,9 +104,10 @@ class LaplaceReports:
           num_draws: draws from the Gaussian (at least 100; 1000 is typical).
           seed: makes the draws reproducible.
           batch_size: examples per batch for arrays.
+          verbose: a progress bar over the data's batches, when there are many.
 
         Returns:
           A :class:`~laplace_tf.diagnostics.Diagnosis`; ``print`` it for the verdict in words.
         """
         self._require_fitted()
-        return diagnostics.diagnose(self, data, num_draws=num_draws, seed=seed, batch_size=batch_size)
+        return diagnostics.diagnose(self, data, num_draws=num_draws, seed=seed, batch_size=batch_size, verbose=verbose)

@@ -20,12 +20,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from laplace_tf.data import as_batches
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.prior import expand_prior_precision
+from laplace_tf.progress import MIN_BATCHES
 
 
 def pointwise_log_likelihood(la: Any, outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
@@ -52,7 +54,7 @@ def log_prior_density(la: Any, thetas: tf.Tensor) -> tf.Tensor:
 
 
 def log_posterior_density(
-    la: Any, thetas: tf.Tensor, data: Any, batch_size: int | None = None
+    la: Any, thetas: tf.Tensor, data: Any, batch_size: int | None = None, verbose: bool = False
 ) -> tuple[tf.Tensor, int]:
     """The unnormalised log posterior at each draw, ``(S,)``, and how many examples it used.
 
@@ -62,14 +64,18 @@ def log_posterior_density(
       data: ``(x, y)`` arrays or a ``tf.data.Dataset`` of the training data, or of a subset of it
         (its log-likelihood is then scaled by ``la.n_data / n``, an unbiased estimate).
       batch_size: examples per batch for arrays.
+      verbose: a progress bar over the batches, when there are many.
     """
     batches = as_batches(data, batch_size, la._validate_targets)
     total = tf.zeros([thetas.shape[0]], la.dtype)
     n_used = 0
+    show = verbose and (batches.n_batches is None or batches.n_batches >= MIN_BATCHES)
+    progress = keras.utils.Progbar(batches.n_batches, verbose=1 if show else 0, unit_name="batch")
     for x, y in batches.iterate():
-        outputs = la.outputs_at_draws(thetas, x, pred_type="nn")
+        outputs = la.outputs_at_draws(thetas, x, pred_type="nn", verbose=False)
         total += tf.reduce_sum(pointwise_log_likelihood(la, outputs, y), axis=1)
         n_used += len(x)
+        progress.add(1)
     if n_used == 0:
         raise ValueError("The data are empty; pass the training data (or a subset) to compute log_p.")
     scale = la.n_data / n_used / la.temperature

@@ -63,9 +63,9 @@ def check_dense_memory(n_params: int, dtype: tf.DType, memory_limit: int | None)
     needed = 3 * n_params**2 * tf.as_dtype(dtype).size
     if needed > limit:
         raise MemoryError(
-            f"hessian_structure='full' over {n_params:,} parameters needs about {_bytes(needed)} "
+            f"hessian_structure='full' over {n_params:,} parameters needs about {format_bytes(needed)} "
             f"(three dense {n_params:,} x {n_params:,} {tf.as_dtype(dtype).name} matrices), more than "
-            f"the {_bytes(limit)} allowed (memory_limit). Use hessian_structure='diag' or 'kron', "
+            f"the {format_bytes(limit)} allowed (memory_limit). Use hessian_structure='diag' or 'kron', "
             "subset_of_weights='last_layer', or raise memory_limit if the machine has the memory."
         )
 
@@ -75,7 +75,8 @@ def check_memory(needed: int, what: str, suggestion: str, memory_limit: int | No
     limit = default_memory_limit() if memory_limit is None else int(memory_limit)
     if needed > limit:
         raise MemoryError(
-            f"{what} needs about {_bytes(needed)}, more than the {_bytes(limit)} allowed (memory_limit); {suggestion}."
+            f"{what} needs about {format_bytes(needed)}, more than the {format_bytes(limit)} allowed "
+            f"(memory_limit); {suggestion}."
         )
 
 
@@ -91,7 +92,8 @@ def check_outputs_are_logits(model: Any, likelihood: Any) -> None:
         )
 
 
-def _bytes(n: float) -> str:
+def format_bytes(n: float) -> str:
+    """``n`` bytes in B, KiB, MiB, GiB or TiB."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n:.1f} {unit}"
