@@ -34,6 +34,7 @@ import tensorflow as tf
 from laplace_tf.compiled import cached
 from laplace_tf.curvature import curvature_estimator, noise_power
 from laplace_tf.data import as_batches, as_inputs, first_inputs
+from laplace_tf.distribution import current_strategy
 from laplace_tf.laplace_evidence import LaplaceEvidence
 from laplace_tf.laplace_predictive import LaplacePredictive
 from laplace_tf.laplace_reports import LaplaceReports
@@ -93,6 +94,9 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
       rank: the number of GGN eigenpairs kept by ``hessian_structure="lowrank"`` (at most the
         number of parameters).
       seed: seeds the Monte-Carlo Fisher's draws.
+      strategy: a ``tf.distribute`` strategy for ``fit`` and the predictives (each batch's examples
+        split across replicas, results summed or gathered; :mod:`laplace_tf.distribution`); by
+        default the strategy whose scope is active when they run, if any.
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         num_samples: int = 1,
         rank: int = 100,
         seed: int | None = 0,
+        strategy: tf.distribute.Strategy | None = None,
     ):
         self.likelihood = get_likelihood(likelihood)
         if isinstance(subset_of_weights, str):
@@ -130,6 +135,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         self.model = model
         self.memory_limit = memory_limit
         self.seed = seed
+        self.strategy = strategy
         self.options = {
             "temperature": float(temperature),
             "memory_limit": memory_limit,
@@ -263,7 +269,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         seed = stateless_seed(self.seed)
         if previous is not None:  # fresh Monte-Carlo draws for the added data
             seed = tf.random.experimental.stateless_fold_in(seed, self.n_data)
-        loss, sums, n_data = self._estimator.fit(self.mean, cast_batches, seed, previous)
+        strategy = current_strategy(self.strategy)
+        loss, sums, n_data = self._estimator.fit(self.mean, cast_batches, seed, previous, strategy)
         if previous is not None:
             loss, n_data = loss + self._loss, n_data + self.n_data
         self._loss, self._sums, self.n_data = loss, sums, n_data

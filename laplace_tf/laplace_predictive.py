@@ -25,6 +25,7 @@ from laplace_tf import kron_predictive, last_layer, predictive
 from laplace_tf.compiled import cached
 from laplace_tf.curvature import compile_for_batches
 from laplace_tf.curvature.jacobians import output_jacobians
+from laplace_tf.distribution import concatenated_over_replicas, current_strategy
 from laplace_tf.kron_predictive import dense_rules, factors_function
 from laplace_tf.last_layer import dense_output_rule, features_function
 from laplace_tf.options import HessianStructure, LinkApprox, PredType, parse_option
@@ -142,9 +143,10 @@ class LaplacePredictive:
             batch = PREDICT_BATCH_SIZE
         else:
             batch = max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // (self.n_outputs * self.n_params)))
+        glm_batch = self._per_example(self._glm_batch)
         means, covariances = [], []
         for part in batch_slices(len(x), batch, verbose):
-            f, covariance = self._glm_batch(self._cast(x[part]))
+            f, covariance = glm_batch(self._cast(x[part]))
             means.append(f)
             covariances.append(covariance)
         return tf.concat(means, axis=0), tf.concat(covariances, axis=0)
@@ -215,15 +217,23 @@ class LaplacePredictive:
             batch = PREDICT_BATCH_SIZE
         else:
             batch = max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // (self.n_outputs * self.n_params)))
-        chunks = []
-        for part in batch_slices(len(x), batch, verbose):
-            inputs = self._cast(x[part])
-            if linearised:
-                f, jacobians = self._jacobians(self.mean, inputs)
-                chunks.append(f[None] + tf.einsum("bkp,sp->sbk", jacobians, thetas - self.mean))
-            else:
-                chunks.append(self._outputs_at(thetas, inputs))
-        return tf.concat(chunks, axis=1)
+        outputs = self._per_example(self._linearised_outputs if linearised else self._network_outputs)
+        chunks = [outputs(self._cast(x[part]), thetas) for part in batch_slices(len(x), batch, verbose)]
+        return tf.transpose(tf.concat(chunks, axis=0), [1, 0, 2])
+
+    def _network_outputs(self, inputs: tf.Tensor, thetas: tf.Tensor) -> tf.Tensor:
+        """The network at each draw, examples first: ``(B, S, K)``."""
+        return tf.transpose(self._outputs_at(thetas, inputs), [1, 0, 2])
+
+    def _linearised_outputs(self, inputs: tf.Tensor, thetas: tf.Tensor) -> tf.Tensor:
+        """The linearised network at each draw, examples first: ``(B, S, K)``."""
+        f, jacobians = self._jacobians(self.mean, inputs)
+        return f[:, None] + tf.einsum("bkp,sp->bsk", jacobians, thetas - self.mean)
+
+    def _per_example(self, fn: Any) -> Any:
+        """``fn(inputs, ...)``, or under a ``tf.distribute`` strategy its replicas' shards gathered."""
+        strategy = current_strategy(self.strategy)
+        return fn if strategy is None else concatenated_over_replicas(strategy, fn, sharded=(0,))
 
     def map_outputs(self, x: Any) -> tf.Tensor:
         """The network's outputs ``(N, K)`` at the MAP, in batches."""

@@ -18,6 +18,7 @@ import tensorflow as tf
 from laplace_tf.curvature import diag, full, lowrank
 from laplace_tf.curvature.jacobians import loss_gradients, output_jacobians
 from laplace_tf.curvature.kron import KronPlan
+from laplace_tf.distribution import summed_over_replicas
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType, HessianStructure
 from laplace_tf.params import ModelParameters
@@ -32,14 +33,15 @@ Batches = Callable[[], Iterator[tuple[tf.Tensor, tf.Tensor]]]
 class CurvatureEstimator:
     """How a structure turns a data set into its curvature.
 
-    ``fit(theta, batches, seed, previous)`` returns the summed loss at ``theta``, the curvature's
-    running sums (added to ``previous`` sums when given) and the number of examples, making
+    ``fit(theta, batches, seed, previous, strategy)`` returns the summed loss at ``theta``, the
+    curvature's running sums (added to ``previous`` sums when given) and the number of examples,
+    each batch split across the ``strategy``'s replicas if one is given, making
     ``passes`` passes over ``batches()``; ``finalize(sums)`` is the curvature. ``accumulates`` says
     whether sums from several ``fit`` calls may be added (not for ``lowrank``); ``treatment`` says,
     for kron, which variables got Kronecker blocks.
     """
 
-    fit: Callable[[tf.Tensor, Batches, tf.Tensor, Any], tuple[tf.Tensor, Any, int]]
+    fit: Callable[..., tuple[tf.Tensor, Any, int]]
     finalize: Callable[[Any], Any]
     passes: int = 1
     accumulates: bool = True
@@ -88,10 +90,13 @@ def _identity(sums: Any) -> Any:
 def _summed_fit(batch: Callable) -> Callable:
     """One pass: the batches' curvature sums added up (to ``previous`` sums, if any)."""
 
-    def fit(theta: tf.Tensor, batches: Batches, seed: tf.Tensor, previous: Any = None) -> tuple[tf.Tensor, Any, int]:
+    def fit(
+        theta: tf.Tensor, batches: Batches, seed: tf.Tensor, previous: Any = None, strategy: Any = None
+    ) -> tuple[tf.Tensor, Any, int]:
+        run = batch if strategy is None else summed_over_replicas(strategy, batch, sharded=(1, 2))
         loss, sums, n_data = tf.zeros([], theta.dtype), previous, 0
         for index, (x, y) in enumerate(batches()):
-            batch_loss, batch_sums = batch(theta, x, y, tf.random.experimental.stateless_fold_in(seed, index))
+            batch_loss, batch_sums = run(theta, x, y, tf.random.experimental.stateless_fold_in(seed, index))
             loss += batch_loss
             sums = batch_sums if sums is None else tf.nest.map_structure(tf.add, sums, batch_sums)
             n_data += int(x.shape[0])
@@ -106,13 +111,16 @@ def _lowrank_fit(params: ModelParameters, likelihood: Likelihood, rank: int) -> 
     """Several passes of GGN-matrix products, then the randomised eigendecomposition."""
     product = compile_for_batches(lowrank.ggn_matmul(params.apply, likelihood))
 
-    def fit(theta: tf.Tensor, batches: Batches, seed: tf.Tensor, previous: Any = None) -> tuple[tf.Tensor, Any, int]:
+    def fit(
+        theta: tf.Tensor, batches: Batches, seed: tf.Tensor, previous: Any = None, strategy: Any = None
+    ) -> tuple[tf.Tensor, Any, int]:
+        run = product if strategy is None else summed_over_replicas(strategy, product, sharded=(1, 2))
         last_pass: dict[str, Any] = {}
 
         def over_data(vectors: tf.Tensor) -> tf.Tensor:
             total, loss, n_data = None, tf.zeros([], theta.dtype), 0
             for x, y in batches():
-                batch_loss, batch_product = product(theta, x, y, vectors)
+                batch_loss, batch_product = run(theta, x, y, vectors)
                 total = batch_product if total is None else total + batch_product
                 loss, n_data = loss + batch_loss, n_data + int(x.shape[0])
             if total is None:

@@ -1,0 +1,81 @@
+"""Fits on one device and under a tf.distribute strategy, and checks that they agree.
+
+Run by tests/test_distribute.py in fresh processes (device setup must precede TensorFlow's):
+  python distributed_fit.py mirrored
+  python distributed_fit.py multiworker   (with TF_CONFIG set; one process per worker)
+Prints a JSON line of the largest differences and exits non-zero if any exceeds float tolerance.
+"""
+
+import json
+import sys
+
+import tensorflow as tf
+
+MODE = sys.argv[1]
+if MODE == "mirrored":
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    STRATEGY = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+else:
+    STRATEGY = tf.distribute.MultiWorkerMirroredStrategy()  # must come before any other TensorFlow work
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import laplace_tf as lt  # noqa: E402
+
+TOLERANCE = 1e-10
+
+
+def model_and_data():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((4,), dtype="float64"),
+            keras.layers.Dense(6, activation="tanh", dtype="float64"),
+            keras.layers.Dense(3, dtype="float64"),
+        ]
+    )
+    rng = np.random.default_rng(0)
+    return model, rng.normal(size=(37, 4)), rng.integers(0, 3, size=37)
+
+
+def differences(structure, model, x, y):
+    one = lt.Laplace(model, "classification", hessian_structure=structure, prior_precision=0.7, rank=8)
+    many = lt.Laplace(
+        model, "classification", hessian_structure=structure, prior_precision=0.7, rank=8, strategy=STRATEGY
+    )
+    one.fit((x, y), batch_size=10, verbose=False)
+    many.fit((x, y), batch_size=10, verbose=False)
+    flat = [np.asarray(t) for t in tf.nest.flatten(one._curvature_state())]
+    flat_many = [np.asarray(t) for t in tf.nest.flatten(many._curvature_state())]
+    return {
+        "curvature": max(float(np.max(np.abs(a - b), initial=0.0)) for a, b in zip(flat, flat_many, strict=True)),
+        "marglik": abs(float(one.log_marginal_likelihood()) - float(many.log_marginal_likelihood())),
+        "glm": float(np.max(np.abs(one.predict(x, verbose=False) - many.predict(x, verbose=False)))),
+        "nn": float(
+            np.max(
+                np.abs(
+                    one.predict(x, pred_type="nn", seed=1, verbose=False)
+                    - many.predict(x, pred_type="nn", seed=1, verbose=False)
+                )
+            )
+        ),
+    }
+
+
+def main():
+    model, x, y = model_and_data()
+    report = {"replicas": STRATEGY.num_replicas_in_sync}
+    for structure in ("full", "diag", "kron"):
+        report[structure] = differences(structure, model, x, y)
+    with STRATEGY.scope():  # the strategy of the active scope is used without strategy=
+        scoped = lt.Laplace(model, "classification").fit((x, y), batch_size=10, verbose=False)
+    plain = lt.Laplace(model, "classification").fit((x, y), batch_size=10, verbose=False)
+    report["scope"] = float(np.max(np.abs(scoped.curvature - plain.curvature)))
+    print(json.dumps(report))
+    worst = max([report["scope"], *(v for s in ("full", "diag", "kron") for v in report[s].values())])
+    sys.exit(0 if worst < TOLERANCE and report["replicas"] == 2 else 1)
+
+
+main()
