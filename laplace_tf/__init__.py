@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "calibration": "laplace_tf.calibration",
     "Diagnosis": "laplace_tf.diagnostics",
-    "hessian": "laplace_tf.hessian",
-    "hessian_diagonal": "laplace_tf.hessian",
-    "hvp": "laplace_tf.hessian",
-    "split_hessian": "laplace_tf.hessian",
+    "hessian": "laplace_tf.hessians",
+    "hessian_diagonal": "laplace_tf.hessians",
+    "hvp": "laplace_tf.hessians",
+    "split_hessian": "laplace_tf.hessians",
     "load": "laplace_tf.io",
     "Laplace": "laplace_tf.laplace",
     "NotFittedError": "laplace_tf.laplace",
@@ -64,7 +64,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from laplace_tf import calibration
     from laplace_tf.diagnostics import Diagnosis
-    from laplace_tf.hessian import hessian, hessian_diagonal, hvp, split_hessian
+    from laplace_tf.hessians import hessian, hessian_diagonal, hvp, split_hessian
     from laplace_tf.io import load
     from laplace_tf.laplace import Laplace, NotFittedError
     from laplace_tf.laplace_result import LaplaceResult

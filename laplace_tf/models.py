@@ -31,7 +31,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from laplace_tf.flat_state import FlatState
-from laplace_tf.hessian import hessian
+from laplace_tf.hessians import hessian
 from laplace_tf.laplace_result import LaplaceResult
 from laplace_tf.mode_finding import find_mode
 from laplace_tf.posterior import FullPosterior, NotPositiveDefiniteError
@@ -135,9 +135,10 @@ def laplace_approximation(
         the state is unconstrained.
       names: the parts' names, in the state's structure; default: dict keys, namedtuple fields,
         ``x0, x1, ...`` for a list, ``x`` for one tensor.
-      jacobian, num_draws, num_chains, seed, optimizer, num_initial_points, max_iterations,
-        tolerance: as in :func:`fit_laplace`.
       observed_data: recorded in the ArviZ ``observed_data`` group.
+
+    The other arguments (``jacobian``, ``num_draws``, ``num_chains``, ``seed``, ``optimizer``,
+    ``num_initial_points``, ``max_iterations``, ``tolerance``) are as in :func:`fit_laplace`.
 
     Example::
 

@@ -32,3 +32,26 @@ def test_api_reference_is_current():
     import make_api
 
     assert (ROOT / "docs" / "api.md").read_text() == make_api.render(), "run: python docs/make_api.py"
+
+
+def test_site_reference_covers_every_public_name():
+    import laplace_tf as lt
+
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    modules = {"calibration": "::: laplace_tf.calibration."}
+    missing = [name for name in lt.__all__ if modules.get(name, f"::: laplace_tf.{name}\n") not in reference]
+    assert not missing, f"add to docs/reference.md: {missing}"
+
+
+def test_public_names_survive_importing_every_submodule():
+    """Lazy exports: a submodule import must not shadow a public function of the same name."""
+    import importlib
+    import pkgutil
+
+    import laplace_tf as lt
+
+    for module in pkgutil.walk_packages(lt.__path__, "laplace_tf."):
+        if module.name not in ("laplace_tf.__main__",):
+            importlib.import_module(module.name)
+    assert callable(lt.hessian) and lt.hessian.__module__ == "laplace_tf.hessians"
+    assert all(getattr(lt, name) is not None for name in lt.__all__)

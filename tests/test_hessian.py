@@ -137,7 +137,7 @@ def test_linear_function_has_zero_hessian():
 
 
 def test_diagonal_in_blocks_equals_full_diagonal(monkeypatch):
-    hessian_module = importlib.import_module("laplace_tf.hessian")  # lt.hessian is the function
+    hessian_module = importlib.import_module("laplace_tf.hessians")  # lt.hessian is the function
     monkeypatch.setattr(hessian_module, "_MAX_DIAGONAL_BLOCK_ELEMENTS", 20)  # forces blocks of 2
 
     def f(x):

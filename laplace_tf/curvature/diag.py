@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from laplace_tf.hessian import hessian_diagonal
+from laplace_tf.hessians import hessian_diagonal
 
 
 def from_jacobians(jacobians: tf.Tensor, weighted_jacobians: tf.Tensor) -> tf.Tensor:

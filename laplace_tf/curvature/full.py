@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from laplace_tf.hessian import hessian
+from laplace_tf.hessians import hessian
 
 
 def from_jacobians(jacobians: tf.Tensor, weighted_jacobians: tf.Tensor) -> tf.Tensor:
