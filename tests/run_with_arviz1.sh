@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=""
-for candidate in python3 python3.13 python3.12; do
-    if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))'; then
+pyenv_pythons=$(ls -d "$(pyenv root 2>/dev/null || echo /nonexistent)"/versions/3.1[2-3]*/bin/python3 2>/dev/null || true)
+for candidate in python3 python3.13 python3.12 $pyenv_pythons; do
+    if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1; then
         python="$candidate"
         break
     fi
