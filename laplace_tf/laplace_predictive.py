@@ -208,7 +208,7 @@ class LaplacePredictive:
         """The network's outputs ``(S, N, K)`` at parameter draws ``thetas`` ``(S, P)``.
 
         ``pred_type="nn"`` runs the network at each draw; ``"glm"`` gives the linearised network
-        :math:`f(\theta_*, x) + J(x)(\theta_s - \theta_*)`, the model behind the GLM predictive.
+        :math:`f(\\theta_*, x) + J(x)(\\theta_s - \\theta_*)`, the model behind the GLM predictive.
         """
         linearised = parse_option(PredType, pred_type, "pred_type") == PredType.GLM
         x = self._inputs(x)

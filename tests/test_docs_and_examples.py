@@ -55,3 +55,17 @@ def test_public_names_survive_importing_every_submodule():
             importlib.import_module(module.name)
     assert callable(lt.hessian) and lt.hessian.__module__ == "laplace_tf.hessians"
     assert all(getattr(lt, name) is not None for name in lt.__all__)
+
+
+def test_docstrings_have_no_control_characters():
+    """A backslash in a non-raw docstring (``\\theta``) silently becomes a tab or backspace."""
+    import ast
+
+    bad = []
+    for path in (ROOT / "laplace_tf").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)):
+                doc = ast.get_docstring(node, clean=False) or ""
+                if any(c in doc for c in "\t\x08\x0c\x07\x0b\r"):
+                    bad.append(f"{path.name}:{getattr(node, 'name', 'module')}")
+    assert not bad, bad
