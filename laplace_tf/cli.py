@@ -43,6 +43,8 @@ def _fit(args: argparse.Namespace) -> None:
     """Fits a Laplace approximation to a trained model, tunes its prior, and saves the posterior."""
     import laplace_tf as lt
 
+    if args.prior_method == "grid" and args.val_data is None:
+        raise InputError("--prior-method grid needs validation data: --val-data FILE (.npz or .csv).")
     model = read_model(args.model)
     x, y = read_data(args.data, args.target)
     check_inputs_fit_model(x, model, args.data)
@@ -55,8 +57,9 @@ def _fit(args: argparse.Namespace) -> None:
     )
     la.fit((x, _targets(y, args.likelihood)), batch_size=args.batch_size, verbose=not args.quiet)
     if args.prior_method == "grid":
+        x_val, y_val = read_data(args.val_data, args.target)
         la.optimize_prior_precision(
-            method="gridsearch", val_data=(x, _targets(y, args.likelihood)), verbose=not args.quiet
+            method="gridsearch", val_data=(x_val, _targets(y_val, args.likelihood)), verbose=not args.quiet
         )
     elif args.prior_method == "marglik":
         la.optimize_prior_precision(prior_structure=args.prior_structure, verbose=not args.quiet)
@@ -167,6 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--curvature", default="ggn", choices=["ggn", "ef", "hessian"])
     fit.add_argument("--prior-method", default="marglik", choices=PRIOR_METHODS, help="tune the prior precision")
+    fit.add_argument("--val-data", type=Path, help="validation data for --prior-method grid")
     fit.add_argument("--prior-structure", default="layerwise", choices=[v.value for v in PriorStructure])
     fit.add_argument("--batch-size", type=int, default=None)
     fit.add_argument("--quiet", action="store_true", help="no progress bars")

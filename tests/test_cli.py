@@ -101,6 +101,11 @@ def test_errors_are_one_line_with_a_nonzero_status(workspace):
     assert status == 1 and "data must be .npz" in err
     status, _, err = run("fit", "model.keras", "train.npz", "--out", "p.npz", cwd=path)
     assert status == 2 and "--likelihood" in err  # argparse usage error
+    status, _, err = run(
+        "fit", "model.keras", "train.npz", "--likelihood", "classification", "--prior-method", "grid", "--out",
+        "p.npz", cwd=path,
+    )  # fmt: skip
+    assert status == 1 and "needs validation data: --val-data" in err
 
 
 def test_model_files_load_in_safe_mode(workspace):
