@@ -103,7 +103,21 @@ def diagnose(
     batch_size: int | None = None,
     verbose: bool = True,
 ) -> Diagnosis:
-    """The PSIS k-hat of a fitted Laplace, with log p over ``data`` (the training set or a subset)."""
+    """The Pareto k-hat of the importance weights ``log_p - log_q`` (``la.diagnose``): is the Gaussian trustworthy?
+
+    Args:
+      la: a fitted :class:`~laplace_tf.Laplace` (``self`` when called as a method).
+      data: ``(x, y)`` or a ``tf.data.Dataset``: the training data, or a subset of it (its
+        log-likelihood is scaled to the ``n_data`` examples of the fit), streamed in batches.
+      num_draws: draws from the Gaussian (at least 100; 1000 is typical).
+      seed: makes the draws reproducible.
+      batch_size: examples per batch for arrays.
+      verbose: a progress bar over the data's batches, when there are many.
+
+    Returns:
+      A :class:`Diagnosis`; ``print`` it for the verdict in words.
+    """
+    la._require_fitted()
     if not isinstance(num_draws, int) or num_draws < MIN_DRAWS:
         raise ValueError(
             f"num_draws must be an integer of at least {MIN_DRAWS}, for PSIS to fit the weights' tail "

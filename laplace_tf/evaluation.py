@@ -38,7 +38,23 @@ def evaluate(
     n_bins: int = 15,
     levels: Sequence[float] = calibration.DEFAULT_LEVELS,
 ) -> UncertaintyReport:
-    """An :class:`~laplace_tf.report.UncertaintyReport` of the MAP and the Laplace predictive."""
+    """The MAP network and the Laplace predictive side by side on ``(x, y)`` (``la.evaluate``).
+
+    Args:
+      la: a fitted :class:`~laplace_tf.Laplace` (``self`` when called as ``la.evaluate``).
+      x: test inputs.
+      y: test targets: labels ``(N,)`` or one-hot, or regression targets.
+      x_ood: out-of-distribution inputs: adds the AUROC of telling them from ``x`` (by entropy
+        and confidence; by predictive standard deviation for regression).
+      pred_type: the Laplace predictive, as in ``la.predict``; so are ``link_approx``,
+        ``n_samples`` and ``seed``.
+      n_bins: confidence bins of the ECE, MCE and reliability diagram.
+      levels: central-interval levels of the regression coverage and width.
+
+    Returns:
+      An :class:`~laplace_tf.report.UncertaintyReport`: print it, ``to_json``, ``plot``.
+    """
+    la._require_fitted()
     x, y = np.asarray(x), np.asarray(y)
     check_same_length(x, y)
     targets = la._validate_targets(y)

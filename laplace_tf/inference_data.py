@@ -47,7 +47,23 @@ def to_inference_data(
     seed: int | None = None,
     max_covariance_rows: int = 1000,
 ) -> Any:
-    """ArviZ data of a fitted Laplace (see the module docstring for the groups)."""
+    """ArviZ data of a fitted Laplace (``la.to_inference_data``); the groups are described above.
+
+    Args:
+      la: a fitted :class:`~laplace_tf.Laplace` (``self`` when called as a method).
+      x: data inputs (the training data, for ``az.loo`` and a ``log_p`` of the posterior): with
+        ``y``, adds ``observed_data``, ``posterior_predictive``, ``log_likelihood`` and ``log_p``.
+      y: data targets.
+      num_draws: parameter draws in all, split into ``num_chains`` chains.
+      num_chains: chains (must divide ``num_draws``).
+      pred_type: outputs at the draws: ``"glm"`` (the linearised network) or ``"nn"``.
+      seed: makes the draws reproducible.
+      max_covariance_rows: the ``fit`` group holds the dense covariance up to this many parameters.
+
+    Returns:
+      ``arviz.InferenceData`` with arviz 0.x, an ``xarray.DataTree`` with arviz >= 1.
+    """
+    la._require_fitted()
     if (x is None) != (y is None):
         raise ValueError("Pass both x and y (for the predictive groups and log_p), or neither.")
     if not isinstance(num_chains, int) or not isinstance(num_draws, int) or num_chains < 1 or num_draws < 1:
