@@ -1,8 +1,12 @@
-"""The mode of a log density by quasi-Newton optimisation (tfp.optimizer), from one or several starts.
+"""The mode of a log density by quasi-Newton optimisation, from one or several starts.
 
-Minimises :math:`-\\log p(z)` over flat :math:`z \\in \\mathbb{R}^D` with L-BFGS (default) or BFGS,
-the objective compiled with ``tf.function``, from each starting point. The result is the start
-that reached the lowest objective, with its convergence flag, iteration count and gradient norm.
+Minimises :math:`-\\log p(z)` over flat :math:`z \\in \\mathbb{R}^D` with L-BFGS (default) or BFGS
+from ``scipy.optimize``, the objective and its exact gradient compiled once with ``tf.function``.
+(TensorFlow Probability's optimisers do the same iterations, but tracing their line search costs
+seconds and running it eagerly a quarter of a second per iteration; with them ``fit_laplace`` was
+2 to 7 times slower than pymc-extras', see docs/benchmarks_models.md for the figures now.) The
+result is the start that reached the lowest objective, with its convergence flag, iteration
+count and gradient.
 
 Example::
 
@@ -18,8 +22,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
+from scipy import optimize
 
-OPTIMIZERS = ("lbfgs", "bfgs")
+SCIPY_METHODS = {"lbfgs": "L-BFGS-B", "bfgs": "BFGS"}
+OPTIMIZERS = tuple(SCIPY_METHODS)
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,7 @@ class OptimizerResult:
       objective: :math:`-\\log p` there.
       converged: whether the gradient norm fell below the tolerance.
       num_iterations: iterations used from the best start.
-      gradient_norm: the largest absolute entry of the gradient at ``position``.
+      gradient: the objective's gradient at ``position``; ``gradient_norm`` its largest absolute entry.
       optimizer: ``"lbfgs"`` or ``"bfgs"``.
       num_initial_points: how many starts were run; ``objectives`` holds each start's final value.
     """
@@ -40,6 +46,7 @@ class OptimizerResult:
     objective: float
     converged: bool
     num_iterations: int
+    gradient: tf.Tensor
     gradient_norm: float
     optimizer: str
     num_initial_points: int
@@ -69,22 +76,29 @@ def find_mode(
     def value_and_gradient(z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return tfp.math.value_and_gradient(lambda point: tf.reshape(negative_log_density(point), []), z)
 
-    minimize = tfp.optimizer.lbfgs_minimize if optimizer == "lbfgs" else tfp.optimizer.bfgs_minimize
-    # The objective is compiled; the optimiser's loop runs eagerly: tracing its line search
-    # costs seconds, more than running it for the small dimensions of probabilistic models.
+    dtype = initial_points.dtype
+
+    def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
+        value, gradient = value_and_gradient(tf.constant(z, dtype))
+        return float(value), gradient.numpy().astype(np.float64)
+
+    options = {"maxiter": max_iterations, "gtol": tolerance}
+    if optimizer == "lbfgs":  # stop on the gradient, not on a small relative decrease of the objective
+        options["ftol"] = float(np.finfo(dtype.as_numpy_dtype).eps)
     results = [
-        minimize(value_and_gradient, initial_position=point, tolerance=tolerance, max_iterations=max_iterations)
-        for point in tf.unstack(initial_points)
+        optimize.minimize(objective, point, jac=True, method=SCIPY_METHODS[optimizer], options=options)
+        for point in initial_points.numpy().astype(np.float64)
     ]
-    objectives = np.array([float(r.objective_value) for r in results])
+    objectives = np.array([result.fun for result in results])
     best = int(np.argmin(np.where(np.isfinite(objectives), objectives, np.inf)))
-    position = results[best].position
+    position = tf.constant(results[best].x, dtype)
     _, gradient = value_and_gradient(position)
     return OptimizerResult(
         position=position,
         objective=float(objectives[best]),
-        converged=bool(results[best].converged) and bool(np.isfinite(objectives[best])),
-        num_iterations=int(results[best].num_iterations),
+        converged=bool(results[best].success) and bool(np.isfinite(objectives[best])),
+        num_iterations=int(results[best].nit),
+        gradient=gradient,
         gradient_norm=float(tf.reduce_max(tf.abs(gradient))),
         optimizer=optimizer,
         num_initial_points=int(initial_points.shape[0]),
