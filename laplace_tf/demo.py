@@ -60,7 +60,7 @@ def plot(path: Path, model: keras.Model, la: lt.Laplace, x: np.ndarray, y: np.nd
     points = np.stack(np.meshgrid(grid, grid), axis=-1).reshape(-1, 2)
     confidence = {
         "MAP": keras.ops.convert_to_numpy(keras.ops.softmax(model(points))).max(axis=1),
-        "Laplace (GLM, probit)": la.predict(points).numpy().max(axis=1),
+        "Laplace (GLM, probit)": la.predict(points, verbose=False).numpy().max(axis=1),
     }
     fig = Figure(figsize=(15, 4.5), layout="constrained")
     axes = fig.subplots(1, 3)
