@@ -33,7 +33,7 @@ from laplace_tf.arviz_compat import dataset, make_arviz_data
 from laplace_tf.log_density import log_posterior_density, pointwise_log_likelihood
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.seeds import stateless_seed
-from laplace_tf.validation import check_memory, check_same_length
+from laplace_tf.validation import check_finite, check_memory, check_same_length
 
 
 def to_inference_data(
@@ -70,6 +70,7 @@ def to_inference_data(
         raise ValueError(f"num_draws and num_chains must be positive integers, got {num_draws!r} and {num_chains!r}.")
     if num_draws % num_chains:
         raise ValueError(f"num_draws={num_draws} must be a multiple of num_chains={num_chains}.")
+    targets = None if y is None else _checked_targets(la, x, y)
     n_examples = 0 if x is None else len(x)
     check_memory(
         num_draws * (la.n_params + 3 * n_examples * la.n_outputs) * la.dtype.size,
@@ -82,9 +83,7 @@ def to_inference_data(
     shape = (num_chains, num_draws // num_chains)
     groups = {"posterior": _posterior(la, thetas.numpy(), shape)}
     stats = {"log_q": (("chain", "draw"), la.posterior.log_prob(thetas).numpy().reshape(shape))}
-    if x is not None:
-        check_same_length(np.asarray(x), np.asarray(y))
-        targets = la._validate_targets(np.asarray(y))
+    if targets is not None:
         outputs = la.outputs_at_draws(thetas, x, pred_type)
         groups |= _predictive_groups(la, outputs, targets, shape, seeds[1])
         log_p, _ = log_posterior_density(la, thetas, (x, y))
@@ -92,6 +91,14 @@ def to_inference_data(
     groups["sample_stats"] = dataset(stats, _draw_coords(shape))
     groups["fit"] = _fit_group(la, max_covariance_rows)
     return make_arviz_data(groups)
+
+
+def _checked_targets(la: Any, x: Any, y: Any) -> np.ndarray:
+    """``y`` validated against ``x`` and the likelihood, before any draws are made."""
+    check_same_length(np.asarray(x), np.asarray(y))
+    targets = la._validate_targets(np.asarray(y))
+    check_finite(targets, "y")
+    return targets
 
 
 def variable_names(la: Any) -> list[str]:

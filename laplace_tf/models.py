@@ -84,6 +84,10 @@ def fit_laplace(
     unknown = sorted(set(observed) - set(names))
     if unknown:
         raise ValueError(f"observed names {unknown} are not variables of the model; its variables are {names}.")
+    for name, value in observed.items():
+        value = np.asarray(value)
+        if np.issubdtype(value.dtype, np.number) and not np.all(np.isfinite(value)):
+            raise ValueError(f"observed[{name!r}] contains NaN or inf; drop or impute those values first.")
     pinned = model.experimental_pin(**observed)
     bijector = pinned.experimental_default_event_space_bijector()
     free_names = _free_names(pinned.event_shape, [name for name in names if name not in observed])

@@ -174,6 +174,8 @@ def test_bad_arguments(linear_regression):
         la.to_inference_data(num_draws=10, num_chains=4)
     with pytest.raises(ValueError, match="both x and y"):
         la.to_inference_data(x)
+    with pytest.raises(ValueError, match="y contains NaN or inf"):
+        la.to_inference_data(x, np.where(y > 0, np.nan, y), num_draws=8, num_chains=2)
     with pytest.raises(ValueError, match="at least 100"):
         la.diagnose((x, y), num_draws=50)
     small = lt.Laplace(la.model, "regression", memory_limit=10_000).fit((x, y), verbose=False)

@@ -199,6 +199,8 @@ def test_non_convergence_warns():
 def test_bad_model_input():
     with pytest.raises(ValueError, match=r"not variables of the model; its variables are \['sigma', 'y'\]"):
         lt.fit_laplace(_scale_model(), observed={"z": Y_SCALE})
+    with pytest.raises(ValueError, match=r"observed\['y'\] contains NaN or inf"):
+        lt.fit_laplace(_scale_model(), observed={"y": np.where(Y_SCALE > 0, np.nan, Y_SCALE)})
     with pytest.raises(TypeError, match=r"tfd\.JointDistribution"):
         lt.fit_laplace(tfd.Normal(0.0, 1.0), observed={})
     with pytest.raises(ValueError, match="optimizer must be one of"):
