@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from laplace_tf.arviz_compat import pareto_khat
 from laplace_tf.log_density import log_posterior_density, log_posterior_gradient, log_weights, mode_distance
@@ -58,6 +57,24 @@ class Diagnosis:
     log_p: np.ndarray
     log_q: np.ndarray
     mode_distance: float
+
+    @classmethod
+    def from_log_densities(
+        cls, log_p: Any, log_q: Any, mode_distance: float, n_examples: int | None = None, n_data: int | None = None
+    ) -> Diagnosis:
+        """The diagnosis of draws with log posterior ``log_p`` and Gaussian log density ``log_q``."""
+        weights = log_weights(log_p, log_q)
+        normalised = np.exp(weights) / np.exp(weights).sum()
+        return cls(
+            k_hat=pareto_khat(weights[None, :]),
+            n_draws=len(weights),
+            n_examples=n_examples,
+            n_data=n_data,
+            effective_sample_size=float(1.0 / np.sum(normalised**2)),
+            log_p=np.asarray(log_p, dtype=np.float64),
+            log_q=np.asarray(log_q, dtype=np.float64),
+            mode_distance=mode_distance,
+        )
 
     @property
     def verdict(self) -> str:
@@ -126,19 +143,5 @@ def diagnose(
     thetas = la.sample(num_draws, seed)
     log_q = la.posterior.log_prob(thetas)
     log_p, n_examples = log_posterior_density(la, thetas, data, batch_size, verbose)
-    weights = log_weights(log_p, log_q)
-    normalised = np.exp(weights) / np.exp(weights).sum()
-    return Diagnosis(
-        k_hat=pareto_khat(weights[None, :]),
-        n_draws=num_draws,
-        n_examples=n_examples,
-        n_data=la.n_data,
-        effective_sample_size=float(1.0 / np.sum(normalised**2)),
-        log_p=_numpy(log_p),
-        log_q=_numpy(log_q),
-        mode_distance=mode_distance(la, log_posterior_gradient(la, data, batch_size)),
-    )
-
-
-def _numpy(tensor: tf.Tensor) -> np.ndarray:
-    return np.asarray(tensor, dtype=np.float64)
+    distance = mode_distance(la, log_posterior_gradient(la, data, batch_size))
+    return Diagnosis.from_log_densities(log_p, log_q, distance, n_examples, la.n_data)

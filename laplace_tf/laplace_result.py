@@ -22,10 +22,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from laplace_tf.arviz_compat import dataset, make_arviz_data, pareto_khat
+from laplace_tf.arviz_compat import dataset, make_arviz_data
 from laplace_tf.diagnostics import Diagnosis
 from laplace_tf.flat_state import FlatState
-from laplace_tf.log_density import log_weights
+from laplace_tf.log_density import mode_distance
 from laplace_tf.mode_finding import OptimizerResult
 from laplace_tf.posterior import FullPosterior
 
@@ -123,20 +123,8 @@ class LaplaceResult:
     def diagnose(self) -> Diagnosis:
         """The Pareto k-hat of the importance weights ``log_p - log_q`` of the draws."""
         log_p, log_q = self.log_p(self.unconstrained_draws), self.log_q(self.unconstrained_draws)
-        weights = log_weights(log_p, log_q)
-        normalised = np.exp(weights) / np.exp(weights).sum()
         gradient = tfp.math.value_and_gradient(self._log_density, self.mean)[1]
-        distance = float(tf.sqrt(tf.reduce_sum(gradient * tf.linalg.matvec(self.covariance, gradient))))
-        return Diagnosis(
-            k_hat=pareto_khat(weights[None, :]),
-            n_draws=len(weights),
-            n_examples=None,
-            n_data=None,
-            effective_sample_size=float(1.0 / np.sum(normalised**2)),
-            log_p=np.asarray(log_p, dtype=np.float64),
-            log_q=np.asarray(log_q, dtype=np.float64),
-            mode_distance=distance,
-        )
+        return Diagnosis.from_log_densities(log_p, log_q, mode_distance(self, gradient))
 
     def to_inference_data(self) -> Any:
         """ArviZ data: ``posterior`` (constrained), ``unconstrained_posterior``, ``fit``,
