@@ -79,7 +79,7 @@ def _predict(args: argparse.Namespace) -> None:
     else:
         columns = {"probs": la.predict(x, link_approx=args.link_approx, **options).numpy()}
     _write_predictions(args.out, columns)
-    print(f"wrote predictions for {len(x)} inputs to {args.out}")
+    print(f"wrote predictions for {len(next(iter(columns.values())))} inputs to {args.out}")
 
 
 def _report(args: argparse.Namespace) -> None:

@@ -1,6 +1,8 @@
 """Reading the command line's inputs: Keras models (safe mode) and data tables (.npz or .csv).
 
-* ``.npz``: arrays ``x`` (inputs) and, where targets are needed, ``y``; read without pickle.
+* ``.npz``: arrays ``x`` (inputs) and, where targets are needed, ``y``; read without pickle. A
+  model with several inputs takes arrays ``x_<name>`` instead of ``x``: a dict by input name
+  (``x_tokens``, ``x_price``), or a list in order when the names are numbers (``x_0``, ``x_1``).
 * ``.csv``: a header row naming the columns; the target column is named by ``--target`` and
   every other column is an input feature.
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +40,7 @@ def read_model(path: Path):
         raise InputError(f"{path}: cannot load the Keras model in safe mode: {error}") from error
 
 
-def read_data(path: Path, target: str | None, need_targets: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+def read_data(path: Path, target: str | None, need_targets: bool = True) -> tuple[Any, np.ndarray | None]:
     """``(x, y)`` from a data file; ``y`` is ``None`` when not needed and not present."""
     _require_file(path, "data")
     if path.suffix not in DATA_SUFFIXES:
@@ -45,13 +48,21 @@ def read_data(path: Path, target: str | None, need_targets: bool = True) -> tupl
     x, y = _read_npz(path) if path.suffix == ".npz" else _read_csv(path, target, need_targets)
     if need_targets and y is None:
         raise InputError(f"{path}: targets are needed; store them as array 'y' (.npz) or name the column (--target).")
-    if y is not None and len(y) != len(x):
-        raise InputError(f"{path}: x has {len(x)} rows but y has {len(y)}; they must match.")
+    from laplace_tf.inputs import as_input_arrays, n_examples  # imports TensorFlow: not before it is needed
+
+    try:
+        x = as_input_arrays(x, "x")
+    except ValueError as error:
+        raise InputError(f"{path}: {error}") from error
+    if y is not None and len(y) != n_examples(x):
+        raise InputError(f"{path}: x has {n_examples(x)} rows but y has {len(y)}; they must match.")
     return x, y
 
 
-def check_inputs_fit_model(x: np.ndarray, model, path: Path) -> None:
+def check_inputs_fit_model(x: Any, model, path: Path) -> None:
     """Raises if the inputs' per-example shape differs from what the model takes (when it says)."""
+    if not isinstance(x, np.ndarray):
+        return  # several inputs: Keras checks each against its input layer
     expected = getattr(model, "input_shape", None)
     if not isinstance(expected, tuple) or not all(d is None or isinstance(d, int) for d in expected):
         return  # several inputs, or a subclassed model that does not say
@@ -59,16 +70,29 @@ def check_inputs_fit_model(x: np.ndarray, model, path: Path) -> None:
         raise InputError(f"{path}: the inputs have shape {x.shape[1:]} per example but the model takes {expected[1:]}.")
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_npz(path: Path) -> tuple[Any, np.ndarray | None]:
     try:
         with np.load(path, allow_pickle=False) as archive:
-            if "x" not in archive.files:
-                raise InputError(f"{path}: no array 'x' in the file (it has {archive.files}).")
-            return archive["x"], archive["y"] if "y" in archive.files else None
+            arrays = {key: archive[key] for key in archive.files}
+        return _inputs_from(arrays, path), arrays.get("y")
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
         if isinstance(error, InputError):
             raise
         raise InputError(f"{path}: not a readable .npz file: {error}") from error
+
+
+def _inputs_from(arrays: dict[str, np.ndarray], path: Path) -> Any:
+    """``x``, or the ``x_<name>`` arrays as a dict by name (a list when the names are numbers)."""
+    named = {key[2:]: value for key, value in arrays.items() if key.startswith("x_")}
+    if "x" in arrays and named:
+        raise InputError(f"{path}: has both 'x' and {sorted('x_' + k for k in named)}; keep one kind of inputs.")
+    if "x" in arrays:
+        return arrays["x"]
+    if not named:
+        raise InputError(f"{path}: no array 'x' (or 'x_<input name>' per input) in the file (it has {sorted(arrays)}).")
+    if all(name.isdigit() for name in named):
+        return [named[name] for name in sorted(named, key=int)]
+    return named
 
 
 def _read_csv(path: Path, target: str | None, need_targets: bool) -> tuple[np.ndarray, np.ndarray | None]:

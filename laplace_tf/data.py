@@ -2,7 +2,9 @@
 
 ``data`` is either a tuple ``(x, y)`` of arrays (NumPy or tensors), validated whole before any
 work and cut into batches of ``batch_size``, or a batched ``tf.data.Dataset`` of ``(x, y)``,
-each batch validated as it arrives (before its curvature is computed).
+each batch validated as it arrives (before its curvature is computed). ``x`` may be any input
+structure Keras accepts (an array, a list, tuple or dict of arrays, nested; see
+:mod:`laplace_tf.inputs`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from laplace_tf.inputs import Inputs, as_array, as_input_arrays, describe, n_examples, take
 from laplace_tf.validation import check_finite, check_same_length
 
 DEFAULT_BATCH_SIZE = 128
@@ -24,7 +27,7 @@ TargetCheck = Callable[[np.ndarray], np.ndarray]
 class Batches:
     """Validated ``(x, y)`` batches as NumPy arrays, and how many there are (if known)."""
 
-    iterate: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
+    iterate: Callable[[], Iterator[tuple[Inputs, np.ndarray]]]
     n_batches: int | None
 
 
@@ -47,40 +50,39 @@ def as_batches(data: Any, batch_size: int | None, check_targets: TargetCheck) ->
     )
 
 
-def as_inputs(x: Any) -> np.ndarray:
-    """Inputs for prediction as a validated NumPy array."""
-    x = _to_numpy(x, "x")
-    check_finite(x, "x")
-    return x
+def as_inputs(x: Any) -> Inputs:
+    """Inputs for prediction as validated NumPy arrays, in the structure given."""
+    return as_input_arrays(x, "x")
 
 
-def first_inputs(data: Any) -> np.ndarray:
-    """The first example's inputs ``(1, ...)``, to learn the model's output size before fitting."""
+def first_inputs(data: Any, n: int = 16) -> Inputs:
+    """The first ``n`` examples' inputs, to learn the model's outputs before fitting."""
     if isinstance(data, tf.data.Dataset):
         for x, _ in data.take(1):
-            return _to_numpy(x, "x")[:1]
+            return take(as_input_arrays(x, "x"), slice(0, n))
         raise ValueError("The dataset is empty.")
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        return _to_numpy(data[0], "x")[:1]
+        return take(as_input_arrays(data[0], "x"), slice(0, n))
     raise TypeError(
         f"data must be a tuple (x, y) of arrays or a tf.data.Dataset of (x, y) batches, got {type(data).__name__}."
     )
 
 
 def _array_batches(x: Any, y: Any, batch_size: int, check_targets: TargetCheck) -> Batches:
-    x, y = _to_numpy(x, "x"), _to_numpy(y, "y")
-    check_same_length(x, y)
-    if len(x) == 0:
+    x, y = as_input_arrays(x, "x"), as_array(y, "y")
+    n = n_examples(x)
+    check_same_length(n, len(y))
+    if n == 0:
         raise ValueError("The data set is empty.")
-    check_finite(x, "x")
     check_finite(y, "y")
     y = check_targets(y)
 
-    def iterate() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for start in range(0, len(x), batch_size):
-            yield x[start : start + batch_size], y[start : start + batch_size]
+    def iterate() -> Iterator[tuple[Inputs, np.ndarray]]:
+        for start in range(0, n, batch_size):
+            part = slice(start, start + batch_size)
+            yield take(x, part), y[part]
 
-    return Batches(iterate, n_batches=-(-len(x) // batch_size))
+    return Batches(iterate, n_batches=-(-n // batch_size))
 
 
 def _dataset_batches(dataset: tf.data.Dataset, check_targets: TargetCheck) -> Batches:
@@ -88,26 +90,22 @@ def _dataset_batches(dataset: tf.data.Dataset, check_targets: TargetCheck) -> Ba
     if not (isinstance(spec, tuple) and len(spec) == 2):
         raise ValueError(f"The dataset must yield (x, y) pairs; its elements are {spec}.")
 
-    def iterate() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iterate() -> Iterator[tuple[Inputs, np.ndarray]]:
         for index, (x, y) in enumerate(dataset):
-            x, y = x.numpy(), y.numpy()
-            if x.ndim == 0 or len(x) != len(y):
+            x, y = tf.nest.map_structure(lambda t: t.numpy(), x), y.numpy()
+            if any(leaf.ndim == 0 for leaf in tf.nest.flatten(x)) or y.ndim == 0:
                 raise ValueError(
-                    f"Batch {index} of the dataset has x of shape {x.shape} and y of shape {y.shape}; "
+                    f"Batch {index} of the dataset has x {describe(x)} and y of shape {y.shape}; "
                     "pass a batched dataset (dataset.batch(...)) of matching (x, y)."
                 )
-            check_finite(x, f"x (batch {index} of the dataset)")
+            x = as_input_arrays(x, f"x (batch {index} of the dataset)")
+            if n_examples(x) != len(y):
+                raise ValueError(
+                    f"Batch {index} of the dataset has x {describe(x)} and y of shape {y.shape}; "
+                    "x and y must have the same number of examples."
+                )
             check_finite(y, f"y (batch {index} of the dataset)")
             yield x, check_targets(y)
 
     cardinality = int(dataset.cardinality())
     return Batches(iterate, n_batches=cardinality if cardinality >= 0 else None)
-
-
-def _to_numpy(array: Any, what: str) -> np.ndarray:
-    if isinstance(array, (tf.Tensor, tf.Variable)):
-        array = array.numpy()
-    array = np.asarray(array)
-    if array.ndim == 0:
-        raise ValueError(f"{what} is a scalar; pass an array with one row per example.")
-    return array

@@ -66,13 +66,15 @@ def _distributed_args(strategy: tf.distribute.Strategy, args: Sequence[Any], sha
     )
 
 
-def _shard_of(tensor: tf.Tensor) -> Callable:
-    """The contiguous shard of ``tensor``'s examples for a replica: ``ceil(B / n)`` examples (fewer at the end)."""
+def _shard_of(tensors: Any) -> Callable:
+    """The contiguous shard of the examples of ``tensors`` (a tensor or a structure of them) for a
+    replica: ``ceil(B / n)`` examples (fewer at the end)."""
 
-    def shard(context: tf.distribute.experimental.ValueContext) -> tf.Tensor:
+    def shard(context: tf.distribute.experimental.ValueContext) -> Any:
         replicas = context.num_replicas_in_sync
-        size = -(-int(tensor.shape[0]) // replicas)
-        start = min(context.replica_id_in_sync_group * size, int(tensor.shape[0]))
-        return tensor[start : start + size]
+        n = int(tf.nest.flatten(tensors)[0].shape[0])
+        size = -(-n // replicas)
+        start = min(context.replica_id_in_sync_group * size, n)
+        return tf.nest.map_structure(lambda tensor: tensor[start : start + size], tensors)
 
     return shard

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from laplace_tf import calibration, predictive
+from laplace_tf.inputs import as_input_arrays, n_examples
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.report import UncertaintyReport, classification_report, regression_report
 from laplace_tf.validation import check_same_length
@@ -55,11 +56,11 @@ def evaluate(
       An :class:`~laplace_tf.report.UncertaintyReport`: print it, ``to_json``, ``plot``.
     """
     la._require_fitted()
-    x, y = np.asarray(x), np.asarray(y)
-    check_same_length(x, y)
+    x, y = as_input_arrays(x, "x"), np.asarray(y)
+    check_same_length(n_examples(x), len(y))
     targets = la._validate_targets(y)
     options = {"pred_type": pred_type, "link_approx": link_approx, "n_samples": n_samples, "seed": seed}
-    inputs = {"test": x} if x_ood is None else {"test": x, "ood": np.asarray(x_ood)}
+    inputs = {"test": x} if x_ood is None else {"test": x, "ood": as_input_arrays(x_ood, "x_ood")}
     settings = _settings(la, pred_type, link_approx)
     if la.likelihood.name == LikelihoodName.REGRESSION:
         columns = {part: _regression_columns(la, inputs_, options) for part, inputs_ in inputs.items()}
@@ -69,7 +70,7 @@ def evaluate(
     return classification_report(columns["test"], labels, columns.get("ood"), n_bins=n_bins, settings=settings)
 
 
-def _classification_columns(la: Any, x: np.ndarray, options: dict[str, Any]) -> dict[str, np.ndarray]:
+def _classification_columns(la: Any, x: Any, options: dict[str, Any]) -> dict[str, np.ndarray]:
     columns = {
         "MAP": predictive.link(la.map_outputs(x), la.likelihood.name).numpy(),
         "Laplace": la.predict(x, **options).numpy(),
@@ -79,7 +80,7 @@ def _classification_columns(la: Any, x: np.ndarray, options: dict[str, Any]) -> 
     return columns
 
 
-def _regression_columns(la: Any, x: np.ndarray, options: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _regression_columns(la: Any, x: Any, options: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     options = {key: value for key, value in options.items() if key != "link_approx"}
     noise = float(tf.square(la.sigma_noise))
     f_map = la.map_outputs(x).numpy()

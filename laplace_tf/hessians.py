@@ -11,7 +11,9 @@ For a scalar function :math:`f` of one tensor or a list of tensors
 
 ``f`` is always called with ``x`` as given (the tensor, the variable, or the list), so it may
 use its argument or close over the variables. An inner tape takes the gradient; an outer tape
-takes the Jacobian of that gradient, vectorised with ``pfor``. Called eagerly, the computation
+takes the Jacobian of that gradient, vectorised with ``pfor`` (``vectorize=False`` loops instead,
+for functions ``pfor`` cannot vectorise, such as recurrent Keras layers; see
+:mod:`laplace_tf.vectorizing`). Called eagerly, the computation
 is compiled with ``tf.function`` once per function and reused; called inside a
 ``tf.function`` it is inlined into the caller's graph.
 
@@ -33,6 +35,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from laplace_tf.vectorizing import map_examples
+
 Tensorish = tf.Tensor | tf.Variable | Any
 ScalarFn = Callable[[Any], tf.Tensor]
 
@@ -41,7 +45,9 @@ _MAX_DIAGONAL_BLOCK_ELEMENTS = 2**24
 _compiled_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def hessian(f: ScalarFn, x: Tensorish | Sequence[Tensorish], *, unconnected: str = "raise") -> tf.Tensor:
+def hessian(
+    f: ScalarFn, x: Tensorish | Sequence[Tensorish], *, unconnected: str = "raise", vectorize: bool = True
+) -> tf.Tensor:
     """The Hessian of a scalar function over the flattened concatenation of its inputs.
 
     Args:
@@ -49,23 +55,28 @@ def hessian(f: ScalarFn, x: Tensorish | Sequence[Tensorish], *, unconnected: str
       x: a float tensor or variable, or a list of them, of any shapes.
       unconnected: ``"raise"`` (default) makes an input that ``f`` does not depend on a
         ``ValueError`` naming it; ``"zero"`` gives it zero rows and columns.
+      vectorize: ``False`` computes the rows one by one instead of with ``pfor`` (for functions
+        with while loops ``pfor`` cannot vectorise, such as recurrent layers).
 
     Returns:
       An ``(n, n)`` tensor, ``n`` the total number of elements of ``x``. Use
       :func:`split_hessian` to get the blocks per input back.
     """
     _check_unconnected_option(unconnected)
-    return _run(_hessian_graph, f, x, unconnected)
+    return _run(_hessian_graph, f, x, unconnected, vectorize)
 
 
-def hessian_diagonal(f: ScalarFn, x: Tensorish | Sequence[Tensorish], *, unconnected: str = "raise") -> tf.Tensor:
+def hessian_diagonal(
+    f: ScalarFn, x: Tensorish | Sequence[Tensorish], *, unconnected: str = "raise", vectorize: bool = True
+) -> tf.Tensor:
     """The exact diagonal of the Hessian, of shape ``(n,)``.
 
     Computed as Hessian-vector products with the unit vectors, vectorised in blocks so that
-    memory stays bounded (at most 2**24 elements of ``H`` at a time) for any ``n``.
+    memory stays bounded (at most 2**24 elements of ``H`` at a time) for any ``n``;
+    ``vectorize=False`` as in :func:`hessian`.
     """
     _check_unconnected_option(unconnected)
-    return _run(_hessian_diagonal_graph, f, x, unconnected)
+    return _run(_hessian_diagonal_graph, f, x, unconnected, vectorize)
 
 
 def hvp(
@@ -109,24 +120,26 @@ def split_hessian(h: tf.Tensor, x: Tensorish | Sequence[Tensorish]) -> list[list
     ]
 
 
-def _run(graph_fn: Callable, f: ScalarFn, x: Any, unconnected: str) -> tf.Tensor:
+def _run(graph_fn: Callable, f: ScalarFn, x: Any, unconnected: str, vectorize: bool) -> tf.Tensor:
     _as_list(x)  # validates x before anything is traced
     if tf.executing_eagerly():
-        return _compiled(f, graph_fn, unconnected)(x)
-    return graph_fn(f, x, unconnected)
+        return _compiled(f, graph_fn, unconnected, vectorize)(x)
+    return graph_fn(f, x, unconnected, vectorize)
 
 
-def _compiled(f: ScalarFn, graph_fn: Callable, unconnected: str) -> Callable:
+def _compiled(f: ScalarFn, graph_fn: Callable, unconnected: str, *options: Any) -> Callable:
     """A ``tf.function`` of ``graph_fn`` for ``f``, cached while ``f`` lives."""
 
     def build() -> Callable:
-        return tf.function(lambda *args: graph_fn(f, *args, unconnected), reduce_retracing=True, autograph=False)
+        return tf.function(
+            lambda *args: graph_fn(f, *args, unconnected, *options), reduce_retracing=True, autograph=False
+        )
 
     try:
         per_function = _compiled_cache.setdefault(f, {})
     except TypeError:  # f cannot be weakly referenced: compile without caching
         return build()
-    key = (graph_fn.__name__, unconnected)
+    key = (graph_fn.__name__, unconnected, *options)
     if key not in per_function:
         per_function[key] = build()
     return per_function[key]
@@ -142,13 +155,13 @@ def _gradient_vector(f: ScalarFn, x: Any, xs: list, unconnected: str) -> tf.Tens
     return tf.concat([tf.reshape(g, [-1]) for g in grads], axis=0)
 
 
-def _hessian_graph(f: ScalarFn, x: Any, unconnected: str) -> tf.Tensor:
+def _hessian_graph(f: ScalarFn, x: Any, unconnected: str, vectorize: bool) -> tf.Tensor:
     xs = _as_list(x)
     with tf.GradientTape() as outer:
         outer.watch(xs)
         gradient = _gradient_vector(f, x, xs, unconnected)
     blocks = outer.jacobian(
-        gradient, xs, unconnected_gradients=tf.UnconnectedGradients.ZERO, experimental_use_pfor=True
+        gradient, xs, unconnected_gradients=tf.UnconnectedGradients.ZERO, experimental_use_pfor=vectorize
     )
     n = sum(_size(t) for t in xs)
     return tf.concat([tf.reshape(block, [n, -1]) for block in blocks], axis=1)
@@ -164,7 +177,7 @@ def _hvp_graph(f: ScalarFn, x: Any, v_flat: tf.Tensor, unconnected: str) -> tf.T
     return tf.concat([tf.reshape(p, [-1]) for p in products], axis=0)
 
 
-def _hessian_diagonal_graph(f: ScalarFn, x: Any, unconnected: str) -> tf.Tensor:
+def _hessian_diagonal_graph(f: ScalarFn, x: Any, unconnected: str, vectorize: bool) -> tf.Tensor:
     xs = _as_list(x)
     n = sum(_size(t) for t in xs)
     block = max(1, min(n, _MAX_DIAGONAL_BLOCK_ELEMENTS // max(n, 1)))
@@ -173,7 +186,7 @@ def _hessian_diagonal_graph(f: ScalarFn, x: Any, unconnected: str) -> tf.Tensor:
     for start in range(0, n, block):
         stop = min(start + block, n)
         units = tf.one_hot(tf.range(start, stop), n, dtype=dtype)
-        products = tf.vectorized_map(lambda u: _hvp_graph(f, x, u, unconnected), units)
+        products = map_examples(lambda u: _hvp_graph(f, x, u, unconnected), units, vectorize)
         pieces.append(tf.linalg.diag_part(products[:, start:stop]))
     return tf.concat(pieces, axis=0)
 

@@ -30,6 +30,8 @@ import numpy as np
 import tensorflow as tf
 
 from laplace_tf.arviz_compat import dataset, make_arviz_data
+from laplace_tf.inputs import as_input_arrays
+from laplace_tf.inputs import n_examples as count_examples
 from laplace_tf.log_density import log_posterior_density, pointwise_log_likelihood
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.seeds import stateless_seed
@@ -70,8 +72,10 @@ def to_inference_data(
         raise ValueError(f"num_draws and num_chains must be positive integers, got {num_draws!r} and {num_chains!r}.")
     if num_draws % num_chains:
         raise ValueError(f"num_draws={num_draws} must be a multiple of num_chains={num_chains}.")
+    if x is not None:
+        x = as_input_arrays(x, "x")
     targets = None if y is None else _checked_targets(la, x, y)
-    n_examples = 0 if x is None else len(x)
+    n_examples = 0 if x is None else count_examples(x)
     check_memory(
         num_draws * (la.n_params + 3 * n_examples * la.n_outputs) * la.dtype.size,
         f"to_inference_data with {num_draws} draws of {la.n_params:,} parameters and {n_examples} examples",
@@ -95,7 +99,7 @@ def to_inference_data(
 
 def _checked_targets(la: Any, x: Any, y: Any) -> np.ndarray:
     """``y`` validated against ``x`` and the likelihood, before any draws are made."""
-    check_same_length(np.asarray(x), np.asarray(y))
+    check_same_length(count_examples(x), len(np.asarray(y)))
     targets = la._validate_targets(np.asarray(y))
     check_finite(targets, "y")
     return targets

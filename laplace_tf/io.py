@@ -1,19 +1,26 @@
 """Saving and loading a fitted Laplace: NumPy arrays plus JSON metadata in one ``.npz``, no pickle.
 
-Format ``laplace-tf`` version 1, a ZIP archive written by ``numpy.savez_compressed``:
+Format ``laplace-tf`` version 2, a ZIP archive written by ``numpy.savez_compressed``:
 
 * ``metadata``: a JSON document (as a 0-d unicode array) with the format name and version, the
   package version, the options (likelihood, structure, curvature, subset, temperature, ...), the
-  fit (``n_data``, ``n_outputs``), the selected variables' paths and shapes, the model's
-  fingerprint (SHA-256 of all its weights), a description of the curvature sums' structure, and
-  each array's SHA-256;
-* arrays ``mean``, ``prior_precision``, ``prior_mean``, ``sigma_noise``, ``loss`` and ``sums/...``
+  fit (``n_data``, ``n_outputs``), the model's trainable variables in order (shape, dtype, how
+  many entries are selected; the path for messages only), the model's fingerprint (SHA-256 of
+  all its variables' shapes, dtypes and values, in order), a description of the curvature sums'
+  structure, and each array's SHA-256;
+* arrays ``mean``, ``prior_precision``, ``prior_mean``, ``sigma_noise``, ``loss``, ``sums/...``
   (the curvature sums from which the curvature is rebuilt exactly, so ``fit(override=False)``
-  can continue after loading).
+  can continue after loading) and, for a subset given by patterns or masks, ``subset/i``: the
+  selected entries of the ``i``-th trainable variable.
+
+The model is matched by structure, as Keras's own weight loading does: variables in order, with
+their shapes, dtypes and values. Names are not compared, so a model reloaded from ``.keras`` or
+rebuilt in another process (where Keras names its layers ``dense_2`` rather than ``dense``) loads.
+Version 1 files (which matched by variable path, before laplace-tf 0.1 was released) are refused
+with a message to fit and save again.
 
 Writing goes to a temporary file renamed into place, so a crash never leaves half a file.
-Loading checks the format, every checksum, and that the model matches (parameter count, variable
-shapes, weights), and says exactly what differs.
+Loading checks the format, every checksum, and that the model matches, and says exactly what differs.
 
 Example::
 
@@ -37,7 +44,7 @@ from laplace_tf.curvature.lowrank import LowRankCurvature
 from laplace_tf.files import write_atomically
 
 FORMAT = "laplace-tf"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _DATACLASSES = {cls.__name__: cls for cls in (LowRankCurvature,)}
 
 
@@ -54,7 +61,8 @@ def save(la: Any, path: str | Path) -> Path:
         "loss": np.asarray(la._loss.numpy()),
     }
     sums_spec = _encode(la._sums, "sums", arrays)
-    subset_spec = _encode(la.subset_of_weights, "subset", arrays)
+    subset = la.subset_of_weights if isinstance(la.subset_of_weights, str) else _selection(la)
+    subset_spec = _encode(subset, "subset", arrays)
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -67,7 +75,7 @@ def save(la: Any, path: str | Path) -> Path:
         "n_data": la.n_data,
         "n_outputs": la.n_outputs,
         "dtype": la.dtype.name,
-        "variables": [{"path": n, "shape": list(s), "selected": z} for n, s, z in _variables(la)],
+        "variables": _variables(la),
         "model_fingerprint": model_fingerprint(la.model),
         "sums": sums_spec,
         "checksums": {key: _sha256(value) for key, value in arrays.items()},
@@ -92,10 +100,11 @@ def load(path: str | Path, model: Any) -> Any:
 
     metadata, arrays = _read(Path(path))
     _check_model(metadata, model)
+    subset = _masks(_decode(metadata["subset_of_weights"], arrays), model)
     la = Laplace(
         model,
         metadata["likelihood"],
-        subset_of_weights=_decode(metadata["subset_of_weights"], arrays),
+        subset_of_weights=subset,
         hessian_structure=metadata["hessian_structure"],
         curvature=metadata["curvature"],
         prior_precision=arrays["prior_precision"],
@@ -115,17 +124,42 @@ def load(path: str | Path, model: Any) -> Any:
 
 
 def model_fingerprint(model: Any) -> str:
-    """SHA-256 over the model's variables' paths, shapes, dtypes and values, in order."""
+    """SHA-256 over the model's variables' shapes, dtypes and values, in order (not their names)."""
     digest = hashlib.sha256()
     for variable in model.variables:
         value = np.ascontiguousarray(np.asarray(variable.value))
-        digest.update(f"{variable.path}|{value.shape}|{value.dtype}|".encode())
+        digest.update(f"{value.shape}|{value.dtype}|".encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
 
 
-def _variables(la: Any) -> list[tuple[str, tuple[int, ...], int]]:
-    return list(zip(la.params.names, la.params.shapes, la.params.sizes, strict=True))
+def _variables(la: Any) -> list[dict[str, Any]]:
+    """Every trainable variable, in order: path (for messages), shape, dtype, entries selected."""
+    selection = la.params._selection
+    return [
+        {"path": v.path, "shape": list(v.shape), "dtype": str(v.dtype), "selected": 0 if s is None else len(s)}
+        for v, s in zip(la.model.trainable_variables, selection, strict=True)
+    ]
+
+
+def _selection(la: Any) -> list[np.ndarray | None]:
+    """The selected flat indices of each trainable variable (``None`` for none): the subset by position."""
+    return [None if s is None else np.asarray(s, np.int64) for s in la.params._selection]
+
+
+def _masks(subset: Any, model: Any) -> Any:
+    """A saved subset: ``"all"``/``"last_layer"`` as they are, selected indices as boolean masks."""
+    if isinstance(subset, str):
+        return subset
+    masks = []
+    for indices, variable in zip(subset, model.trainable_variables, strict=True):
+        if indices is None:
+            masks.append(None)
+            continue
+        mask = np.zeros(int(np.prod(variable.shape)), bool)
+        mask[np.asarray(indices)] = True
+        masks.append(mask.reshape(tuple(variable.shape)))
+    return masks
 
 
 def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -141,6 +175,11 @@ def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         ) from error
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} is not a laplace-tf file (format {metadata.get('format')!r}).")
+    if metadata.get("format_version", 0) < FORMAT_VERSION:
+        raise ValueError(
+            f"{str(path)!r} was written by an earlier laplace-tf (format {metadata.get('format_version')}, which "
+            "matched models by variable names); fit the Laplace again and save it with this version."
+        )
     if metadata.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(
             f"{str(path)!r} has format version {metadata['format_version']}, newer than this laplace-tf "
@@ -153,18 +192,26 @@ def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def _check_model(metadata: dict, model: Any) -> None:
-    """Raises unless ``model`` has the saved variables and weights, naming what differs."""
-    current = {v.path: list(v.shape) for v in model.trainable_variables}
-    differences = []
-    for variable in metadata["variables"]:
-        shape = current.get(variable["path"])
-        if shape is None:
-            differences.append(f"the model has no variable {variable['path']!r}")
-        elif shape != variable["shape"]:
-            differences.append(f"{variable['path']!r} has shape {shape}, saved {variable['shape']}")
+    """Raises unless ``model`` has the saved structure and weights, naming what differs."""
+    saved, current = metadata["variables"], list(model.trainable_variables)
+    if len(saved) != len(current):
+        raise ValueError(
+            f"The model does not match the saved Laplace: it has {len(current)} trainable variables, the saved "
+            f"one had {len(saved)} ({[v['path'] for v in saved]}). Load it onto the same architecture."
+        )
+    differences = [
+        f"variable {i} ({variable.path}) is {list(variable.shape)} {variable.dtype}, saved "
+        f"{entry['shape']} {entry['dtype']} ({entry['path']})"
+        for i, (entry, variable) in enumerate(zip(saved, current, strict=True))
+        if entry["shape"] != list(variable.shape) or entry["dtype"] != str(variable.dtype)
+    ]
     if differences:
         raise ValueError(f"The model does not match the saved Laplace: {'; '.join(differences)}.")
-    if model_fingerprint(model) != metadata["model_fingerprint"]:
+    _check_weights(model_fingerprint(model), metadata)
+
+
+def _check_weights(fingerprint: str, metadata: dict) -> None:
+    if fingerprint != metadata["model_fingerprint"]:
         raise ValueError(
             "The model's weights differ from those the saved Laplace was fitted at; load the same trained "
             "weights (e.g. the .keras file saved with the Laplace), or fit again."

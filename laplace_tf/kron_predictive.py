@@ -30,12 +30,13 @@ from laplace_tf.curvature.jacobians import output_jacobians
 from laplace_tf.curvature.kfac_layers import LayerRule, find_rules, recording
 from laplace_tf.params import ModelParameters
 from laplace_tf.posterior.kron import EigenBlock, KronPosterior
+from laplace_tf.vectorizing import input_rank
 
 
 def dense_rules(params: ModelParameters) -> list[LayerRule] | None:
     """The Kronecker rules if every one is a Dense layer known to take 2-D inputs, else ``None``."""
     rules = find_rules(params.model, set(params.names))
-    if not rules or any(r.kind != "dense" or not _takes_matrices(r.layer) for r in rules):
+    if not rules or any(r.kind != "dense" or not r.per_example or not _takes_matrices(r.layer) for r in rules):
         return None
     return rules
 
@@ -51,12 +52,17 @@ def factors_function(params: ModelParameters, rules: list[LayerRule]) -> Callabl
             with recording(rules, tape):
                 f = params.apply(theta, x)
             per_output = tf.reduce_sum(f, axis=0)  # examples are independent: one pass per output
-        gradients = tape.jacobian(per_output, [r.probe.perturbation for r in rules], experimental_use_pfor=True)
+        gradients = tape.jacobian(
+            per_output, [r.probe.perturbation for r in rules], experimental_use_pfor=params.vectorize
+        )
         inputs = [tf.cast(r.probe.inputs, f.dtype) for r in rules]
+        gradients = [tf.cast(g, f.dtype) for g in gradients]  # float16 in a mixed-precision layer
         if leftover_params is None:
             leftover_jacobians = tf.zeros([tf.shape(f)[0], f.shape[-1], 0], f.dtype)
         else:
-            leftover_jacobians = output_jacobians(leftover_params.apply, leftover_params.theta, x)[1]
+            leftover_jacobians = output_jacobians(
+                leftover_params.apply, leftover_params.theta, x, leftover_params.vectorize
+            )[1]
         return f, inputs, gradients, leftover_jacobians
 
     return compile_for_batches(factors)
@@ -96,7 +102,4 @@ def _rank_one_variance(block: EigenBlock, eigenvalues: tf.Tensor, a: tf.Tensor, 
 
 
 def _takes_matrices(layer: keras.layers.Layer) -> bool:
-    try:
-        return len(layer.input.shape) == 2
-    except (AttributeError, ValueError):  # subclassed models may not record a layer's input
-        return False
+    return input_rank(layer) == 2

@@ -35,10 +35,12 @@ from laplace_tf.compiled import cached
 from laplace_tf.curvature import curvature_estimator, noise_power
 from laplace_tf.data import as_batches, as_inputs, first_inputs
 from laplace_tf.distribution import current_strategy
+from laplace_tf.inputs import cast_inputs
 from laplace_tf.laplace_evidence import LaplaceEvidence
 from laplace_tf.laplace_predictive import LaplacePredictive
 from laplace_tf.laplace_reports import LaplaceReports
 from laplace_tf.likelihoods import get_likelihood
+from laplace_tf.memory import check_batch_jacobians, check_curvature
 from laplace_tf.options import (
     CurvatureType,
     HessianStructure,
@@ -59,7 +61,12 @@ from laplace_tf.posterior.lowrank import LowRankPosterior
 from laplace_tf.prior import expand_prior_precision, validate_prior_mean, validate_prior_precision
 from laplace_tf.progress import peak_memory_bytes
 from laplace_tf.seeds import stateless_seed
-from laplace_tf.validation import check_dense_memory, check_outputs_are_logits, check_weights_finite, format_bytes
+from laplace_tf.validation import (
+    check_outputs_are_logits,
+    check_outputs_are_not_probabilities,
+    check_weights_finite,
+    format_bytes,
+)
 
 
 class NotFittedError(RuntimeError):
@@ -126,8 +133,6 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         self.curvature_type = parse_option(CurvatureType, curvature, "curvature")
         self.params = ModelParameters(model, subset_of_weights)
         check_outputs_are_logits(model, self.likelihood.name)
-        if self.hessian_structure == HessianStructure.FULL:
-            check_dense_memory(self.n_params, self.dtype, memory_limit)
         if not sigma_noise > 0 or not temperature > 0:
             raise ValueError(f"sigma_noise and temperature must be positive, got {sigma_noise} and {temperature}.")
         if self.likelihood.name != LikelihoodName.REGRESSION and sigma_noise != 1.0:
@@ -161,6 +166,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
         self._set_up_compiled_functions(model, num_samples if stochastic else None, rank)
+        check_curvature(self.hessian_structure, self.n_params, self._estimator.elements, self.dtype, memory_limit)
 
     def _set_up_compiled_functions(self, model: keras.Model, mc_samples: int | None, rank: int) -> None:
         """The curvature estimator and the predictive's compiled functions, shared per model."""
@@ -252,7 +258,9 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         check_weights_finite(self.params.names, [v.value for v in self.params.variables])
         previous = None if override else self._previous_fit()
         self.mean = self.params.theta
-        self.n_outputs = int(self.params.apply(self.mean, self._cast(first_inputs(data))).shape[-1])
+        first_outputs = self.params.apply(self.mean, self._cast(first_inputs(data))).numpy()
+        check_outputs_are_not_probabilities(first_outputs, self.likelihood.name)
+        self.n_outputs = int(first_outputs.shape[-1])
         batches = as_batches(data, batch_size, self._validate_targets)
         started = time.perf_counter()
         progress = keras.utils.Progbar(
@@ -262,7 +270,11 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         )
 
         def cast_batches() -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
-            for x, y in batches.iterate():
+            for index, (x, y) in enumerate(batches.iterate()):
+                if index == 0 and self._estimator.jacobian_params:
+                    check_batch_jacobians(
+                        len(y), self.n_outputs, self._estimator.jacobian_params, self.dtype, self.memory_limit
+                    )
                 yield self._cast(x), tf.constant(y, self.dtype)
                 progress.add(1)
 
@@ -399,13 +411,13 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
             scale = scale / sigma_noise ** noise_power(self.curvature_type)
         return scale
 
-    def _inputs(self, x: Any) -> np.ndarray:
+    def _inputs(self, x: Any) -> Any:
         self._require_fitted()
         return as_inputs(x)
 
-    def _cast(self, x: np.ndarray) -> tf.Tensor:
+    def _cast(self, x: Any) -> Any:
         """Float inputs in the model's dtype; integer inputs (e.g. token ids) as they are."""
-        return tf.constant(x, self.dtype) if np.issubdtype(x.dtype, np.floating) else tf.constant(x)
+        return cast_inputs(x, self.dtype)
 
     def _require_fitted(self) -> None:
         if self._curvature is None:

@@ -26,11 +26,13 @@ from laplace_tf.compiled import cached
 from laplace_tf.curvature import compile_for_batches
 from laplace_tf.curvature.jacobians import output_jacobians
 from laplace_tf.distribution import concatenated_over_replicas, current_strategy
+from laplace_tf.inputs import n_examples, take
 from laplace_tf.kron_predictive import dense_rules, factors_function
 from laplace_tf.last_layer import dense_output_rule, features_function
 from laplace_tf.options import HessianStructure, LinkApprox, PredType, parse_option
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.progress import batch_slices
+from laplace_tf.vectorizing import map_examples
 
 tfd = tfp.distributions
 PREDICT_BATCH_SIZE = 256
@@ -42,11 +44,11 @@ class LaplacePredictive:
 
     def _set_up_predictive(self, model: keras.Model) -> None:
         """The predictive's compiled functions, shared per model."""
-        apply = self.params.apply
+        apply, vectorize = self.params.apply, self.params.vectorize  # no `self` in cached closures
         self._jacobians = cached(
             model,
             ("jacobians", self.params.cache_key()),
-            lambda: compile_for_batches(lambda theta, x: output_jacobians(apply, theta, x)),
+            lambda: compile_for_batches(lambda theta, x: output_jacobians(apply, theta, x, vectorize)),
         )
         rule = dense_output_rule(self.params)
         self._features = (
@@ -66,7 +68,8 @@ class LaplacePredictive:
             model,
             ("outputs", self.params.cache_key()),
             lambda: tf.function(
-                lambda thetas, x: tf.vectorized_map(lambda theta: apply(theta, x), thetas), reduce_retracing=True
+                lambda thetas, x: map_examples(lambda theta: apply(theta, x), thetas, vectorize),
+                reduce_retracing=True,
             ),
         )
 
@@ -145,13 +148,13 @@ class LaplacePredictive:
             batch = max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // (self.n_outputs * self.n_params)))
         glm_batch = self._per_example(self._glm_batch)
         means, covariances = [], []
-        for part in batch_slices(len(x), batch, verbose):
-            f, covariance = glm_batch(self._cast(x[part]))
+        for part in batch_slices(n_examples(x), batch, verbose):
+            f, covariance = glm_batch(self._cast(take(x, part)))
             means.append(f)
             covariances.append(covariance)
         return tf.concat(means, axis=0), tf.concat(covariances, axis=0)
 
-    def _joint_glm_distribution(self, x: np.ndarray) -> tuple[tf.Tensor, tf.Tensor]:
+    def _joint_glm_distribution(self, x: Any) -> tuple[tf.Tensor, tf.Tensor]:
         """Mean ``(N*K,)`` and covariance ``(N*K, N*K)`` of all outputs at once: :math:`J \\Sigma J^\\top`
         with the Jacobians of all examples stacked (memory :math:`N K P`)."""
         outputs, jacobians = self._jacobians(self.mean, self._cast(x))
@@ -201,7 +204,7 @@ class LaplacePredictive:
         scale = tf.sqrt(f_var + tf.square(self._sigma_noise))
         return tfd.Independent(tfd.Normal(f_mean, scale), reinterpreted_batch_ndims=1)
 
-    def _sampled_outputs(self, x: np.ndarray, n_samples: int, seed: int | None, verbose: bool) -> tf.Tensor:
+    def _sampled_outputs(self, x: Any, n_samples: int, seed: int | None, verbose: bool) -> tf.Tensor:
         return self.outputs_at_draws(self.sample(n_samples, seed), x, verbose=verbose)
 
     def outputs_at_draws(self, thetas: tf.Tensor, x: Any, pred_type: str = "nn", verbose: bool = True) -> tf.Tensor:
@@ -218,7 +221,7 @@ class LaplacePredictive:
         else:
             batch = max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // (self.n_outputs * self.n_params)))
         outputs = self._per_example(self._linearised_outputs if linearised else self._network_outputs)
-        chunks = [outputs(self._cast(x[part]), thetas) for part in batch_slices(len(x), batch, verbose)]
+        chunks = [outputs(self._cast(take(x, part)), thetas) for part in batch_slices(n_examples(x), batch, verbose)]
         return tf.transpose(tf.concat(chunks, axis=0), [1, 0, 2])
 
     def _network_outputs(self, inputs: tf.Tensor, thetas: tf.Tensor) -> tf.Tensor:

@@ -34,7 +34,7 @@ from laplace_tf.posterior.kron import EigenBlock, KronPosterior
 
 def dense_output_rule(params: ModelParameters) -> LayerRule | None:
     """The rule of the Dense layer whose kernel (and bias, if any) are exactly the selected weights."""
-    rules = [r for r in find_rules(params.model, set(params.names)) if r.kind == "dense"]
+    rules = [r for r in find_rules(params.model, set(params.names)) if r.kind == "dense" and r.per_example]
     if len(rules) != 1:
         return None
     rule = rules[0]

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from laplace_tf.data import as_batches
+from laplace_tf.inputs import n_examples
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.prior import expand_prior_precision
 from laplace_tf.progress import MIN_BATCHES
@@ -74,7 +75,7 @@ def log_posterior_density(
     for x, y in batches.iterate():
         outputs = la.outputs_at_draws(thetas, x, pred_type="nn", verbose=False)
         total += tf.reduce_sum(pointwise_log_likelihood(la, outputs, y), axis=1)
-        n_used += len(x)
+        n_used += n_examples(x)
         progress.add(1)
     if n_used == 0:
         raise ValueError("The data are empty; pass the training data (or a subset) to compute log_p.")
@@ -98,7 +99,7 @@ def log_posterior_gradient(la: Any, data: Any, batch_size: int | None = None) ->
             outputs = la.params.apply(theta, la._cast(x))[None]
             log_likelihood = tf.reduce_sum(pointwise_log_likelihood(la, outputs, y))
         gradient += tape.gradient(log_likelihood, theta)
-        n_used += len(x)
+        n_used += n_examples(x)
     precision = expand_prior_precision(la.prior_precision, la.params.sizes, la.n_params)
     return la.n_data / n_used / la.temperature * gradient - precision * (la.mean - la.prior_mean)
 

@@ -32,6 +32,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from laplace_tf.vectorizing import can_vectorize
+
 Subset = str | Sequence[str] | Sequence[Any] | dict[str, Any]
 
 
@@ -71,6 +73,7 @@ class ModelParameters:
         self.dtype: tf.DType = tf.as_dtype(all_variables[0].dtype)
         self._non_trainable = [v.value for v in model.non_trainable_variables]
         self._call_kwargs = {"training": False} if _accepts_training(model) else {}
+        self.vectorize: bool = can_vectorize(model)  # per-example work by pfor, else looped
 
     @property
     def model(self) -> keras.Model:
@@ -116,7 +119,7 @@ class ModelParameters:
     def apply(self, theta: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
         """The model's outputs ``(batch, outputs)`` for inputs ``x`` and weights ``theta``."""
         outputs, _ = self.model.stateless_call(self.unflatten(theta), self._non_trainable, x, **self._call_kwargs)
-        outputs = tf.convert_to_tensor(outputs)
+        outputs = tf.cast(outputs, self.dtype)  # a mixed-precision model may compute in float16
         if outputs.shape.rank == 1:
             outputs = outputs[:, None]
         if outputs.shape.rank != 2:

@@ -25,10 +25,10 @@ def check_finite(array: np.ndarray, what: str) -> None:
         )
 
 
-def check_same_length(x: np.ndarray, y: np.ndarray) -> None:
+def check_same_length(n_inputs: int, n_targets: int) -> None:
     """Raises if inputs and targets disagree on the number of examples."""
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} examples but y has {len(y)}; they must have the same length.")
+    if n_inputs != n_targets:
+        raise ValueError(f"x has {n_inputs} examples but y has {n_targets}; they must have the same length.")
 
 
 def check_weights_finite(names: Sequence[str], values: Sequence[tf.Tensor]) -> None:
@@ -51,25 +51,6 @@ def default_memory_limit() -> int:
     return int(DEFAULT_MEMORY_FRACTION * available_memory_bytes())
 
 
-def check_dense_memory(n_params: int, dtype: tf.DType, memory_limit: int | None) -> None:
-    """Raises if dense ``(P, P)`` matrices (curvature, precision, its Cholesky) would not fit.
-
-    Args:
-      n_params: ``P``.
-      dtype: the model's float dtype.
-      memory_limit: bytes allowed; ``None`` means :func:`default_memory_limit`.
-    """
-    limit = default_memory_limit() if memory_limit is None else int(memory_limit)
-    needed = 3 * n_params**2 * tf.as_dtype(dtype).size
-    if needed > limit:
-        raise MemoryError(
-            f"hessian_structure='full' over {n_params:,} parameters needs about {format_bytes(needed)} "
-            f"(three dense {n_params:,} x {n_params:,} {tf.as_dtype(dtype).name} matrices), more than "
-            f"the {format_bytes(limit)} allowed (memory_limit). Use hessian_structure='diag' or 'kron', "
-            "subset_of_weights='last_layer', or raise memory_limit if the machine has the memory."
-        )
-
-
 def check_memory(needed: int, what: str, suggestion: str, memory_limit: int | None) -> None:
     """Raises a MemoryError if ``needed`` bytes for ``what`` exceed the limit, with a ``suggestion``."""
     limit = default_memory_limit() if memory_limit is None else int(memory_limit)
@@ -81,15 +62,58 @@ def check_memory(needed: int, what: str, suggestion: str, memory_limit: int | No
 
 
 def check_outputs_are_logits(model: Any, likelihood: Any) -> None:
-    """Refuses a final softmax/sigmoid: the likelihoods expect logits."""
-    layers = getattr(model, "layers", None) or []
-    activation = getattr(layers[-1], "activation", None) if layers else None
-    squashing = {keras.activations.softmax: "softmax", keras.activations.sigmoid: "sigmoid"}
-    if likelihood != LikelihoodName.REGRESSION and activation in squashing:
+    """Refuses a model whose final operation squashes its outputs: the likelihoods expect logits.
+
+    Looks through the output layer of Sequential and functional models, into nested models: a
+    ``Softmax`` layer, an ``Activation`` or any layer with ``activation`` softmax or sigmoid
+    (:func:`check_outputs_are_not_probabilities` catches subclassed models by their outputs).
+    """
+    if likelihood == LikelihoodName.REGRESSION:
+        return
+    squashing = _final_squashing(model)
+    if squashing is not None:
         raise ValueError(
-            f"The model's last layer applies {squashing[activation]}, but laplace-tf needs logits: "
-            "rebuild the last layer with activation=None (and train with from_logits=True)."
+            f"The model's last layer applies {squashing}, but laplace-tf needs logits: rebuild the model "
+            "without it (activation=None on the last layer, no Softmax layer; train with from_logits=True)."
         )
+
+
+def check_outputs_are_not_probabilities(outputs: np.ndarray, likelihood: Any) -> None:
+    """Refuses classification outputs that are probabilities (every row in [0, 1] summing to 1)."""
+    if likelihood != LikelihoodName.CLASSIFICATION or outputs.shape[-1] < 2 or len(outputs) < 2:
+        return
+    in_range = np.all((outputs >= 0) & (outputs <= 1))
+    if in_range and np.allclose(outputs.sum(axis=-1), 1.0, atol=1e-4):
+        raise ValueError(
+            "The model's outputs are probabilities (each row is in [0, 1] and sums to 1), but laplace-tf "
+            "needs logits: remove the final softmax from the model (and train with from_logits=True)."
+        )
+
+
+def _final_squashing(model: Any) -> str | None:
+    """``"softmax"``/``"sigmoid"`` if the layer that produces the model's output applies one."""
+    layer = _output_layer(model)
+    if isinstance(layer, keras.Model):
+        return _final_squashing(layer)
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax (a Softmax layer)"
+    if type(layer).__name__ in ("Softmax", "Sigmoid"):  # keras.ops.softmax / sigmoid in a functional model
+        return type(layer).__name__.lower()
+    activation = getattr(layer, "activation", None)
+    for name in ("softmax", "sigmoid"):
+        if activation is getattr(keras.activations, name) or getattr(activation, "__name__", None) == name:
+            return name
+    return None
+
+
+def _output_layer(model: Any) -> Any:
+    """The layer whose output is the model's (single) output, if the model says."""
+    try:
+        outputs = tf.nest.flatten(model.outputs)
+        return outputs[0]._keras_history.operation if len(outputs) == 1 else None
+    except (AttributeError, ValueError, TypeError):
+        layers = getattr(model, "layers", None) or []
+        return layers[-1] if isinstance(model, keras.Sequential) and layers else None
 
 
 def format_bytes(n: float) -> str:

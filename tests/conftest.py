@@ -60,14 +60,19 @@ def set_flat_weights(model, theta: np.ndarray) -> None:
         start += size
 
 
-def naive_jacobians(model, x: np.ndarray) -> np.ndarray:
-    """(N, K, P): one example at a time, through model.__call__ and its variables."""
+def naive_jacobians(model, x) -> np.ndarray:
+    """(N, K, P): one example at a time, through model.__call__ and its variables.
+
+    ``x`` is an array or a structure of arrays (a model with several inputs).
+    """
     rows = []
-    for x_n in x:
+    n_examples = len(tf.nest.flatten(x)[0])
+    for n in range(n_examples):
+        x_n = tf.nest.map_structure(lambda a, n=n: a[n : n + 1], x)
         with tf.GradientTape(persistent=True) as tape:
-            f = model(x_n[None])[0]
+            f = model(x_n, training=False)[0]
         blocks = tape.jacobian(f, model.trainable_variables, experimental_use_pfor=False)
-        rows.append(np.concatenate([np.reshape(b, (f.shape[0], -1)) for b in blocks], axis=1))
+        rows.append(np.concatenate([np.reshape(np.asarray(b, np.float64), (f.shape[0], -1)) for b in blocks], axis=1))
     return np.stack(rows)
 
 

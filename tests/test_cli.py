@@ -130,3 +130,23 @@ def test_demo_runs(tmp_path):
     status, out, err = run("demo", "--smoke", "--out", env_out, cwd=tmp_path)
     assert status == 0, err
     assert "Uncertainty report" in out and env_out.stat().st_size > 10_000
+
+
+def test_npz_inputs_per_model_input(tmp_path):
+    """A model with several inputs reads x_<name> arrays as a dict, x_0, x_1, ... as a list."""
+    from laplace_tf.cli_data import InputError, read_data
+
+    rng = np.random.default_rng(0)
+    image, meta, y = rng.normal(size=(5, 3)), rng.normal(size=(5, 2)), np.arange(5)
+    np.savez(tmp_path / "named.npz", x_image=image, x_meta=meta, y=y)
+    np.savez(tmp_path / "listed.npz", x_1=meta, x_0=image, y=y)
+    np.savez(tmp_path / "both.npz", x=image, x_meta=meta, y=y)
+    np.savez(tmp_path / "ragged.npz", x_image=image, x_meta=meta[:4], y=y)
+    x, targets = read_data(tmp_path / "named.npz", None)
+    assert sorted(x) == ["image", "meta"] and np.array_equal(x["meta"], meta) and np.array_equal(targets, y)
+    x, _ = read_data(tmp_path / "listed.npz", None)
+    assert isinstance(x, list) and np.array_equal(x[0], image) and np.array_equal(x[1], meta)
+    with pytest.raises(InputError, match="both 'x' and"):
+        read_data(tmp_path / "both.npz", None)
+    with pytest.raises(InputError, match=r"different numbers of examples \(x\['image'\]: 5, x\['meta'\]: 4\)"):
+        read_data(tmp_path / "ragged.npz", None)

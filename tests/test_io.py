@@ -50,11 +50,11 @@ def test_a_model_that_differs_is_refused_with_what_differs(classification_data, 
     model = make_mlp(4, 3)
     lt.Laplace(model, "classification").fit((x, y), verbose=False).save(tmp_path / "p.npz")
     wider = keras.Sequential([keras.Input((4,), dtype="float64"), keras.layers.Dense(6, dtype="float64")])
-    with pytest.raises(ValueError, match="does not match the saved Laplace: the model has no variable"):
+    with pytest.raises(ValueError, match=r"does not match the saved Laplace: it has 2 trainable variables.*had 4"):
         lt.load(tmp_path / "p.npz", wider)
     clone = keras.models.clone_model(model)
     clone.set_weights([w + 0.01 for w in model.get_weights()])
-    with pytest.raises(ValueError, match=r"model does not match|weights differ"):
+    with pytest.raises(ValueError, match=r"weights differ"):
         lt.load(tmp_path / "p.npz", clone)
     model.layers[-1].bias.assign(model.layers[-1].bias + 1.0)
     with pytest.raises(ValueError, match="weights differ from those the saved Laplace was fitted at"):

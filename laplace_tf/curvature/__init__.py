@@ -19,6 +19,7 @@ from laplace_tf.curvature import diag, full, lowrank
 from laplace_tf.curvature.jacobians import loss_gradients, output_jacobians
 from laplace_tf.curvature.kron import KronPlan
 from laplace_tf.distribution import summed_over_replicas
+from laplace_tf.inputs import batch_spec, n_examples
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType, HessianStructure
 from laplace_tf.params import ModelParameters
@@ -38,11 +39,15 @@ class CurvatureEstimator:
     each batch split across the ``strategy``'s replicas if one is given, making
     ``passes`` passes over ``batches()``; ``finalize(sums)`` is the curvature. ``accumulates`` says
     whether sums from several ``fit`` calls may be added (not for ``lowrank``); ``treatment`` says,
-    for kron, which variables got Kronecker blocks.
+    for kron, which variables got Kronecker blocks. ``elements`` is the curvature's size in numbers;
+    ``jacobian_params`` how many parameters a batch's per-example Jacobians ``(B, K, .)`` span (0
+    when the structure forms none).
     """
 
     fit: Callable[..., tuple[tf.Tensor, Any, int]]
     finalize: Callable[[Any], Any]
+    elements: int
+    jacobian_params: int = 0
     passes: int = 1
     accumulates: bool = True
     treatment: dict[str, str] | None = None
@@ -67,7 +72,11 @@ def curvature_estimator(
     if structure == HessianStructure.KRON:
         plan = KronPlan(params, likelihood, curvature_type, mc_samples)
         return CurvatureEstimator(
-            _summed_fit(compile_for_batches(plan.batch)), plan.finalize, treatment=plan.treatment()
+            _summed_fit(compile_for_batches(plan.batch)),
+            plan.finalize,
+            elements=plan.elements(),
+            jacobian_params=plan.leftover_params.n_params if plan.leftover_params else 0,
+            treatment=plan.treatment(),
         )
     if structure == HessianStructure.LOWRANK:
         if curvature_type != CurvatureType.GGN:
@@ -77,10 +86,17 @@ def curvature_estimator(
                 f"rank must be an integer in [1, {params.n_params}] (the number of parameters), got {rank!r}."
             )
         return CurvatureEstimator(
-            _lowrank_fit(params, likelihood, rank), _identity, passes=2 + lowrank.POWER_ITERATIONS, accumulates=False
+            _lowrank_fit(params, likelihood, rank),
+            _identity,
+            elements=params.n_params * (rank + lowrank.OVERSAMPLING),
+            jacobian_params=0 if params.vectorize else params.n_params,
+            passes=2 + lowrank.POWER_ITERATIONS,
+            accumulates=False,
         )
     batch = compile_for_batches(_dense_batch_function(STRUCTURES[structure], curvature_type, params, likelihood))
-    return CurvatureEstimator(_summed_fit(batch), _identity)
+    elements = params.n_params**2 if structure == HessianStructure.FULL else params.n_params
+    jacobian_params = params.n_params if curvature_type == CurvatureType.GGN else 0
+    return CurvatureEstimator(_summed_fit(batch), _identity, elements=elements, jacobian_params=jacobian_params)
 
 
 def _identity(sums: Any) -> Any:
@@ -99,7 +115,7 @@ def _summed_fit(batch: Callable) -> Callable:
             batch_loss, batch_sums = run(theta, x, y, tf.random.experimental.stateless_fold_in(seed, index))
             loss += batch_loss
             sums = batch_sums if sums is None else tf.nest.map_structure(tf.add, sums, batch_sums)
-            n_data += int(x.shape[0])
+            n_data += n_examples(x)
         if n_data == 0:
             raise ValueError("The dataset yielded no batches; nothing to fit.")
         return loss, sums, n_data
@@ -109,7 +125,7 @@ def _summed_fit(batch: Callable) -> Callable:
 
 def _lowrank_fit(params: ModelParameters, likelihood: Likelihood, rank: int) -> Callable:
     """Several passes of GGN-matrix products, then the randomised eigendecomposition."""
-    product = compile_for_batches(lowrank.ggn_matmul(params.apply, likelihood))
+    product = compile_for_batches(lowrank.ggn_matmul(params.apply, likelihood, params.vectorize))
 
     def fit(
         theta: tf.Tensor, batches: Batches, seed: tf.Tensor, previous: Any = None, strategy: Any = None
@@ -122,7 +138,7 @@ def _lowrank_fit(params: ModelParameters, likelihood: Likelihood, rank: int) -> 
             for x, y in batches():
                 batch_loss, batch_product = run(theta, x, y, vectors)
                 total = batch_product if total is None else total + batch_product
-                loss, n_data = loss + batch_loss, n_data + int(x.shape[0])
+                loss, n_data = loss + batch_loss, n_data + n_examples(x)
             if total is None:
                 raise ValueError("The dataset yielded no batches; nothing to fit.")
             last_pass.update(loss=loss, n_data=n_data)
@@ -141,19 +157,19 @@ def _dense_batch_function(
     apply = params.apply
 
     def ggn(theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        f, jacobians = output_jacobians(apply, theta, x)
+        f, jacobians = output_jacobians(apply, theta, x, params.vectorize)
         loss = tf.reduce_sum(likelihood.loss(f, y))
         return loss, module.from_jacobians(jacobians, likelihood.hessian_times(f, jacobians))
 
     def empirical_fisher(theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        losses, gradients = loss_gradients(apply, likelihood, theta, x, y)
+        losses, gradients = loss_gradients(apply, likelihood, theta, x, y, params.vectorize)
         return tf.reduce_sum(losses), module.from_gradients(gradients)
 
     def exact_hessian(theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         def batch_loss(t: tf.Tensor) -> tf.Tensor:
             return tf.reduce_sum(likelihood.loss(apply(t, x), y))
 
-        return batch_loss(theta), module.from_loss(batch_loss, theta)
+        return batch_loss(theta), module.from_loss(batch_loss, theta, params.vectorize)
 
     chosen = {CurvatureType.GGN: ggn, CurvatureType.EF: empirical_fisher, CurvatureType.HESSIAN: exact_hessian}[
         curvature_type
@@ -162,13 +178,16 @@ def _dense_batch_function(
 
 
 def compile_for_batches(fn: Callable) -> Callable:
-    """``fn(theta, x, *rest)`` compiled once for any batch size (traced on the first call)."""
+    """``fn(theta, x, *rest)`` compiled once for any batch size (traced on the first call).
+
+    ``x`` may be a structure of tensors (a model with several inputs).
+    """
     compiled: list[Callable] = []
 
     def call(theta: tf.Tensor, *batch: tf.Tensor):
         if not compiled:
             signature = [tf.TensorSpec(theta.shape, theta.dtype)]
-            signature += [tf.TensorSpec([None, *t.shape[1:]], t.dtype) for t in batch]
+            signature += [batch_spec(t) for t in batch]
             compiled.append(tf.function(fn, input_signature=signature, autograph=False))
         return compiled[0](theta, *batch)
 

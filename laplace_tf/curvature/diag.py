@@ -32,6 +32,6 @@ def from_gradients(gradients: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(tf.square(gradients), axis=0)
 
 
-def from_loss(batch_loss: Callable[[tf.Tensor], tf.Tensor], theta: tf.Tensor) -> tf.Tensor:
+def from_loss(batch_loss: Callable[[tf.Tensor], tf.Tensor], theta: tf.Tensor, vectorize: bool = True) -> tf.Tensor:
     """The exact Hessian diagonal of the summed batch loss."""
-    return hessian_diagonal(batch_loss, theta)
+    return hessian_diagonal(batch_loss, theta, vectorize=vectorize)

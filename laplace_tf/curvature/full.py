@@ -33,6 +33,6 @@ def from_gradients(gradients: tf.Tensor) -> tf.Tensor:
     return tf.matmul(gradients, gradients, transpose_a=True)
 
 
-def from_loss(batch_loss: Callable[[tf.Tensor], tf.Tensor], theta: tf.Tensor) -> tf.Tensor:
+def from_loss(batch_loss: Callable[[tf.Tensor], tf.Tensor], theta: tf.Tensor, vectorize: bool = True) -> tf.Tensor:
     """The exact Hessian of the summed batch loss."""
-    return hessian(batch_loss, theta)
+    return hessian(batch_loss, theta, vectorize=vectorize)

@@ -14,36 +14,43 @@ of the batched output would.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import tensorflow as tf
 
+from laplace_tf.inputs import add_batch_axis
 from laplace_tf.likelihoods import Likelihood
+from laplace_tf.vectorizing import map_examples
 
-ApplyFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+ApplyFn = Callable[[tf.Tensor, Any], tf.Tensor]
 
 
-def output_jacobians(apply: ApplyFn, theta: tf.Tensor, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Outputs ``(B, K)`` and their Jacobians ``(B, K, P)`` in ``theta``."""
+def output_jacobians(apply: ApplyFn, theta: tf.Tensor, x: Any, vectorize: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
+    """Outputs ``(B, K)`` and their Jacobians ``(B, K, P)`` in ``theta``.
 
-    def one_example(x_b: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    ``vectorize=False`` loops over examples and outputs instead of using ``pfor``
+    (:mod:`laplace_tf.vectorizing`).
+    """
+
+    def one_example(x_b: Any) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(theta)
-            f_b = apply(theta, x_b[None])[0]
-        return f_b, tape.jacobian(f_b, theta, experimental_use_pfor=True)
+            f_b = apply(theta, add_batch_axis(x_b))[0]
+        return f_b, tape.jacobian(f_b, theta, experimental_use_pfor=vectorize)
 
-    return tf.vectorized_map(one_example, x)
+    return map_examples(one_example, x, vectorize)
 
 
 def loss_gradients(
-    apply: ApplyFn, likelihood: Likelihood, theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor
+    apply: ApplyFn, likelihood: Likelihood, theta: tf.Tensor, x: Any, y: tf.Tensor, vectorize: bool = True
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Per-example losses ``(B,)`` and their gradients ``(B, P)`` in ``theta``."""
 
-    def one_example(example: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+    def one_example(example: tuple[Any, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         x_b, y_b = example
         with tf.GradientTape() as tape:
             tape.watch(theta)
-            loss_b = likelihood.loss(apply(theta, x_b[None]), y_b[None])[0]
+            loss_b = likelihood.loss(apply(theta, add_batch_axis(x_b)), y_b[None])[0]
         return loss_b, tape.gradient(loss_b, theta)
 
-    return tf.vectorized_map(one_example, (x, y))
+    return map_examples(one_example, (x, y), vectorize)

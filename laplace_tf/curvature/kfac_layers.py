@@ -4,8 +4,9 @@ For a layer whose pre-activation output is linear in its weight, :math:`z = a^\t
 curvature block of :math:`W` factorises over examples as :math:`A \otimes G` (K-FAC), with
 
 * :math:`A = \frac{1}{N T} \sum_{n,t} a_{nt} a_{nt}^\top`, the input second moment (over
-  examples and positions :math:`t`: sequence steps of a Dense layer on ``(B, T, D)`` inputs,
-  the "expand" convention; image patches of a Conv2D layer);
+  examples and positions :math:`t`: sequence steps of a Dense layer on ``(B, T, D)`` inputs or
+  of an attention projection, the "expand" convention of Eschenhagen et al. 2023 for weights
+  shared across positions; patches of a convolution; time steps of a ``TimeDistributed`` layer);
 * :math:`G = \sum_{n,t,c} g_{ntc} g_{ntc}^\top` with :math:`g_{ntc} = \partial (v_{nc}^\top
   f_n) / \partial z_{nt}` for the columns :math:`v_{nc}` of a square root of the output Hessian
   :math:`\Lambda_n = V_n V_n^\top`.
@@ -15,9 +16,20 @@ perturbation :math:`\varepsilon` added to :math:`z`; the gradient in :math:`\var
 :math:`\sum_n v_{nc}^\top f_n` is every example's :math:`g_{nc}` at once, so :math:`G` costs one
 backward pass of the batch per column :math:`c`.
 
-Supported: ``keras.layers.Dense`` (inputs of any rank), ``keras.layers.Conv2D``
-(``channels_last``, ``groups=1``), ``keras.layers.Embedding`` (whose :math:`A` is diagonal, the
-token counts). Other layers with weights get a diagonal block.
+Supported, also inside nested models and wrappers (``TimeDistributed``, ``Bidirectional``,
+``MultiHeadAttention``'s projections):
+
+* ``keras.layers.Dense`` (inputs of any rank);
+* ``keras.layers.EinsumDense`` whose kernel axes are the contracted input axes (in input order)
+  then output axes (in output order), with the input's other axes leading in input and output, as
+  in ``MultiHeadAttention`` (``"abc,cde->abde"``, ``"abcd,cde->abe"``): :math:`a` is the input
+  over the contracted axes, :math:`z` the output over the kernel's output axes, the leading axes
+  are positions; its bias gets :math:`G` when it spans all output axes;
+* ``keras.layers.Conv1D``, ``Conv2D`` and ``Conv3D`` (``channels_last``, ``groups=1``, padding
+  ``valid`` or ``same``; Conv3D without dilation): :math:`a` are the input patches;
+* ``keras.layers.Embedding``, whose :math:`A` is diagonal (the token counts).
+
+Other layers with weights (normalisation, recurrent kernels, ...) get an exact diagonal block.
 """
 
 from __future__ import annotations
@@ -48,16 +60,18 @@ class LayerRule:
     kind: str
     kernel: Any
     bias: Any | None  # the bias variable when it gets a curvature block (it is in the subset)
+    input_axes: int = 1  # how many leading kernel axes :math:`A` runs over (the rest are :math:`G`'s)
+    per_example: bool = True  # False inside TimeDistributed: the layer sees (B * T, ...) inputs
     probe: Probe = field(default_factory=Probe)
 
     @property
     def input_dim(self) -> int:
         """The size of :math:`A` (the vocabulary size for an Embedding: :math:`A` is diagonal)."""
-        return int(np.prod(self.kernel.shape[:-1]))
+        return int(np.prod(self.kernel.shape[: self.input_axes]))
 
     @property
     def output_dim(self) -> int:
-        return int(self.kernel.shape[-1])
+        return int(np.prod(self.kernel.shape[self.input_axes :]))
 
     def forward(self, tape: tf.GradientTape, inputs: tf.Tensor) -> tf.Tensor:
         """The layer's output, recording its inputs and adding a watched zero perturbation."""
@@ -65,8 +79,10 @@ class LayerRule:
         if self.kind == "embedding":
             ids = tf.cast(inputs, "int32") if inputs.dtype not in (tf.int32, tf.int64) else inputs
             z = tf.gather(layer.embeddings, ids, axis=0)
-        elif self.kind == "conv2d":
+        elif self.kind.startswith("conv"):
             z = layer.convolution_op(inputs, layer.kernel)
+        elif self.kind == "einsum":
+            z = keras.ops.einsum(layer.equation, inputs, layer.kernel)
         else:
             z = keras.ops.matmul(inputs, layer.kernel)
         if getattr(layer, "bias", None) is not None and self.kind != "embedding":
@@ -86,14 +102,15 @@ class LayerRule:
             ids = tf.reshape(tf.cast(inputs, tf.int32), [-1])
             counts = tf.math.bincount(ids, minlength=self.input_dim, maxlength=self.input_dim, dtype=self.dtype)
             return counts, tf.cast(tf.size(ids), self.dtype)
-        if self.kind == "conv2d":
+        if self.kind.startswith("conv"):
             inputs = _patches(self.layer, inputs)
         rows = tf.reshape(tf.cast(inputs, self.dtype), [-1, self.input_dim])
         return tf.matmul(rows, rows, transpose_a=True), tf.cast(tf.shape(rows)[0], self.dtype)
 
     def output_moment(self, gradients: tf.Tensor) -> tf.Tensor:
-        """:math:`\\sum g g^\\top` from pre-activation gradients ``(C, B, ..., d_out)``."""
-        rows = tf.reshape(gradients, [-1, self.output_dim])
+        """:math:`\\sum g g^\\top` from pre-activation gradients ``(C, B, ..., d_out)``, in the
+        variables' dtype (a mixed-precision layer computes them in float16)."""
+        rows = tf.reshape(tf.cast(gradients, self.dtype), [-1, self.output_dim])
         return tf.matmul(rows, rows, transpose_a=True)
 
     @property
@@ -103,16 +120,28 @@ class LayerRule:
 
 def find_rules(model: keras.Model, selected_paths: set[str]) -> list[LayerRule]:
     """The K-FAC rules for the model's supported layers whose kernel is among ``selected_paths``."""
+    layers = list(model._flatten_layers(include_self=False))
+    time_distributed = {id(layer.layer) for layer in layers if isinstance(layer, keras.layers.TimeDistributed)}
     rules = []
-    for layer in _layers(model):
+    for layer in layers:
         kind = _kind(layer)
         if kind is None:
             continue
         kernel = layer.embeddings if kind == "embedding" else layer.kernel
-        bias = getattr(layer, "bias", None) if kind != "embedding" else None
         if kernel.path not in selected_paths:
             continue
-        rules.append(LayerRule(layer, kind, kernel, bias if bias is not None and bias.path in selected_paths else None))
+        input_axes = _einsum_input_axes(layer) if kind == "einsum" else len(kernel.shape) - 1
+        bias = _bias_with_kron_block(layer, kind, kernel, input_axes)
+        rules.append(
+            LayerRule(
+                layer,
+                kind,
+                kernel,
+                bias if bias is not None and bias.path in selected_paths else None,
+                input_axes=input_axes,
+                per_example=id(layer) not in time_distributed,
+            )
+        )
     return rules
 
 
@@ -135,36 +164,75 @@ def _make_call(rule: LayerRule, tape: tf.GradientTape) -> Any:
     return call
 
 
+_CONVOLUTIONS = {keras.layers.Conv1D: "conv1d", keras.layers.Conv2D: "conv2d", keras.layers.Conv3D: "conv3d"}
+
+
 def _kind(layer: keras.layers.Layer) -> str | None:
     if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
         return None
     if type(layer) is keras.layers.Dense:
         return "dense"
-    if type(layer) is keras.layers.Conv2D and layer.data_format == "channels_last" and layer.groups == 1:
-        return "conv2d"
+    if type(layer) is keras.layers.EinsumDense:
+        return "einsum" if _einsum_input_axes(layer) is not None else None
     if type(layer) is keras.layers.Embedding:
         return "embedding"
-    return None
+    conv = {keras.layers.Conv1D: "conv1d", keras.layers.Conv2D: "conv2d", keras.layers.Conv3D: "conv3d"}.get(
+        type(layer)
+    )
+    if conv is None or layer.data_format != "channels_last" or layer.groups != 1:
+        return None
+    if layer.padding not in ("valid", "same") or (conv == "conv3d" and any(d != 1 for d in layer.dilation_rate)):
+        return None
+    return conv
 
 
-def _layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """Every layer of the model, nested ones included, each once."""
-    seen, out, stack = set(), [], list(reversed(model.layers))
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        out.append(layer)
-        stack.extend(reversed(getattr(layer, "layers", []) or []))
-    return out
+def _einsum_input_axes(layer: keras.layers.Layer) -> int | None:
+    """For an EinsumDense whose kernel is (contracted axes, output axes) with the input's other axes
+    leading in input and output, the number of contracted axes; else ``None``."""
+    equation = layer.equation.replace(" ", "")
+    if "." in equation or "->" not in equation or equation.count(",") != 1:
+        return None
+    operands, output = equation.split("->")
+    inputs, kernel = operands.split(",")
+    contracted = [c for c in inputs if c in kernel and c not in output]
+    free = [c for c in inputs if c not in kernel]
+    produced = [c for c in kernel if c in output and c not in inputs]
+    layout_ok = (
+        list(inputs) == free + contracted
+        and list(kernel) == contracted + produced
+        and list(output) == free + produced
+        and len(free) >= 1
+    )
+    return len(contracted) if layout_ok and contracted else None
+
+
+def _bias_with_kron_block(layer: keras.layers.Layer, kind: str, kernel: Any, input_axes: int) -> Any | None:
+    """The layer's bias if its block is :math:`G` (it spans every output axis), else ``None``."""
+    bias = getattr(layer, "bias", None) if kind != "embedding" else None
+    if bias is None:
+        return None
+    output_shape = tuple(kernel.shape[input_axes:])
+    return bias if tuple(bias.shape) == output_shape else None
 
 
 def _patches(layer: keras.layers.Layer, inputs: tf.Tensor) -> tf.Tensor:
-    """Conv2D input patches ``(B, H', W', kh * kw * c_in)``, ordered like the flattened kernel."""
-    kh, kw = layer.kernel_size
-    sh, sw = layer.strides
-    dh, dw = layer.dilation_rate
-    return tf.image.extract_patches(
-        inputs, sizes=[1, kh, kw, 1], strides=[1, sh, sw, 1], rates=[1, dh, dw, 1], padding=layer.padding.upper()
+    """Convolution input patches ``(B, ..., prod(kernel_size) * c_in)``, ordered like the flattened kernel."""
+    padding = layer.padding.upper()
+    if len(layer.kernel_size) == 3:
+        return tf.extract_volume_patches(
+            inputs, ksizes=[1, *layer.kernel_size, 1], strides=[1, *layer.strides, 1], padding=padding
+        )
+    one_dimensional = len(layer.kernel_size) == 1
+    if one_dimensional:  # (B, W, C) as an image of height 1
+        inputs = inputs[:, None]
+    kernel_size, strides, rates = (
+        ((1, *v) if one_dimensional else tuple(v)) for v in (layer.kernel_size, layer.strides, layer.dilation_rate)
     )
+    patches = tf.image.extract_patches(
+        inputs,
+        sizes=[1, *kernel_size, 1],
+        strides=[1, *strides, 1],
+        rates=[1, *rates, 1],
+        padding=padding,
+    )
+    return patches[:, 0] if one_dimensional else patches

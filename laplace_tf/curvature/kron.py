@@ -75,6 +75,11 @@ class KronPlan:
         self.leftover = [n for n in params.names if n not in covered]
         self.leftover_params = ModelParameters(params.model, self.leftover) if self.leftover else None
 
+    def elements(self) -> int:
+        """The curvature's size in numbers: every factor, and the diagonal blocks."""
+        factors = sum(r.input_dim * (1 if r.kind == "embedding" else r.input_dim) + r.output_dim**2 for r in self.rules)
+        return factors + (self.leftover_params.n_params if self.leftover_params else 0)
+
     def treatment(self) -> dict[str, str]:
         """Variable path -> ``"kron (dense)"`` etc., or ``"diag"``."""
         kinds = {r.kernel.path: f"kron ({r.kind})" for r in self.rules}
@@ -88,7 +93,9 @@ class KronPlan:
                 f = self.params.apply(theta, x)
             columns = tf.stop_gradient(self._columns(f, y, seed))
             projected = tf.einsum("bkc,bk->c", columns, f)
-        gradients = tape.jacobian(projected, [r.probe.perturbation for r in self.rules], experimental_use_pfor=True)
+        gradients = tape.jacobian(
+            projected, [r.probe.perturbation for r in self.rules], experimental_use_pfor=self.params.vectorize
+        )
         moments = [rule.input_moment() for rule in self.rules]
         sums = {
             "input": [m[0] for m in moments],
@@ -129,6 +136,8 @@ class KronPlan:
             return tf.zeros([0], self.params.dtype)
         params = self.leftover_params
         if self.curvature_type == CurvatureType.EF:
-            return diag.from_gradients(loss_gradients(params.apply, self.likelihood, params.theta, x, y)[1])
-        f, jacobians = output_jacobians(params.apply, params.theta, x)
+            return diag.from_gradients(
+                loss_gradients(params.apply, self.likelihood, params.theta, x, y, params.vectorize)[1]
+            )
+        f, jacobians = output_jacobians(params.apply, params.theta, x, params.vectorize)
         return diag.from_jacobians(jacobians, self.likelihood.hessian_times(f, jacobians))

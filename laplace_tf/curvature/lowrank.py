@@ -24,10 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import tensorflow as tf
 
-from laplace_tf.curvature.jacobians import ApplyFn
+from laplace_tf.curvature.jacobians import ApplyFn, output_jacobians
 from laplace_tf.likelihoods import Likelihood
 
 OVERSAMPLING = 10
@@ -42,10 +43,24 @@ class LowRankCurvature:
     eigenvectors: tf.Tensor
 
 
-def ggn_matmul(apply: ApplyFn, likelihood: Likelihood) -> Callable:
-    """``(theta, x, y, vectors (P, m)) -> (summed loss, GGN_batch @ vectors)``, uncompiled."""
+def ggn_matmul(apply: ApplyFn, likelihood: Likelihood, vectorize: bool = True) -> Callable:
+    """``(theta, x, y, vectors (P, m)) -> (summed loss, GGN_batch @ vectors)``, uncompiled.
 
-    def product(theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor, vectors: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    With ``vectorize=False`` (models ``pfor`` cannot vectorise, whose recurrent loops forward mode
+    cannot run either; :mod:`laplace_tf.vectorizing`) the products come from the batch's
+    per-example Jacobians, looped over examples.
+    """
+
+    def weighted(f: tf.Tensor, directional: tf.Tensor) -> tf.Tensor:
+        return tf.vectorized_map(lambda jv: likelihood.hessian_times(f, jv[:, :, None])[:, :, 0], directional)
+
+    def by_jacobians(theta: tf.Tensor, x: Any, y: tf.Tensor, vectors: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        f, jacobians = output_jacobians(apply, theta, x, vectorize=False)
+        directional = tf.einsum("bkp,pm->mbk", jacobians, vectors)
+        products = tf.einsum("bkp,mbk->pm", jacobians, weighted(f, directional))
+        return tf.reduce_sum(likelihood.loss(f, y)), products
+
+    def by_autodiff(theta: tf.Tensor, x: Any, y: tf.Tensor, vectors: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         def jvp(tangent: tf.Tensor) -> tf.Tensor:
             with tf.autodiff.ForwardAccumulator(theta, tangent) as accumulator:
                 f = apply(theta, x)
@@ -55,10 +70,9 @@ def ggn_matmul(apply: ApplyFn, likelihood: Likelihood) -> Callable:
             tape.watch(theta)
             f = apply(theta, x)
         directional = tf.vectorized_map(jvp, tf.transpose(vectors))  # (m, B, K) = J V
-        weighted = tf.vectorized_map(lambda jv: likelihood.hessian_times(f, jv[:, :, None])[:, :, 0], directional)
-        return tf.reduce_sum(likelihood.loss(f, y)), _vjp_columns(tape, f, theta, weighted)
+        return tf.reduce_sum(likelihood.loss(f, y)), _vjp_columns(tape, f, theta, weighted(f, directional))
 
-    return product
+    return by_autodiff if vectorize else by_jacobians
 
 
 def _vjp_columns(tape: tf.GradientTape, f: tf.Tensor, theta: tf.Tensor, cotangents: tf.Tensor) -> tf.Tensor:

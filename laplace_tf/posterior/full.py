@@ -122,9 +122,13 @@ def log_det_with_scalar_prior(
 
     One eigendecomposition of the curvature serves every scalar prior and scale in O(P), and
     stays finite for any :math:`\lambda > 0` where a Cholesky factorisation of a nearly
-    singular matrix would fail in float32.
+    singular matrix would fail in float32. Eagerly, a non-positive eigenvalue of the precision (an
+    indefinite Hessian away from a minimum) raises :class:`NotPositiveDefiniteError`.
     """
-    return tf.reduce_sum(tf.math.log(curvature_scale * curvature_eigenvalues + prior_precision))
+    eigenvalues = curvature_scale * curvature_eigenvalues + prior_precision
+    if tf.executing_eagerly() and float(tf.reduce_min(eigenvalues)) <= 0:
+        raise NotPositiveDefiniteError(not_positive_definite_message(float(tf.reduce_min(eigenvalues))))
+    return tf.reduce_sum(tf.math.log(eigenvalues))
 
 
 def _cholesky(precision: tf.Tensor) -> tf.Tensor:
@@ -134,11 +138,17 @@ def _cholesky(precision: tf.Tensor) -> tf.Tensor:
     except tf.errors.InvalidArgumentError:
         factor = None
     if tf.executing_eagerly() and (factor is None or not np.all(np.isfinite(factor.numpy()))):
-        smallest = float(tf.reduce_min(tf.linalg.eigvalsh(precision)))
         raise NotPositiveDefiniteError(
-            f"The posterior precision is not positive definite (smallest eigenvalue {smallest:.3g}). "
-            "This happens with curvature='hessian' away from a true minimum of the loss. "
-            "Use curvature='ggn' (always positive semi-definite), train the model to convergence, "
-            f"or use a prior precision larger than {max(-smallest, 0.0):.3g}."
+            not_positive_definite_message(float(tf.reduce_min(tf.linalg.eigvalsh(precision))))
         )
     return factor
+
+
+def not_positive_definite_message(smallest: float) -> str:
+    """What went wrong and what to do when the posterior precision has eigenvalue ``smallest <= 0``."""
+    return (
+        f"The posterior precision is not positive definite (smallest eigenvalue {smallest:.3g}). "
+        "This happens with curvature='hessian' away from a true minimum of the loss. "
+        "Use curvature='ggn' (always positive semi-definite), train the model to convergence, "
+        f"or use a prior precision larger than {max(-smallest, 0.0):.3g}."
+    )

@@ -1,0 +1,110 @@
+"""Model inputs of any structure Keras accepts: one array, a list or tuple, a dict, or nested.
+
+A model with several inputs takes them as a list, a tuple or a dict (``{"image": ..., "meta":
+...}``), possibly nested; every leaf is an array whose first axis runs over the same examples.
+These helpers treat such a structure as one batch of inputs: they convert and validate it
+(:func:`as_input_arrays`), count its examples, slice it, cast its float leaves to the model's
+dtype (integer leaves, such as token ids, stay integers), and describe it for ``tf.function``.
+
+Example::
+
+    >>> x = {"tokens": np.zeros([8, 5], "int32"), "price": np.ones([8, 1])}
+    >>> n_examples(as_input_arrays(x))
+    8
+    >>> take(x, slice(0, 2))["price"].shape
+    (2, 1)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from laplace_tf.validation import check_finite
+
+Inputs = Any  # an array or a nested list / tuple / dict of arrays
+
+
+def as_input_arrays(x: Any, what: str = "x") -> Inputs:
+    """``x`` as the same structure of NumPy arrays, checked: no scalars, one length, finite floats.
+
+    A plain (nested) Python list of numbers is one array, as NumPy reads it, not a structure.
+    """
+    if _is_plain_numbers(x):
+        x = np.asarray(x)
+    leaves = tf.nest.flatten(x)
+    if not leaves:
+        raise ValueError(f"{what} is empty; pass an array, or a list or dict of arrays, one row per example.")
+    arrays = [as_array(leaf, _leaf_name(what, x, i)) for i, leaf in enumerate(leaves)]
+    lengths = {len(a) for a in arrays}
+    if len(lengths) > 1:
+        described = ", ".join(f"{_leaf_name(what, x, i)}: {len(a)}" for i, a in enumerate(arrays))
+        raise ValueError(f"The inputs in {what} have different numbers of examples ({described}); they must match.")
+    for i, array in enumerate(arrays):
+        check_finite(array, _leaf_name(what, x, i))
+    return tf.nest.pack_sequence_as(x, arrays)
+
+
+def n_examples(x: Inputs) -> int:
+    """The number of examples (the first axis of every leaf)."""
+    return int(tf.nest.flatten(x)[0].shape[0])
+
+
+def take(x: Inputs, part: slice | np.ndarray) -> Inputs:
+    """The examples ``part`` of every leaf."""
+    return tf.nest.map_structure(lambda leaf: leaf[part], x)
+
+
+def cast_inputs(x: Inputs, dtype: tf.DType) -> Inputs:
+    """Tensors: float leaves in ``dtype``, integer and other leaves as they are."""
+    return tf.nest.map_structure(lambda leaf: _cast_leaf(leaf, dtype), x)
+
+
+def add_batch_axis(x: Inputs) -> Inputs:
+    """One example's inputs as a batch of one (inside ``tf.vectorized_map``)."""
+    return tf.nest.map_structure(lambda leaf: leaf[None], x)
+
+
+def batch_spec(x: Inputs) -> Any:
+    """``tf.TensorSpec`` s of ``x`` with the batch axis left free, for a ``tf.function`` signature."""
+    return tf.nest.map_structure(lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype), x)
+
+
+def describe(x: Inputs) -> str:
+    """Shapes and dtypes of the leaves, for messages: ``{'a': (8, 3) float32, ...}``."""
+    return str(tf.nest.map_structure(lambda t: f"{tuple(t.shape)} {t.dtype}", x))
+
+
+def _cast_leaf(leaf: Any, dtype: tf.DType) -> tf.Tensor:
+    tensor = tf.convert_to_tensor(leaf)
+    return tf.cast(tensor, dtype) if tensor.dtype.is_floating and tensor.dtype != dtype else tensor
+
+
+def as_array(leaf: Any, what: str) -> np.ndarray:
+    """One array (NumPy or a tensor) as NumPy, with one row per example (not a scalar, not ragged)."""
+    if isinstance(leaf, (tf.Tensor, tf.Variable)):
+        leaf = leaf.numpy()
+    array = np.asarray(leaf)
+    if array.ndim == 0:
+        raise ValueError(f"{what} is a scalar; pass an array with one row per example.")
+    if array.dtype == object:
+        raise ValueError(f"{what} has rows of different shapes (a ragged array); pad them to one shape.")
+    return array
+
+
+def _leaf_name(what: str, x: Any, index: int) -> str:
+    """``x``, or ``x['price']`` / ``x[1]`` for a leaf of a structure."""
+    if not tf.nest.is_nested(x):
+        return what
+    path, _ = keras.tree.flatten_with_path(x)[index]
+    return what + "".join(f"[{part!r}]" for part in path)
+
+
+def _is_plain_numbers(x: Any) -> bool:
+    """Whether ``x`` is a (nested) list of Python numbers, which NumPy reads as one array."""
+    if not isinstance(x, (list, tuple)) or not x:
+        return False
+    return all(isinstance(leaf, (int, float, bool, np.number)) for leaf in tf.nest.flatten(x))

@@ -1,0 +1,72 @@
+"""Whether per-example work on a model may be vectorised with ``pfor``, and the map that does it.
+
+Per-example Jacobians and gradients are fastest vectorised over examples (``tf.vectorized_map``,
+``pfor``), but two kinds of model cannot take it:
+
+* recurrent layers (LSTM, GRU, SimpleRNN, ConvLSTM, and wrappers such as ``Bidirectional``) run
+  a ``tf.while_loop`` over time steps whose ``TensorList`` state ``pfor`` cannot vectorise;
+* layers that multiply rank-3 or higher inputs by a kernel (a Dense layer on sequences,
+  ``EinsumDense``, ``MultiHeadAttention``): vectorised, these become rank-4 by rank-2 batched
+  matrix products, which TensorFlow 2.21's oneDNN kernel mis-strides in float32, corrupting the
+  heap (tensorflow/tensorflow#117700), and whose ``Tensordot`` reshapes ``pfor`` mis-converts
+  for sequences of length one.
+
+For those models :func:`map_examples` runs the same function example by example with
+``tf.map_fn`` (inside the compiled graph), and Jacobians loop over outputs instead of using
+``pfor``: slower, exact, and silent.
+
+Example::
+
+    >>> lstm = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(10, 4),
+    ...                          keras.layers.LSTM(5), keras.layers.Dense(3)])
+    >>> can_vectorize(lstm)
+    False
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+PARALLEL_ITERATIONS = 8
+
+
+def can_vectorize(model: keras.Model) -> bool:
+    """Whether ``pfor`` may vectorise per-example work on ``model`` (see the module doc)."""
+    layers = list(model._flatten_layers(include_self=False))
+    recurrent = any(isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)) for layer in layers)
+    return not recurrent and not any(_multiplies_sequences(layer) for layer in layers)
+
+
+def map_examples(fn: Callable, elems: Any, vectorize: bool) -> Any:
+    """``fn`` applied to each slice of ``elems`` along the first axis, stacked: vectorised or looped."""
+    if vectorize:
+        return tf.vectorized_map(fn, elems)
+    example = tf.nest.map_structure(lambda t: t[0], elems)
+    signature = tf.nest.map_structure(tf.TensorSpec.from_tensor, fn(example))
+    return tf.map_fn(fn, elems, fn_output_signature=signature, parallel_iterations=PARALLEL_ITERATIONS)
+
+
+def _multiplies_sequences(layer: keras.layers.Layer) -> bool:
+    """A float kernel multiplying rank >= 3 inputs (or inputs of unknown rank inside EinsumDense)."""
+    if isinstance(layer, keras.layers.EinsumDense):
+        return True
+    if isinstance(layer, keras.layers.Dense):
+        rank = input_rank(layer)
+        return rank is None or rank >= 3
+    return False
+
+
+def input_rank(layer: keras.layers.Layer) -> int | None:
+    """The rank of the inputs the layer was built for (``None`` if unknown)."""
+    shapes = getattr(layer, "_build_shapes_dict", None) or {}
+    shape = shapes.get("input_shape", next(iter(shapes.values()), None))
+    if shape is not None and not isinstance(shape, dict):
+        return len(shape)
+    try:
+        return len(layer.input.shape)
+    except (AttributeError, ValueError):
+        return None

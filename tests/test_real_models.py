@@ -1,0 +1,358 @@
+"""The models people train: multi-input, recurrent, convolutional with BatchNorm, residual,
+attention, mixed precision, reloaded from .keras; against independent references.
+
+The main check, for every model and structure: at a very large prior precision lambda the
+posterior covariance tends to I / lambda, so lambda * J Sigma J^T must approach J J^T with J
+computed directly by a GradientTape through the Keras model, one example at a time.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import N_CLASSES, naive_jacobians, output_hessians_np
+
+import laplace_tf as lt
+from laplace_tf.curvature.kron import DiagBlock
+
+LAYERS = keras.layers
+N = 6
+HUGE_PRIOR = 1e7
+
+
+def cnn_with_batchnorm():
+    return keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            LAYERS.Conv2D(3, 3),
+            LAYERS.BatchNormalization(),
+            LAYERS.ReLU(),
+            LAYERS.Dropout(0.3),
+            LAYERS.Flatten(),
+            LAYERS.Dense(N_CLASSES),
+        ]
+    )
+
+
+def residual_block():
+    inputs = keras.Input((5,))
+    hidden = LAYERS.Dense(5, activation="relu")(inputs)
+    hidden = LAYERS.LayerNormalization()(LAYERS.Add()([inputs, LAYERS.Dense(5)(hidden)]))
+    return keras.Model(inputs, LAYERS.Dense(N_CLASSES)(hidden))
+
+
+def recurrent(cell: str):
+    layer = {"lstm": LAYERS.LSTM(4), "gru": LAYERS.GRU(4), "bidirectional": LAYERS.Bidirectional(LAYERS.LSTM(3))}
+    return keras.Sequential(
+        [keras.Input((5,), dtype="int32"), LAYERS.Embedding(9, 3), layer[cell], LAYERS.Dense(N_CLASSES)]
+    )
+
+
+def transformer_block(length: int = 4, dtype: str = "float32"):
+    tokens = keras.Input((length,), dtype="int32")
+    embedded = LAYERS.Embedding(11, 6, dtype=dtype)(tokens)
+    attended = LAYERS.MultiHeadAttention(2, 3, dtype=dtype)(embedded, embedded)
+    hidden = LAYERS.LayerNormalization(dtype=dtype)(LAYERS.Add(dtype=dtype)([embedded, attended]))
+    feed_forward = LAYERS.Dense(6, dtype=dtype)(LAYERS.Dense(8, activation="relu", dtype=dtype)(hidden))
+    hidden = LAYERS.LayerNormalization(dtype=dtype)(LAYERS.Add(dtype=dtype)([hidden, feed_forward]))
+    pooled = LAYERS.GlobalAveragePooling1D(dtype=dtype)(hidden)
+    return keras.Model(tokens, LAYERS.Dense(N_CLASSES, dtype=dtype)(pooled))
+
+
+def two_inputs():
+    image = keras.Input((4,), name="image")
+    meta = keras.Input((2,), name="meta")
+    hidden = LAYERS.Concatenate()([LAYERS.Dense(4, activation="tanh")(image), meta])
+    return keras.Model({"image": image, "meta": meta}, LAYERS.Dense(N_CLASSES)(hidden))
+
+
+def inputs_for(name: str, n: int = N, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    if name in ("lstm", "gru", "bidirectional"):
+        return rng.integers(0, 9, (n, 5)).astype("int32")
+    if name == "transformer":
+        return rng.integers(0, 11, (n, 4)).astype("int32")
+    if name == "cnn":
+        return rng.normal(size=(n, 6, 6, 1)).astype("float32")
+    if name == "two_inputs":
+        return {"image": rng.normal(size=(n, 4)).astype("float32"), "meta": rng.normal(size=(n, 2)).astype("float32")}
+    return rng.normal(size=(n, 5)).astype("float32")
+
+
+BUILDERS = {
+    "cnn": cnn_with_batchnorm,
+    "residual": residual_block,
+    "lstm": lambda: recurrent("lstm"),
+    "gru": lambda: recurrent("gru"),
+    "bidirectional": lambda: recurrent("bidirectional"),
+    "transformer": transformer_block,
+    "two_inputs": two_inputs,
+}
+STRUCTURES = [("full", "all"), ("diag", "all"), ("kron", "all"), ("lowrank", "all"), ("full", "last_layer")]
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
+def real_model(request):
+    keras.utils.set_random_seed(1)
+    model = BUILDERS[request.param]()
+    x = inputs_for(request.param)
+    y = np.random.default_rng(2).integers(0, N_CLASSES, N)
+    return request.param, model, x, y
+
+
+@pytest.mark.parametrize(("structure", "subset"), STRUCTURES)
+def test_linearised_covariance_tends_to_j_jt_at_a_huge_prior(real_model, structure, subset):
+    _, model, x, y = real_model
+    state = [np.array(v.value) for v in model.non_trainable_variables]
+    options = {"rank": 3} if structure == "lowrank" else {}
+    la = lt.Laplace(
+        model,
+        "classification",
+        hessian_structure=structure,
+        subset_of_weights=subset,
+        prior_precision=HUGE_PRIOR,
+        **options,
+    )
+    la.fit((x, y), batch_size=4, verbose=False)
+    f_mean, f_var = la.glm_output_distribution(x, verbose=False)
+    jacobians = naive_jacobians(model, x)[:, :, _selected(la, model)]
+    expected = np.einsum("nkp,nlp->nkl", jacobians, jacobians)
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(HUGE_PRIOR * f_var.numpy(), expected, rtol=2e-3, atol=2e-3 * scale)
+    np.testing.assert_allclose(f_mean, model(x, training=False), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(la.predict(x, verbose=False), la.predict(x, verbose=False))  # no dropout
+    draws = la.predictive_samples(x, n_samples=3, pred_type="nn", seed=0, verbose=False)
+    np.testing.assert_array_equal(draws, la.predictive_samples(x, n_samples=3, pred_type="nn", seed=0, verbose=False))
+    for before, variable in zip(state, model.non_trainable_variables, strict=True):  # BatchNorm statistics
+        np.testing.assert_array_equal(before, variable.value)
+    assert np.isfinite(float(la.log_marginal_likelihood()))
+
+
+def _selected(la, model) -> np.ndarray:
+    """The columns of the model's flat trainable weights that the Laplace is over."""
+    starts = np.cumsum([0] + [int(np.prod(v.shape)) for v in model.trainable_variables])
+    chosen = {v.path for v in la.params.variables}
+    return np.concatenate(
+        [
+            np.arange(a, b)
+            for a, b, v in zip(starts[:-1], starts[1:], model.trainable_variables, strict=True)
+            if v.path in chosen
+        ]
+    )
+
+
+@pytest.mark.parametrize("name", ["lstm", "transformer"])
+def test_looped_per_example_ggn_equals_the_naive_one(name):
+    """Recurrent and float32 attention models are looped, not vectorised: same GGN as by hand."""
+    keras.utils.set_random_seed(3)
+    model = BUILDERS[name]()
+    x, y = inputs_for(name, n=5), np.array([0, 2, 1, 1, 0])
+    la = lt.Laplace(model, "classification", hessian_structure="diag").fit((x, y), batch_size=3, verbose=False)
+    assert not la.params.vectorize
+    jacobians = naive_jacobians(model, x)
+    hessians = output_hessians_np(np.asarray(model(x), np.float64), "classification")
+    expected = np.einsum("nkp,nkl,nlp->p", jacobians, hessians, jacobians)
+    np.testing.assert_allclose(la.curvature, expected, rtol=2e-4, atol=1e-6 * expected.max())
+
+
+def _kron_blocks_as_dense(curvature):
+    for block in curvature.blocks:
+        if isinstance(block, DiagBlock):
+            yield np.diag(block.diagonal.numpy())
+            continue
+        a = block.input_factor.numpy()
+        yield np.kron(np.diag(a) if a.ndim == 1 else a, block.output_factor.numpy())
+
+
+def _conv_model(layer, input_shape):
+    return keras.Sequential(
+        [
+            keras.Input(input_shape, dtype="float64"),
+            layer,
+            LAYERS.Flatten(dtype="float64"),
+            LAYERS.Dense(2, dtype="float64"),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["einsum", "transformer_one_position", "conv1d", "conv3d", "time_distributed"],
+)
+def test_kfac_is_the_exact_ggn_block_on_one_example_at_one_position(name):
+    keras.utils.set_random_seed(4)
+    rng = np.random.default_rng(5)
+    if name == "einsum":
+        inputs = keras.Input((3,), dtype="float64")
+        hidden = LAYERS.EinsumDense("ab,bcd->acd", (2, 2), bias_axes="cd", activation="tanh", dtype="float64")(inputs)
+        model = keras.Model(inputs, LAYERS.Dense(2, dtype="float64")(LAYERS.Flatten(dtype="float64")(hidden)))
+        x = rng.normal(size=(1, 3))
+    elif name == "transformer_one_position":
+        model, x = transformer_block(length=1, dtype="float64"), np.array([[7]], dtype="int32")
+    elif name == "conv1d":
+        model, x = (
+            _conv_model(LAYERS.Conv1D(3, 4, activation="tanh", dtype="float64"), (4, 2)),
+            rng.normal(size=(1, 4, 2)),
+        )
+    elif name == "conv3d":
+        model = _conv_model(LAYERS.Conv3D(2, 2, activation="tanh", dtype="float64"), (2, 2, 2, 2))
+        x = rng.normal(size=(1, 2, 2, 2, 2))
+    else:
+        layer = LAYERS.TimeDistributed(LAYERS.Dense(3, activation="tanh", dtype="float64"), dtype="float64")
+        model, x = _conv_model(layer, (1, 2)), rng.normal(size=(1, 1, 2))
+    y = np.array([1])
+    kron = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y), verbose=False)
+    full = lt.Laplace(model, "classification").fit((x, y), verbose=False).curvature.numpy()
+    kinds = set(kron._estimator.treatment.values())
+    expected_kind = {"einsum": "einsum", "transformer_one_position": "einsum", "time_distributed": "dense"}
+    assert f"kron ({expected_kind.get(name, name)})" in kinds
+    if name == "transformer_one_position":  # every projection and feed-forward layer, and the norms' diagonals
+        assert sum(kind == "kron (einsum)" for kind in kron._estimator.treatment.values()) == 4
+        assert sum(kind == "diag" for kind in kron._estimator.treatment.values()) == 4
+    starts = np.cumsum([0] + [int(np.prod(v.shape)) for v in model.trainable_variables])
+    blocks = zip(
+        kron._estimator.treatment.values(), _kron_blocks_as_dense(kron.curvature), starts[:-1], starts[1:], strict=True
+    )
+    for kind, dense, start, stop in blocks:
+        block = full[start:stop, start:stop]
+        expected = np.diag(np.diag(block)) if kind == "diag" else block
+        np.testing.assert_allclose(dense, expected, rtol=1e-8, atol=1e-12)
+
+
+def test_multi_input_data_in_every_form_gives_the_same_fit():
+    keras.utils.set_random_seed(6)
+    model = two_inputs()
+    x, y = inputs_for("two_inputs", n=10), np.arange(10) % N_CLASSES
+    from_arrays = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y), batch_size=4, verbose=False)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(3)
+    from_dataset = lt.Laplace(model, "classification", hessian_structure="kron").fit(dataset, verbose=False)
+    for a, b in zip(
+        _kron_blocks_as_dense(from_arrays.curvature), _kron_blocks_as_dense(from_dataset.curvature), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    probs = from_arrays.predict(x, verbose=False).numpy()
+    report = from_arrays.evaluate(x, y)
+    nll = -np.mean(np.log(probs[np.arange(10), y]))
+    np.testing.assert_allclose(report.to_dict()["metrics"]["Laplace"]["nll"], nll, rtol=1e-5)
+    diagnosis = from_arrays.diagnose((x, y), num_draws=100, seed=0)
+    assert diagnosis.n_examples == 10 and np.isfinite(diagnosis.mode_distance)
+    with pytest.raises(ValueError, match=r"x\['meta'\]: 9"):
+        from_arrays.predict({"image": x["image"], "meta": x["meta"][:9]})
+
+
+def test_list_inputs_match_dict_inputs():
+    keras.utils.set_random_seed(7)
+    image, meta = keras.Input((4,)), keras.Input((2,))
+    hidden = LAYERS.Concatenate()([LAYERS.Dense(4, activation="tanh")(image), meta])
+    listed = keras.Model([image, meta], LAYERS.Dense(N_CLASSES)(hidden))
+    named = two_inputs()
+    named.set_weights(listed.get_weights())
+    x, y = inputs_for("two_inputs", n=8), np.arange(8) % N_CLASSES
+    a = lt.Laplace(listed, "classification", hessian_structure="full").fit(([x["image"], x["meta"]], y), verbose=False)
+    b = lt.Laplace(named, "classification", hessian_structure="full").fit((x, y), verbose=False)
+    np.testing.assert_allclose(a.curvature, b.curvature, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("policy", "tolerance"), [("mixed_float16", 3e-2), ("mixed_bfloat16", 1.5e-1)])
+def test_mixed_precision_agrees_with_float32(policy, tolerance):
+    def build():
+        return keras.Sequential(
+            [keras.Input((4,)), LAYERS.Dense(6, activation="tanh"), LAYERS.Dense(N_CLASSES, dtype="float32")]
+        )
+
+    keras.utils.set_random_seed(8)
+    reference = build()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        mixed = build()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    mixed.set_weights(reference.get_weights())
+    x = np.random.default_rng(9).normal(size=(12, 4)).astype("float32")
+    y = np.arange(12) % N_CLASSES
+    for structure in ("diag", "kron", "lowrank"):
+        options = {"rank": 5} if structure == "lowrank" else {}
+        fitted = [
+            lt.Laplace(m, "classification", hessian_structure=structure, **options).fit((x, y), verbose=False)
+            for m in (reference, mixed)
+        ]
+        assert fitted[1].dtype == tf.float32
+        evidences = [float(la.log_marginal_likelihood()) for la in fitted]
+        np.testing.assert_allclose(evidences[1], evidences[0], rtol=tolerance)
+        np.testing.assert_allclose(fitted[1].predict(x), fitted[0].predict(x), atol=tolerance)
+
+
+@pytest.mark.parametrize(
+    "make_probabilities",
+    [
+        lambda inputs: LAYERS.Softmax()(LAYERS.Dense(N_CLASSES)(inputs)),
+        lambda inputs: LAYERS.Activation("softmax")(LAYERS.Dense(N_CLASSES)(inputs)),
+        lambda inputs: keras.ops.softmax(LAYERS.Dense(N_CLASSES)(inputs)),
+        lambda inputs: keras.Sequential([LAYERS.Dense(N_CLASSES), LAYERS.Softmax()])(inputs),
+    ],
+    ids=["softmax_layer", "activation_layer", "ops_softmax", "nested_model"],
+)
+def test_a_final_softmax_is_refused(make_probabilities):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, make_probabilities(inputs))
+    with pytest.raises(ValueError, match="needs logits"):
+        lt.Laplace(model, "classification")
+
+
+def test_a_subclassed_model_returning_probabilities_is_refused_at_fit():
+    class Probabilities(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.out = LAYERS.Dense(N_CLASSES)
+
+        def call(self, x):
+            return keras.ops.softmax(self.out(x))
+
+    model = Probabilities()
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    model(x)
+    with pytest.raises(ValueError, match="outputs are probabilities"):
+        lt.Laplace(model, "classification").fit((x, np.arange(8) % N_CLASSES), verbose=False)
+
+
+def test_save_load_by_structure_onto_a_reloaded_or_rebuilt_model(tmp_path):
+    keras.utils.set_random_seed(10)
+    model = two_inputs()
+    x, y = inputs_for("two_inputs", n=8), np.arange(8) % N_CLASSES
+    output_layer = f"{model.layers[-1].name}/*"
+    la = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights=[output_layer])
+    la.fit((x, y), verbose=False)
+    la.save(tmp_path / "posterior.npz")
+    model.save(tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    rebuilt = two_inputs()  # auto-named layers differ from the first model's
+    rebuilt.set_weights(model.get_weights())
+    assert [v.path for v in rebuilt.trainable_variables] != [v.path for v in model.trainable_variables]
+    expected = la.predict(x, verbose=False).numpy()
+    for other in (reloaded, rebuilt):
+        loaded = lt.load(tmp_path / "posterior.npz", other)
+        np.testing.assert_array_equal(loaded.predict(x, verbose=False).numpy(), expected)
+        assert loaded.n_params == la.n_params
+    different = keras.Model(*_widened_two_inputs())
+    with pytest.raises(ValueError, match=r"variable 0 .* is \[4, 5\] float32, saved \[4, 4\] float32"):
+        lt.load(tmp_path / "posterior.npz", different)
+
+
+def _widened_two_inputs():
+    image, meta = keras.Input((4,), name="image"), keras.Input((2,), name="meta")
+    hidden = LAYERS.Concatenate()([LAYERS.Dense(5, activation="tanh")(image), meta])
+    return {"image": image, "meta": meta}, LAYERS.Dense(N_CLASSES)(hidden)
+
+
+def test_memory_guard_covers_kron_lowrank_and_batch_jacobians():
+    model = recurrent("lstm")
+    with pytest.raises(MemoryError, match=r"hessian_structure='kron'.*needs about"):
+        lt.Laplace(model, "classification", hessian_structure="kron", memory_limit=1000)
+    with pytest.raises(MemoryError, match=r"hessian_structure='lowrank'.*smaller rank"):
+        lt.Laplace(model, "classification", hessian_structure="lowrank", rank=50, memory_limit=50_000)
+    la = lt.Laplace(model, "classification", hessian_structure="diag", memory_limit=200_000)
+    x, y = inputs_for("lstm", n=64), np.arange(64) % N_CLASSES
+    with pytest.raises(MemoryError, match=r"a batch of 64 examples' Jacobians.*smaller batch_size \(at most \d+\)"):
+        la.fit((x, y), batch_size=64, verbose=False)
