@@ -3,12 +3,13 @@
 A trained model gets a Gaussian posterior over its weights, centred at the trained weights with
 the curvature of the loss as precision, and from it calibrated predictive uncertainty.
 
-Example::
-
+Example:
+    ```python
     >>> import laplace_tf as lt
     >>> la = lt.Laplace(model, "classification", hessian_structure="full").fit((x, y))
     >>> la.optimize_prior_precision()
     >>> probs = la.predict(x_test)
+    ```
 """
 
 from __future__ import annotations

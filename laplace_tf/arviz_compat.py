@@ -3,10 +3,11 @@
 laplace-tf builds its groups as ``xarray.Dataset`` objects (the common ground of both) and lets
 ArviZ wrap them; Pareto smoothing uses each generation's own PSIS.
 
-Example::
-
+Example:
+    ```python
     >>> data = make_arviz_data({"posterior": posterior_dataset, "fit": fit_dataset})
     >>> pareto_khat(log_weights.reshape(4, 250))
+    ```
 """
 
 from __future__ import annotations

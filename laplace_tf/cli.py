@@ -1,11 +1,12 @@
 """The ``laplace-tf`` command: fit, predict, report, sample and demo from a terminal.
 
-Example::
-
+Example:
+    ```python
     $ laplace-tf fit model.keras train.npz --likelihood classification --structure kron --out posterior.npz
     $ laplace-tf report posterior.npz model.keras test.npz --json report.json --plot report.png
     $ laplace-tf predict posterior.npz model.keras test.csv --target label --out predictions.csv
     $ laplace-tf sample posterior.npz model.keras --data train.npz --num-draws 400 --out draws.nc
+    ```
 
 Errors (missing files, wrong formats, mismatched shapes) print one line to stderr and exit with
 status 1; wrong usage exits with status 2, as argparse does.

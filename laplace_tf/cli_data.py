@@ -6,10 +6,11 @@
 * ``.csv``: a header row naming the columns; the target column is named by ``--target`` and
   every other column is an input feature.
 
-Example::
-
+Example:
+    ```python
     >>> x, y = read_data(Path("train.csv"), target="price")
     >>> model = read_model(Path("model.keras"))
+    ```
 """
 
 from __future__ import annotations

@@ -3,11 +3,12 @@
 The cache is keyed weakly by the model: when the model is garbage-collected, its entries go too.
 Cached functions must not hold the model strongly (``ModelParameters`` keeps a weak reference).
 
-Example::
-
+Example:
+    ```python
     >>> first = cached(model, ("kron", "ggn"), build_estimator)
     >>> cached(model, ("kron", "ggn"), build_estimator) is first
     True
+    ```
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 work and cut into batches of ``batch_size``, or a batched ``tf.data.Dataset`` of ``(x, y)``,
 each batch validated as it arrives (before its curvature is computed). ``x`` may be any input
 structure Keras accepts (an array, a list, tuple or dict of arrays, nested; see
-:mod:`laplace_tf.inputs`).
+`inputs`).
 """
 
 from __future__ import annotations

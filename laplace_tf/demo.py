@@ -8,10 +8,11 @@ from the data apart). Saves a plot to outputs/demo.png and the report to outputs
 
 Run:  laplace-tf demo [--smoke] [--out outputs/demo.png]   or   python examples/demo.py [--smoke]
 
-Example::
-
+Example:
+    ```python
     >>> from laplace_tf import demo
     >>> report = demo.run(Path("outputs/demo.png"), smoke=True)
+    ```
 """
 
 from __future__ import annotations

@@ -1,17 +1,18 @@
 r"""Is the Gaussian a trustworthy approximation of the posterior? Pareto-smoothed importance sampling.
 
-Draws :math:`\theta_s \sim q` from the Laplace Gaussian are weighted by :math:`w_s = p(\theta_s
-\mid \mathcal{D}) / q(\theta_s)`, with :math:`\log p` the unnormalised log posterior
-(:mod:`laplace_tf.log_density`). The shape :math:`\hat k` of a generalised Pareto distribution
+Draws $\theta_s \sim q$ from the Laplace Gaussian are weighted by $w_s = p(\theta_s
+\mid \mathcal{D}) / q(\theta_s)$, with $\log p$ the unnormalised log posterior
+(`log_density`). The shape $\hat k$ of a generalised Pareto distribution
 fitted to the largest weights (PSIS, Vehtari et al. 2024, by ArviZ) says how heavy their tail
-is: :math:`\hat k < 0.5`, the approximation is good (importance sampling from it converges fast);
-:math:`< 0.7`, usable (importance-weighted estimates are reliable); above, not trustworthy: the
+is: $\hat k < 0.5$, the approximation is good (importance sampling from it converges fast);
+$< 0.7$, usable (importance-weighted estimates are reliable); above, not trustworthy: the
 posterior has mass, or a shape, the Gaussian misses.
 
-Example::
-
+Example:
+    ```python
     >>> diagnosis = la.diagnose((x_train, y_train), num_draws=1000, seed=0)
     >>> print(diagnosis)          # k-hat 0.31 from 1000 draws: good ...
+    ```
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ class Diagnosis:
       n_examples: examples whose log-likelihood entered log_p; ``n_data`` in the fit (``None``
         for probabilistic models, whose log_p is the model's whole log density).
       effective_sample_size: of the normalised (unsmoothed) importance weights,
-        :math:`1 / \\sum_s \\bar w_s^2`.
+        $1 / \\sum_s \\bar w_s^2$.
       log_p, log_q: per draw, the log posterior (up to a constant) and the Gaussian's log density.
-      mode_distance: :math:`\\sqrt{g^\\top \\Sigma g}` for the log posterior's gradient :math:`g` at
+      mode_distance: $\\sqrt{g^\\top \\Sigma g}$ for the log posterior's gradient $g$ at
         the mean: how many posterior standard deviations a Newton step would move the mean. Above 1,
         the trained weights are not the mode of the posterior under this prior (training stopped
         early, or the prior was tuned after training), so the Gaussian is centred off the mode.
@@ -123,7 +124,7 @@ def diagnose(
     """The Pareto k-hat of the importance weights ``log_p - log_q`` (``la.diagnose``): is the Gaussian trustworthy?
 
     Args:
-      la: a fitted :class:`~laplace_tf.Laplace` (``self`` when called as a method).
+      la: a fitted [`Laplace`][laplace_tf.Laplace] (``self`` when called as a method).
       data: ``(x, y)`` or a ``tf.data.Dataset``: the training data, or a subset of it (its
         log-likelihood is scaled to the ``n_data`` examples of the fit), streamed in batches.
       num_draws: draws from the Gaussian (at least 100; 1000 is typical).
@@ -132,7 +133,7 @@ def diagnose(
       verbose: a progress bar over the data's batches, when there are many.
 
     Returns:
-      A :class:`Diagnosis`; ``print`` it for the verdict in words.
+      A [`Diagnosis`][laplace_tf.Diagnosis]; ``print`` it for the verdict in words.
     """
     la._require_fitted()
     if not isinstance(num_draws, int) or num_draws < MIN_DRAWS:

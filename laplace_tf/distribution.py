@@ -7,11 +7,12 @@ across processes and machines. Predictions are per example, so the replicas' sha
 back in order (``strategy.gather``). Every worker passes the same batches; each computes only its
 replicas' shards.
 
-Example::
-
+Example:
+    ```python
     >>> strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     >>> with strategy.scope():
     ...     la.fit((x, y))               # the same curvature as on one device
+    ```
 """
 
 from __future__ import annotations

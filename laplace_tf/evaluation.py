@@ -1,14 +1,15 @@
 """Evaluate a fitted Laplace: its predictive and the MAP network's, side by side, on the same data.
 
 The MAP column is the trained network alone: softmax or sigmoid of its outputs, or for regression
-:math:`\\mathcal{N}(f_*(x), \\sigma^2)`. The Laplace column is :meth:`Laplace.predict` with the
+$\\mathcal{N}(f_*(x), \\sigma^2)$. The Laplace column is [`Laplace.predict`][laplace_tf.Laplace.predict] with the
 given options, plus the observation noise for regression:
-:math:`\\mathcal{N}(\\bar f(x), \\operatorname{Var} f(x) + \\sigma^2)`.
+$\\mathcal{N}(\\bar f(x), \\operatorname{Var} f(x) + \\sigma^2)$.
 
-Example::
-
+Example:
+    ```python
     >>> report = la.evaluate(x_test, y_test, x_ood=x_far_away)
     >>> print(report); report.plot("reliability.png")
+    ```
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def evaluate(
     """The MAP network and the Laplace predictive side by side on ``(x, y)`` (``la.evaluate``).
 
     Args:
-      la: a fitted :class:`~laplace_tf.Laplace` (``self`` when called as ``la.evaluate``).
+      la: a fitted [`Laplace`][laplace_tf.Laplace] (``self`` when called as ``la.evaluate``).
       x: test inputs.
       y: test targets: labels ``(N,)`` or one-hot, or regression targets.
       x_ood: out-of-distribution inputs: adds the AUROC of telling them from ``x`` (by entropy
@@ -53,7 +54,7 @@ def evaluate(
       levels: central-interval levels of the regression coverage and width.
 
     Returns:
-      An :class:`~laplace_tf.report.UncertaintyReport`: print it, ``to_json``, ``plot``.
+      An `UncertaintyReport`: print it, ``to_json``, ``plot``.
     """
     la._require_fitted()
     x, y = as_input_arrays(x, "x"), np.asarray(y)

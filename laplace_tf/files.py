@@ -1,8 +1,9 @@
 """Writing files so that a crash never leaves a half-written one: write a temporary file, then rename.
 
-Example::
-
+Example:
+    ```python
     >>> write_atomically("report.json", lambda f: f.write(b"{}"))
+    ```
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], objec
 
 
 def replace_atomically(path: str | os.PathLike, write_to: Callable[[str], object]) -> Path:
-    """Like :func:`write_atomically` for writers that need a file name (e.g. ``to_netcdf``)."""
+    """Like `write_atomically` for writers that need a file name (e.g. ``to_netcdf``)."""
     path = Path(path)
     if not path.parent.exists():
         raise FileNotFoundError(f"The directory {str(path.parent)!r} does not exist; create it first.")

@@ -3,13 +3,14 @@
 The parts are flattened in ``tf.nest`` order (dict keys sorted) and row-major, so the flat vector
 of ``{"b": (2,), "sigma": ()}`` is ``[b[0], b[1], sigma]``: the row names of the ``fit`` group.
 
-Example::
-
+Example:
+    ```python
     >>> state = FlatState({"b": tf.TensorShape([2]), "sigma": tf.TensorShape([])}, {"b": "b", "sigma": "sigma"})
     >>> state.row_names
     ['b[0]', 'b[1]', 'sigma']
     >>> state.unflatten(tf.constant([1.0, 2.0, 3.0]))["sigma"]
     <tf.Tensor: shape=(), dtype=float32, numpy=3.0>
+    ```
 """
 
 from __future__ import annotations

@@ -1,29 +1,30 @@
 r"""Exact second derivatives of any scalar TensorFlow function by nested gradient tapes.
 
-For a scalar function :math:`f` of one tensor or a list of tensors
-:math:`x = (x_1, \dots, x_m)`, let :math:`\theta = \mathrm{vec}(x_1) \oplus \dots \oplus
-\mathrm{vec}(x_m)` be their flattened concatenation of length :math:`n`. This module computes
+For a scalar function $f$ of one tensor or a list of tensors
+$x = (x_1, \dots, x_m)$, let $\theta = \mathrm{vec}(x_1) \oplus \dots \oplus
+\mathrm{vec}(x_m)$ be their flattened concatenation of length $n$. This module computes
 
-* :func:`hessian`: :math:`H = \nabla^2_\theta f \in \mathbb{R}^{n \times n}`,
-* :func:`hessian_diagonal`: :math:`\operatorname{diag}(H) \in \mathbb{R}^n`, exactly,
-  without holding more than a bounded block of :math:`H` at a time,
-* :func:`hvp`: :math:`H v \in \mathbb{R}^n`.
+* [`hessian`][laplace_tf.hessian]: $H = \nabla^2_\theta f \in \mathbb{R}^{n \times n}$,
+* [`hessian_diagonal`][laplace_tf.hessian_diagonal]: $\operatorname{diag}(H) \in \mathbb{R}^n$, exactly,
+  without holding more than a bounded block of $H$ at a time,
+* [`hvp`][laplace_tf.hvp]: $H v \in \mathbb{R}^n$.
 
 ``f`` is always called with ``x`` as given (the tensor, the variable, or the list), so it may
 use its argument or close over the variables. An inner tape takes the gradient; an outer tape
 takes the Jacobian of that gradient, vectorised with ``pfor`` (``vectorize=False`` loops instead,
 for functions ``pfor`` cannot vectorise, such as recurrent Keras layers; see
-:mod:`laplace_tf.vectorizing`). Called eagerly, the computation
+`vectorizing`). Called eagerly, the computation
 is compiled with ``tf.function`` once per function and reused; called inside a
 ``tf.function`` it is inlined into the caller's graph.
 
-Example::
-
+Example:
+    ```python
     >>> import tensorflow as tf, laplace_tf as lt
     >>> x = tf.constant([1.0, 2.0])
     >>> lt.hessian(lambda x: x[0] ** 2 + 3 * x[0] * x[1] + x[1] ** 2, x).numpy()
     array([[2., 3.],
            [3., 2.]], dtype=float32)
+    ```
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def hessian(
 
     Returns:
       An ``(n, n)`` tensor, ``n`` the total number of elements of ``x``. Use
-      :func:`split_hessian` to get the blocks per input back.
+      [`split_hessian`][laplace_tf.split_hessian] to get the blocks per input back.
     """
     _check_unconnected_option(unconnected)
     return _run(_hessian_graph, f, x, unconnected, vectorize)
@@ -73,7 +74,7 @@ def hessian_diagonal(
 
     Computed as Hessian-vector products with the unit vectors, vectorised in blocks so that
     memory stays bounded (at most 2**24 elements of ``H`` at a time) for any ``n``;
-    ``vectorize=False`` as in :func:`hessian`.
+    ``vectorize=False`` as in [`hessian`][laplace_tf.hessian].
     """
     _check_unconnected_option(unconnected)
     return _run(_hessian_diagonal_graph, f, x, unconnected, vectorize)
@@ -86,10 +87,10 @@ def hvp(
     *,
     unconnected: str = "raise",
 ) -> tf.Tensor:
-    """The Hessian-vector product :math:`H v` of shape ``(n,)``, without forming ``H``.
+    """The Hessian-vector product $H v$ of shape ``(n,)``, without forming ``H``.
 
     Args:
-      f, x, unconnected: as in :func:`hessian`.
+      f, x, unconnected: as in [`hessian`][laplace_tf.hessian].
       v: a flat vector of length ``n``, or tensors of the same shapes as ``x``.
     """
     _check_unconnected_option(unconnected)
@@ -103,12 +104,13 @@ def hvp(
 def split_hessian(h: tf.Tensor, x: Tensorish | Sequence[Tensorish]) -> list[list[tf.Tensor]]:
     """Splits a flat ``(n, n)`` Hessian into blocks ``[i][j]`` of shape ``x_i.shape + x_j.shape``.
 
-    Example::
-
+    Example:
+        ```python
         >>> a, b = tf.ones([2]), tf.ones([3, 2])
         >>> blocks = split_hessian(tf.zeros([8, 8]), [a, b])
         >>> blocks[0][1].shape
         TensorShape([2, 3, 2])
+        ```
     """
     xs = _as_list(x)
     sizes = [_size(t) for t in xs]

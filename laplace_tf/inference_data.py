@@ -8,18 +8,19 @@ Groups (each an ``xarray.Dataset`` with ``chain`` and ``draw`` dimensions where 
   ``num_draws`` independent draws are split into ``num_chains`` chains, so ``r_hat`` is defined
   (and close to 1);
 * ``observed_data``, ``posterior_predictive`` (draws of the observations) and ``log_likelihood``
-  (:math:`\log p(y_n \mid \theta_s)` per draw and example, so ``az.loo`` and ``az.waic`` work),
+  ($\log p(y_n \mid \theta_s)$ per draw and example, so ``az.loo`` and ``az.waic`` work),
   with dim ``obs_id``, when ``x`` and ``y`` are given;
 * ``sample_stats``: ``log_q``, the Gaussian's log density of each draw, and ``log_p``, the log
-  posterior density up to a constant (from ``x, y``; see :mod:`laplace_tf.log_density`);
+  posterior density up to a constant (from ``x, y``; see `log_density`);
 * ``fit``: ``mean_vector`` and ``standard_deviation`` over rows named like ``"dense.kernel[0,1]"``
   (as pymc-extras names them), and ``covariance_matrix`` (rows, columns) when there are at most
   ``max_covariance_rows`` parameters.
 
-Example::
-
+Example:
+    ```python
     >>> data = la.to_inference_data(x_train, y_train, num_draws=400, seed=0)
     >>> az.summary(data, var_names=["dense_1.bias"]); az.loo(data)
+    ```
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def to_inference_data(
     """ArviZ data of a fitted Laplace (``la.to_inference_data``); the groups are described above.
 
     Args:
-      la: a fitted :class:`~laplace_tf.Laplace` (``self`` when called as a method).
+      la: a fitted [`Laplace`][laplace_tf.Laplace] (``self`` when called as a method).
       x: data inputs (the training data, for ``az.loo`` and a ``log_p`` of the posterior): with
         ``y``, adds ``observed_data``, ``posterior_predictive``, ``log_likelihood`` and ``log_p``.
       y: data targets.

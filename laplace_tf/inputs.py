@@ -3,16 +3,17 @@
 A model with several inputs takes them as a list, a tuple or a dict (``{"image": ..., "meta":
 ...}``), possibly nested; every leaf is an array whose first axis runs over the same examples.
 These helpers treat such a structure as one batch of inputs: they convert and validate it
-(:func:`as_input_arrays`), count its examples, slice it, cast its float leaves to the model's
+(`as_input_arrays`), count its examples, slice it, cast its float leaves to the model's
 dtype (integer leaves, such as token ids, stay integers), and describe it for ``tf.function``.
 
-Example::
-
+Example:
+    ```python
     >>> x = {"tokens": np.zeros([8, 5], "int32"), "price": np.ones([8, 1])}
     >>> n_examples(as_input_arrays(x))
     8
     >>> take(x, slice(0, 2))["price"].shape
     (2, 1)
+    ```
 """
 
 from __future__ import annotations

@@ -22,10 +22,11 @@ with a message to fit and save again.
 Writing goes to a temporary file renamed into place, so a crash never leaves half a file.
 Loading checks the format, every checksum, and that the model matches, and says exactly what differs.
 
-Example::
-
+Example:
+    ```python
     >>> la.save("posterior.npz")
     >>> la2 = lt.load("posterior.npz", model)      # identical predictions
+    ```
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def save(la: Any, path: str | Path) -> Path:
 
 
 def load(path: str | Path, model: Any) -> Any:
-    """A fitted :class:`~laplace_tf.Laplace` of ``model`` from a file written by :meth:`Laplace.save`.
+    """A fitted [`Laplace`][laplace_tf.Laplace] of ``model`` from a file written by
+    [`Laplace.save`][laplace_tf.Laplace.save].
 
     Args:
       path: the saved file.

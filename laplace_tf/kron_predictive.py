@@ -1,21 +1,25 @@
 r"""The GLM predictive of a Kronecker-factored posterior without per-example network Jacobians.
 
-For a Dense layer with ``(batch, d_in)`` inputs, one example's Jacobian of output :math:`k` in the
-kernel is the outer product :math:`a_n \otimes g_{nk}` of the layer's input and the gradient of
-:math:`f_{nk}` in its pre-activation. The :math:`g_{nk}` of every example come from ``K`` backward
+For a Dense layer with ``(batch, d_in)`` inputs, one example's Jacobian of output $k$ in the
+kernel is the outer product $a_n \otimes g_{nk}$ of the layer's input and the gradient of
+$f_{nk}$ in its pre-activation. The $g_{nk}$ of every example come from ``K`` backward
 passes of the batch (into the same recorded perturbations as K-FAC). In a block's eigenbasis,
-:math:`r = Q_A^\top a_n`, :math:`u_k = Q_G^\top g_{nk}`, the block contributes
+$r = Q_A^\top a_n$, $u_k = Q_G^\top g_{nk}$, the block contributes
 
-.. math:: (J \Sigma J^\top)_{kl} = \sum_j u_{kj} u_{lj} \sum_i r_i^2 / E_{ij},
+$$
+(J \Sigma J^\top)_{kl} = \sum_j u_{kj} u_{lj} \sum_i r_i^2 / E_{ij},
+$$
 
-in :math:`O(d_{in} d_{out} + K^2 d_{out})` per example, never forming the ``(K, P)`` Jacobian.
-A bias block is the same with :math:`a = 1`; variables without a Kronecker rule (diagonal blocks)
+
+in $O(d_{in} d_{out} + K^2 d_{out})$ per example, never forming the ``(K, P)`` Jacobian.
+A bias block is the same with $a = 1$; variables without a Kronecker rule (diagonal blocks)
 use their own per-example Jacobians, which are small.
 
-Example::
-
+Example:
+    ```python
     >>> la = lt.Laplace(big_mlp, "classification", hessian_structure="kron").fit((x, y))
     >>> la.predict(x_test)        # this path, when every Kronecker layer is a Dense on 2-D inputs
+    ```
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ def functional_variance(
     gradients: list,
     leftover: tf.Tensor,
 ) -> tf.Tensor:
-    """:math:`J \\Sigma J^\\top` ``(B, K, K)`` from the layers' inputs and gradients."""
+    """$J \\Sigma J^\\top$ ``(B, K, K)`` from the layers' inputs and gradients."""
     position = {name: i for i, name in enumerate(params.names)}
     total = 0.0
     for rule, a, g in zip(rules, inputs, gradients, strict=True):

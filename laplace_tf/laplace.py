@@ -1,23 +1,24 @@
 r"""The user-facing Laplace approximation of a trained Keras model.
 
-Around the trained weights :math:`\theta_*` (the MAP), the posterior is approximated by
+Around the trained weights $\theta_*$ (the MAP), the posterior is approximated by
 
-.. math::
+$$
+p(\theta \mid \mathcal{D}) \approx \mathcal{N}\big(\theta_*, P^{-1}\big), \qquad
+P = \frac{1}{T}\, s(\sigma)\, \sum_{n=1}^{N} C_n + \operatorname{diag}(\lambda),
+$$
 
-    p(\theta \mid \mathcal{D}) \approx \mathcal{N}\big(\theta_*, P^{-1}\big), \qquad
-    P = \frac{1}{T}\, s(\sigma)\, \sum_{n=1}^{N} C_n + \operatorname{diag}(\lambda),
-
-where :math:`C_n` is the curvature (GGN, empirical Fisher or Hessian) of example :math:`n`'s
-negative log-likelihood, :math:`s(\sigma) = \sigma^{-2}` for regression (:math:`\sigma^{-4}`
-with the empirical Fisher) and 1 otherwise, :math:`T` the temperature and :math:`\lambda` the
+where $C_n$ is the curvature (GGN, empirical Fisher or Hessian) of example $n$'s
+negative log-likelihood, $s(\sigma) = \sigma^{-2}$ for regression ($\sigma^{-4}$
+with the empirical Fisher) and 1 otherwise, $T$ the temperature and $\lambda$ the
 prior precision.
 
-Example::
-
+Example:
+    ```python
     >>> la = lt.Laplace(model, "classification", hessian_structure="full")
     >>> la.fit((x_train, y_train))
     >>> la.optimize_prior_precision()
     >>> probs = la.predict(x_test)                       # (N, C), GLM predictive with probit
+    ```
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from laplace_tf.posterior import (
 from laplace_tf.posterior.kron import KronPosterior, decompose
 from laplace_tf.posterior.lowrank import LowRankPosterior
 from laplace_tf.prior import expand_prior_precision, validate_prior_mean, validate_prior_precision
-from laplace_tf.progress import peak_memory_bytes
+from laplace_tf.progress import Progress, peak_memory_bytes
 from laplace_tf.seeds import stateless_seed
 from laplace_tf.validation import (
     check_outputs_are_logits,
@@ -70,7 +71,7 @@ from laplace_tf.validation import (
 
 
 class NotFittedError(RuntimeError):
-    """A method that needs the curvature was called before :meth:`Laplace.fit`."""
+    """A method that needs the curvature was called before [`Laplace.fit`][laplace_tf.Laplace.fit]."""
 
 
 class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
@@ -92,7 +93,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
       prior_mean: a scalar or one value per parameter.
       sigma_noise: the observation noise standard deviation (regression only).
       temperature: divides the log-likelihood (and so the curvature); 1 is Bayes' rule.
-      memory_limit: bytes a ``full`` structure (or the draws of :meth:`to_inference_data`) may take;
+      memory_limit: bytes a ``full`` structure (or the draws of `to_inference_data`) may take;
         default half of physical memory.
       stochastic: with ``hessian_structure="kron"`` and ``curvature="ggn"``, use the Monte-Carlo
         Fisher (``num_samples`` targets drawn from the model per example) instead of the exact GGN;
@@ -102,7 +103,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         number of parameters).
       seed: seeds the Monte-Carlo Fisher's draws.
       strategy: a ``tf.distribute`` strategy for ``fit`` and the predictives (each batch's examples
-        split across replicas, results summed or gathered; :mod:`laplace_tf.distribution`); by
+        split across replicas, results summed or gathered; `distribution`); by
         default the strategy whose scope is active when they run, if any.
     """
 
@@ -195,7 +196,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
     # ----------------------------------------------------------------------------- properties
     @property
     def n_params(self) -> int:
-        """The number of parameters :math:`P` the posterior is over."""
+        """The number of parameters $P$ the posterior is over."""
         return self.params.n_params
 
     @property
@@ -229,7 +230,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
 
     @property
     def posterior(self) -> Posterior:
-        """The Gaussian posterior (:class:`FullPosterior` or :class:`DiagPosterior`)."""
+        """The Gaussian posterior: a [`FullPosterior`][laplace_tf.FullPosterior],
+        [`DiagPosterior`][laplace_tf.DiagPosterior], `KronPosterior` or `LowRankPosterior`."""
         self._require_fitted()
         if self._posterior is None:
             self._posterior = self._build_posterior(self._prior_precision, self._sigma_noise)
@@ -263,11 +265,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         self.n_outputs = int(first_outputs.shape[-1])
         batches = as_batches(data, batch_size, self._validate_targets)
         started = time.perf_counter()
-        progress = keras.utils.Progbar(
-            None if batches.n_batches is None else batches.n_batches * self._estimator.passes,
-            verbose=1 if verbose else 0,
-            unit_name="batch",
-        )
+        total = None if batches.n_batches is None else batches.n_batches * self._estimator.passes
+        progress = Progress(total, verbose, unit="batch", label="fit")
 
         def cast_batches() -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
             for index, (x, y) in enumerate(batches.iterate()):
@@ -283,6 +282,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
             seed = tf.random.experimental.stateless_fold_in(seed, self.n_data)
         strategy = current_strategy(self.strategy)
         loss, sums, n_data = self._estimator.fit(self.mean, cast_batches, seed, previous, strategy)
+        progress.close()
         if previous is not None:
             loss, n_data = loss + self._loss, n_data + self.n_data
         self._loss, self._sums, self.n_data = loss, sums, n_data
@@ -308,13 +308,13 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         return [t for t in tf.nest.flatten(state) if isinstance(t, tf.Tensor)]
 
     def save(self, path: str) -> Any:
-        """Writes the fitted Laplace to ``path`` (``.npz``, no pickle; see :mod:`laplace_tf.io`)."""
+        """Writes the fitted Laplace to ``path`` (``.npz``, no pickle; see `io`)."""
         from laplace_tf import io
 
         return io.save(self, path)
 
     def _restore_fit(self, *, mean: tf.Tensor, sums: Any, loss: tf.Tensor, n_data: int, n_outputs: int) -> None:
-        """Sets the state :meth:`fit` leaves, from saved values (used by :func:`laplace_tf.load`)."""
+        """Sets the state `fit` leaves, from saved values (used by [`load`][laplace_tf.load])."""
         self.mean, self._sums, self._loss = mean, sums, loss
         self.n_data, self.n_outputs = n_data, n_outputs
         self._curvature = self._estimator.finalize(sums)

@@ -1,19 +1,20 @@
-"""The evidence half of :class:`laplace_tf.Laplace`: log-likelihood, marginal likelihood, prior tuning.
+"""The evidence half of [`Laplace`][laplace_tf.Laplace]: log-likelihood, marginal likelihood, prior tuning.
 
-With :math:`P` the posterior precision and :math:`P_0` the prior precision,
+With $P$ the posterior precision and $P_0$ the prior precision,
 
-.. math::
-
-    \\log p(\\mathcal{D}) \\approx \\log p(\\mathcal{D} \\mid \\theta_*) - \\tfrac12 \\big(\\log\\det P
-    - \\log\\det P_0 + (\\theta_* - \\mu_0)^\\top P_0 (\\theta_* - \\mu_0)\\big),
+$$
+\\log p(\\mathcal{D}) \\approx \\log p(\\mathcal{D} \\mid \\theta_*) - \\tfrac12 \\big(\\log\\det P
+- \\log\\det P_0 + (\\theta_* - \\mu_0)^\\top P_0 (\\theta_* - \\mu_0)\\big),
+$$
 
 differentiable in the prior precision and the regression noise, which
-:meth:`LaplaceEvidence.optimize_prior_precision` maximises (or tunes by grid search).
+`LaplaceEvidence.optimize_prior_precision` maximises (or tunes by grid search).
 
-Example::
-
+Example:
+    ```python
     >>> la.optimize_prior_precision(method="marglik", prior_structure="layerwise")
     >>> float(la.log_marginal_likelihood())
+    ```
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from laplace_tf.tuning import grid_search_prior_precision, tune_prior_precision
 
 
 class LaplaceEvidence:
-    """Evidence methods; :class:`laplace_tf.Laplace` provides the curvature and the posterior."""
+    """Evidence methods; [`Laplace`][laplace_tf.Laplace] provides the curvature and the posterior."""
 
     def log_likelihood(self, sigma_noise: Any = None) -> tf.Tensor:
         """The tempered log-likelihood of the training data at the MAP."""
@@ -75,7 +76,7 @@ class LaplaceEvidence:
     ) -> tf.Tensor:
         """Tunes the prior precision (and optionally ``sigma_noise``) and stores it.
 
-        ``method="marglik"`` maximises :meth:`log_marginal_likelihood` over the log prior
+        ``method="marglik"`` maximises `log_marginal_likelihood` over the log prior
         precision with L-BFGS, which stops when the gradient vanishes (to ``tolerance``), not after
         a fixed budget; ``method="gridsearch"`` picks the scalar prior precision on ``grid``
         (default ``np.logspace(-4, 4, 41)``) whose predictive scores best on ``val_data``.

@@ -1,15 +1,16 @@
-"""The predictive half of :class:`laplace_tf.Laplace`: GLM and sampled predictives.
+"""The predictive half of [`Laplace`][laplace_tf.Laplace]: GLM and sampled predictives.
 
-The GLM predictive linearises the network at the MAP, :math:`f(\\theta, x) \\approx f(\\theta_*, x)
-+ J(x)(\\theta - \\theta_*)`, so the outputs are Gaussian with covariance :math:`J \\Sigma J^\\top`,
+The GLM predictive linearises the network at the MAP, $f(\\theta, x) \\approx f(\\theta_*, x)
++ J(x)(\\theta - \\theta_*)$, so the outputs are Gaussian with covariance $J \\Sigma J^\\top$,
 computed by the cheapest exact path available: penultimate features for a last-layer posterior
-(:mod:`laplace_tf.last_layer`), Dense-layer factors for kron (:mod:`laplace_tf.kron_predictive`),
+(`last_layer`), Dense-layer factors for kron (`kron_predictive`),
 or per-example Jacobians. The ``nn`` predictive runs the network at posterior draws.
 
-Example::
-
+Example:
+    ```python
     >>> la.predict(x_test)                                # (N, C) probabilities, probit link
     >>> f_mean, f_var = la_regression.predict(x_test)      # each (N, K)
+    ```
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ JACOBIAN_ELEMENTS_PER_BATCH = 2**25  # caps a predictive batch's (B, K, P) Jacob
 
 
 class LaplacePredictive:
-    """Predictive methods; :class:`laplace_tf.Laplace` provides the posterior and the model."""
+    """Predictive methods; [`Laplace`][laplace_tf.Laplace] provides the posterior and the model."""
 
     def _set_up_predictive(self, model: keras.Model) -> None:
         """The predictive's compiled functions, shared per model."""
@@ -93,8 +94,8 @@ class LaplacePredictive:
 
         Args:
           x: inputs, ``(N, ...)``.
-          pred_type: ``"glm"`` (linearised network: :math:`f \\sim \\mathcal{N}(f_*(x),
-            J \\Sigma J^\\top)`) or ``"nn"`` (the network at ``n_samples`` parameter draws).
+          pred_type: ``"glm"`` (linearised network: $f \\sim \\mathcal{N}(f_*(x),
+            J \\Sigma J^\\top)$) or ``"nn"`` (the network at ``n_samples`` parameter draws).
           link_approx: for the GLM predictive of classification and binary: ``"probit"``, ``"mc"``
             (``n_samples`` draws of the outputs), or, for classification, ``"bridge"`` and
             ``"bridge_norm"`` (the Laplace bridge to a Dirichlet).
@@ -139,7 +140,7 @@ class LaplacePredictive:
         """The linearised network's outputs: means ``(N, K)`` and covariances ``(N, K, K)``.
 
         When the posterior is over exactly a Dense output layer, this uses the penultimate
-        features in closed form (:mod:`laplace_tf.last_layer`) instead of per-example Jacobians.
+        features in closed form (`last_layer`) instead of per-example Jacobians.
         """
         x = self._inputs(x)
         if self._features is not None or self._layer_factors is not None:
@@ -148,15 +149,15 @@ class LaplacePredictive:
             batch = max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // (self.n_outputs * self.n_params)))
         glm_batch = self._per_example(self._glm_batch)
         means, covariances = [], []
-        for part in batch_slices(n_examples(x), batch, verbose):
+        for part in batch_slices(n_examples(x), batch, verbose, label="predict"):
             f, covariance = glm_batch(self._cast(take(x, part)))
             means.append(f)
             covariances.append(covariance)
         return tf.concat(means, axis=0), tf.concat(covariances, axis=0)
 
     def _joint_glm_distribution(self, x: Any) -> tuple[tf.Tensor, tf.Tensor]:
-        """Mean ``(N*K,)`` and covariance ``(N*K, N*K)`` of all outputs at once: :math:`J \\Sigma J^\\top`
-        with the Jacobians of all examples stacked (memory :math:`N K P`)."""
+        """Mean ``(N*K,)`` and covariance ``(N*K, N*K)`` of all outputs at once: $J \\Sigma J^\\top$
+        with the Jacobians of all examples stacked (memory $N K P$)."""
         outputs, jacobians = self._jacobians(self.mean, self._cast(x))
         stacked = tf.reshape(jacobians, [1, -1, self.n_params])
         return tf.reshape(outputs, [-1]), self.posterior.functional_variance(stacked)[0]
@@ -211,7 +212,7 @@ class LaplacePredictive:
         """The network's outputs ``(S, N, K)`` at parameter draws ``thetas`` ``(S, P)``.
 
         ``pred_type="nn"`` runs the network at each draw; ``"glm"`` gives the linearised network
-        :math:`f(\\theta_*, x) + J(x)(\\theta_s - \\theta_*)`, the model behind the GLM predictive.
+        $f(\\theta_*, x) + J(x)(\\theta_s - \\theta_*)$, the model behind the GLM predictive.
         """
         linearised = parse_option(PredType, pred_type, "pred_type") == PredType.GLM
         x = self._inputs(x)
@@ -221,7 +222,10 @@ class LaplacePredictive:
         else:
             batch = max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // (self.n_outputs * self.n_params)))
         outputs = self._per_example(self._linearised_outputs if linearised else self._network_outputs)
-        chunks = [outputs(self._cast(take(x, part)), thetas) for part in batch_slices(n_examples(x), batch, verbose)]
+        chunks = [
+            outputs(self._cast(take(x, part)), thetas)
+            for part in batch_slices(n_examples(x), batch, verbose, label="predict")
+        ]
         return tf.transpose(tf.concat(chunks, axis=0), [1, 0, 2])
 
     def _network_outputs(self, inputs: tf.Tensor, thetas: tf.Tensor) -> tf.Tensor:
@@ -244,7 +248,8 @@ class LaplacePredictive:
 
 
 def _sample_moments(outputs: tf.Tensor, diagonal_output: bool, joint: bool) -> tuple[tf.Tensor, tf.Tensor]:
-    """Mean and (co)variance of sampled outputs ``(S, N, K)``, shaped as :meth:`Laplace.predict` returns."""
+    """Mean and (co)variance of sampled outputs ``(S, N, K)``, shaped as
+    [`Laplace.predict`][laplace_tf.Laplace.predict] returns."""
     if joint:
         flat = tf.reshape(outputs, [tf.shape(outputs)[0], -1])
         return tf.reduce_mean(flat, axis=0), tfp.stats.covariance(flat, sample_axis=0, event_axis=-1)

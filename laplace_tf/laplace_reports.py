@@ -1,10 +1,11 @@
-"""The reporting half of :class:`laplace_tf.Laplace`: uncertainty reports, ArviZ data, PSIS diagnostics.
+"""The reporting half of [`Laplace`][laplace_tf.Laplace]: uncertainty reports, ArviZ data, PSIS diagnostics.
 
-Example::
-
+Example:
+    ```python
     >>> print(la.evaluate(x_test, y_test))
     >>> data = la.to_inference_data(x_train, y_train, num_draws=400, seed=0)
     >>> print(la.diagnose((x_train, y_train), seed=0))
+    ```
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from laplace_tf import diagnostics, evaluation, inference_data
 
 
 class LaplaceReports:
-    """Reports of a fitted Laplace; :class:`laplace_tf.Laplace` provides the posterior and predictive.
+    """Reports of a fitted Laplace; [`Laplace`][laplace_tf.Laplace] provides the posterior and predictive.
 
     Each method is the module function of the same name, with the Laplace as its first argument.
     """

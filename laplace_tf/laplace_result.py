@@ -1,16 +1,18 @@
-r"""The result of :func:`laplace_tf.fit_laplace` and :func:`laplace_tf.laplace_approximation`.
+r"""The result of [`fit_laplace`][laplace_tf.fit_laplace] and
+[`laplace_approximation`][laplace_tf.laplace_approximation].
 
-The Gaussian :math:`u \sim \mathcal{N}(\hat u, \Sigma)` lives in unconstrained space; draws are
+The Gaussian $u \sim \mathcal{N}(\hat u, \Sigma)$ lives in unconstrained space; draws are
 mapped to the model's constrained space by its bijector. Per draw, ``log_q`` is the Gaussian's
-log density and ``log_p`` the model's log density of :math:`u` (with the log-det-Jacobian, whatever
+log density and ``log_p`` the model's log density of $u$ (with the log-det-Jacobian, whatever
 the ``jacobian`` setting of the fit, so that ``log_p - log_q`` are the right importance weights).
 
-Example::
-
+Example:
+    ```python
     >>> result = lt.fit_laplace(model, observed={"y": y}, seed=0)
     >>> result.mean, result.covariance          # unconstrained
     >>> result.draws["sigma"]                   # constrained draws, (num_draws, *shape)
     >>> data = result.to_inference_data(); print(result.diagnose())
+    ```
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ class LaplaceResult:
     """A Gaussian approximation of a probabilistic model's posterior, with seeded draws.
 
     Attributes:
-      posterior: the :class:`~laplace_tf.FullPosterior` over the flat unconstrained state.
-      optimizer_result: the :class:`~laplace_tf.mode_finding.OptimizerResult` of the mode search.
+      posterior: the [`FullPosterior`][laplace_tf.FullPosterior] over the flat unconstrained state.
+      optimizer_result: the `OptimizerResult` of the mode search.
       names: the free variables' names; ``row_names`` names each flat entry (``"b[0]"``).
       jacobian: whether the objective included the log-det-Jacobian.
       unconstrained_draws: ``(num_draws, D)``; ``draws``: constrained draws by name.

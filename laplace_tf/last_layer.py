@@ -1,22 +1,23 @@
 r"""The GLM predictive of a last-layer Laplace, from the penultimate features in closed form.
 
-When the posterior is over exactly a Dense output layer's kernel :math:`W \in \mathbb{R}^{d
-\times K}` (and bias), the network's output is :math:`f = W^\top \phi + b` with features
-:math:`\phi` from the rest of the network, and the Jacobian is :math:`J = a^\top \otimes I_K` with
-:math:`a = (\phi, 1)` (row-major weights, bias last). So no Jacobian is taken through the network:
+When the posterior is over exactly a Dense output layer's kernel $W \in \mathbb{R}^{d
+\times K}$ (and bias), the network's output is $f = W^\top \phi + b$ with features
+$\phi$ from the rest of the network, and the Jacobian is $J = a^\top \otimes I_K$ with
+$a = (\phi, 1)$ (row-major weights, bias last). So no Jacobian is taken through the network:
 
-* diag: :math:`\operatorname{Var}(f_k) = \sum_i a_i^2 \sigma^2_{ik}`, a diagonal ``(K, K)``;
-* kron: for the kernel block :math:`(A \otimes G)` with eigenbases :math:`Q_A, Q_G` and eigenvalues
-  :math:`E_{ij}`, :math:`J \Sigma J^\top = Q_G \operatorname{diag}_j\big(\sum_i (Q_A^\top \phi)_i^2
-  / E_{ij}\big) Q_G^\top`, plus the bias block's :math:`Q_G \operatorname{diag}(1/E_{\cdot j}) Q_G^\top`;
-* full and lowrank: :math:`J` is formed from :math:`a` directly (no backward pass).
+* diag: $\operatorname{Var}(f_k) = \sum_i a_i^2 \sigma^2_{ik}$, a diagonal ``(K, K)``;
+* kron: for the kernel block $(A \otimes G)$ with eigenbases $Q_A, Q_G$ and eigenvalues
+  $E_{ij}$, $J \Sigma J^\top = Q_G \operatorname{diag}_j\big(\sum_i (Q_A^\top \phi)_i^2
+  / E_{ij}\big) Q_G^\top$, plus the bias block's $Q_G \operatorname{diag}(1/E_{\cdot j}) Q_G^\top$;
+* full and lowrank: $J$ is formed from $a$ directly (no backward pass).
 
-Each costs :math:`O(d^2 + dK + K^2)` per example for diag and kron, so thousands of classes are fine.
+Each costs $O(d^2 + dK + K^2)$ per example for diag and kron, so thousands of classes are fine.
 
-Example::
-
+Example:
+    ```python
     >>> la = lt.Laplace(model, "classification", subset_of_weights="last_layer", hessian_structure="kron")
     >>> la.fit((x, y)).predict(x_test)        # uses the features, not per-example Jacobians
+    ```
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def features_function(params: ModelParameters, rule: LayerRule) -> Callable:
 
 
 def functional_variance(posterior: object, features: tf.Tensor, n_outputs: int) -> tf.Tensor:
-    """:math:`J \\Sigma J^\\top` ``(B, K, K)`` for :math:`J = a^\\top \\otimes I_K`."""
+    """$J \\Sigma J^\\top$ ``(B, K, K)`` for $J = a^\\top \\otimes I_K$."""
     if isinstance(posterior, DiagPosterior):
         variance = tf.reshape(posterior.variance, [-1, n_outputs])  # rows: features (then the bias)
         return tf.linalg.diag(tf.matmul(tf.square(features), variance))

@@ -1,26 +1,27 @@
 r"""Likelihoods: per-example negative log-likelihoods and their output-space Hessians.
 
-Each likelihood maps network outputs :math:`f \in \mathbb{R}^{B \times K}` and validated targets
-to the per-example loss :math:`\ell(f_b, y_b)` and its Hessian in ``f``,
-:math:`\Lambda_b = \nabla^2_f \ell`, the middle factor of the generalised Gauss-Newton
-:math:`\sum_b J_b^\top \Lambda_b J_b`.
+Each likelihood maps network outputs $f \in \mathbb{R}^{B \times K}$ and validated targets
+to the per-example loss $\ell(f_b, y_b)$ and its Hessian in ``f``,
+$\Lambda_b = \nabla^2_f \ell$, the middle factor of the generalised Gauss-Newton
+$\sum_b J_b^\top \Lambda_b J_b$.
 
-* regression (Gaussian, noise :math:`\sigma`): the loss is computed at unit noise,
-  :math:`\ell = \tfrac12 \lVert y - f \rVert^2`, :math:`\Lambda = I`; the Laplace scales
-  curvature and log-likelihood by :math:`\sigma^{-2}` and adds the normaliser
-  :math:`N K \log(\sigma \sqrt{2\pi})`, so that :math:`\sigma` stays a differentiable
+* regression (Gaussian, noise $\sigma$): the loss is computed at unit noise,
+  $\ell = \tfrac12 \lVert y - f \rVert^2$, $\Lambda = I$; the Laplace scales
+  curvature and log-likelihood by $\sigma^{-2}$ and adds the normaliser
+  $N K \log(\sigma \sqrt{2\pi})$, so that $\sigma$ stays a differentiable
   hyperparameter.
-* classification (softmax over logits): :math:`\ell = -\log \mathrm{softmax}(f)_y`,
-  :math:`\Lambda = \operatorname{diag}(p) - p p^\top`.
-* binary (sigmoid of one logit): :math:`\ell = -y \log p - (1 - y) \log(1 - p)`,
-  :math:`\Lambda = p (1 - p)`.
+* classification (softmax over logits): $\ell = -\log \mathrm{softmax}(f)_y$,
+  $\Lambda = \operatorname{diag}(p) - p p^\top$.
+* binary (sigmoid of one logit): $\ell = -y \log p - (1 - y) \log(1 - p)$,
+  $\Lambda = p (1 - p)$.
 
-Example::
-
+Example:
+    ```python
     >>> lik = get_likelihood("classification")
     >>> y = lik.validate_targets(np.array([0, 2]), n_outputs=3)   # one-hot, float
     >>> lik.loss(tf.zeros([2, 3]), tf.constant(y, tf.float32)).numpy()   # log 3 each
     array([1.0986123, 1.0986123], dtype=float32)
+    ```
 """
 
 from __future__ import annotations
@@ -50,25 +51,25 @@ class Likelihood(abc.ABC):
 
     @abc.abstractmethod
     def output_hessian(self, f: tf.Tensor) -> tf.Tensor:
-        """The Hessian of :meth:`loss` in the outputs, ``(B, K, K)``."""
+        """The Hessian of `loss` in the outputs, ``(B, K, K)``."""
 
     def hessian_times(self, f: tf.Tensor, jacobians: tf.Tensor) -> tf.Tensor:
-        r""":math:`\Lambda_b J_b` for Jacobians ``(B, K, P)``; likelihoods override it with structure."""
+        r"""$\Lambda_b J_b$ for Jacobians ``(B, K, P)``; likelihoods override it with structure."""
         return tf.matmul(self.output_hessian(f), jacobians)
 
     @abc.abstractmethod
     def hessian_sqrt(self, f: tf.Tensor) -> tf.Tensor:
-        r""":math:`V_b` with :math:`V_b V_b^\top = \Lambda_b`, ``(B, K, C)``."""
+        r"""$V_b$ with $V_b V_b^\top = \Lambda_b$, ``(B, K, C)``."""
 
     @abc.abstractmethod
     def loss_gradient(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        r""":math:`\nabla_f \ell(f, y)`, ``(B, K)``."""
+        r"""$\nabla_f \ell(f, y)$, ``(B, K)``."""
 
     @abc.abstractmethod
     def sampled_loss_gradient(self, f: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        r""":math:`\nabla_f \ell(f, \tilde y)` with :math:`\tilde y` drawn from the model, ``(B, K)``.
+        r"""$\nabla_f \ell(f, \tilde y)$ with $\tilde y$ drawn from the model, ``(B, K)``.
 
-        Its outer product is :math:`\Lambda_b` in expectation (the Fisher).
+        Its outer product is $\Lambda_b$ in expectation (the Fisher).
         """
 
     def log_normalizer(self, n_examples: int, n_outputs: int, sigma_noise: tf.Tensor) -> tf.Tensor:
@@ -77,7 +78,7 @@ class Likelihood(abc.ABC):
 
 
 class Regression(Likelihood):
-    """Gaussian observations :math:`y \\sim \\mathcal{N}(f, \\sigma^2 I)`."""
+    """Gaussian observations $y \\sim \\mathcal{N}(f, \\sigma^2 I)$."""
 
     name = LikelihoodName.REGRESSION
 
@@ -119,7 +120,7 @@ class Regression(Likelihood):
 
 
 class Classification(Likelihood):
-    """Categorical observations with probabilities :math:`\\mathrm{softmax}(f)`."""
+    """Categorical observations with probabilities $\\mathrm{softmax}(f)$."""
 
     name = LikelihoodName.CLASSIFICATION
 
@@ -151,13 +152,13 @@ class Classification(Likelihood):
         return tf.linalg.diag(p) - p[:, :, None] * p[:, None, :]
 
     def hessian_times(self, f: tf.Tensor, jacobians: tf.Tensor) -> tf.Tensor:
-        r""":math:`(\operatorname{diag}(p) - p p^\top) J = p \odot (J - p^\top J)`, in O(BKP)."""
+        r"""$(\operatorname{diag}(p) - p p^\top) J = p \odot (J - p^\top J)$, in O(BKP)."""
         p = tf.nn.softmax(f)[:, :, None]
         return p * (jacobians - tf.reduce_sum(p * jacobians, axis=1, keepdims=True))
 
     def hessian_sqrt(self, f: tf.Tensor) -> tf.Tensor:
-        r""":math:`V = \operatorname{diag}(\sqrt p) - p \sqrt{p}^\top`, so :math:`V V^\top = \Lambda`
-        (because :math:`\sum p = 1`)."""
+        r"""$V = \operatorname{diag}(\sqrt p) - p \sqrt{p}^\top$, so $V V^\top = \Lambda$
+        (because $\sum p = 1$)."""
         p = tf.nn.softmax(f)
         root = tf.sqrt(p)
         return tf.linalg.diag(root) - p[:, :, None] * root[:, None, :]
@@ -171,7 +172,7 @@ class Classification(Likelihood):
 
 
 class Binary(Likelihood):
-    """Bernoulli observations with probability :math:`\\sigma(f)` of one logit."""
+    """Bernoulli observations with probability $\\sigma(f)$ of one logit."""
 
     name = LikelihoodName.BINARY
 

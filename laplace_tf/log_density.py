@@ -1,18 +1,19 @@
 r"""Log densities at parameter draws: pointwise log-likelihoods, the log prior and the log posterior.
 
-For draws :math:`\theta_s` and examples :math:`(x_n, y_n)` with outputs :math:`f_{sn} = f(\theta_s, x_n)`:
+For draws $\theta_s$ and examples $(x_n, y_n)$ with outputs $f_{sn} = f(\theta_s, x_n)$:
 
-* pointwise log-likelihood :math:`\log p(y_n \mid f_{sn})`: the categorical or Bernoulli log
-  probability of the label, or :math:`\sum_k \log \mathcal{N}(y_{nk}; f_{snk}, \sigma^2)`;
-* log prior :math:`\log \mathcal{N}(\theta_s; \mu_0, \operatorname{diag}(\lambda)^{-1})`;
-* unnormalised log posterior :math:`\log p_s = \frac1T \frac{N}{n} \sum_{n \in \text{data}}
-  \log p(y_n \mid f_{sn}) + \log p(\theta_s)`: the data passed (the training set, or a subset of
+* pointwise log-likelihood $\log p(y_n \mid f_{sn})$: the categorical or Bernoulli log
+  probability of the label, or $\sum_k \log \mathcal{N}(y_{nk}; f_{snk}, \sigma^2)$;
+* log prior $\log \mathcal{N}(\theta_s; \mu_0, \operatorname{diag}(\lambda)^{-1})$;
+* unnormalised log posterior $\log p_s = \frac1T \frac{N}{n} \sum_{n \in \text{data}}
+  \log p(y_n \mid f_{sn}) + \log p(\theta_s)$: the data passed (the training set, or a subset of
   ``n`` of its ``N`` examples, scaled up) are streamed in batches, so memory stays at
-  :math:`S \times B \times K` outputs.
+  $S \times B \times K$ outputs.
 
-Example::
-
+Example:
+    ```python
     >>> log_p, n_used = log_posterior_density(la, la.sample(100, seed=0), (x_train, y_train))
+    ```
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -28,7 +28,7 @@ from laplace_tf.data import as_batches
 from laplace_tf.inputs import n_examples
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.prior import expand_prior_precision
-from laplace_tf.progress import MIN_BATCHES
+from laplace_tf.progress import MIN_BATCHES, Progress
 
 
 def pointwise_log_likelihood(la: Any, outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
@@ -60,7 +60,7 @@ def log_posterior_density(
     """The unnormalised log posterior at each draw, ``(S,)``, and how many examples it used.
 
     Args:
-      la: a fitted :class:`~laplace_tf.Laplace`.
+      la: a fitted [`Laplace`][laplace_tf.Laplace].
       thetas: draws ``(S, P)``.
       data: ``(x, y)`` arrays or a ``tf.data.Dataset`` of the training data, or of a subset of it
         (its log-likelihood is then scaled by ``la.n_data / n``, an unbiased estimate).
@@ -71,12 +71,13 @@ def log_posterior_density(
     total = tf.zeros([thetas.shape[0]], la.dtype)
     n_used = 0
     show = verbose and (batches.n_batches is None or batches.n_batches >= MIN_BATCHES)
-    progress = keras.utils.Progbar(batches.n_batches, verbose=1 if show else 0, unit_name="batch")
+    progress = Progress(batches.n_batches, show, unit="batch", label="log posterior")
     for x, y in batches.iterate():
         outputs = la.outputs_at_draws(thetas, x, pred_type="nn", verbose=False)
         total += tf.reduce_sum(pointwise_log_likelihood(la, outputs, y), axis=1)
         n_used += n_examples(x)
         progress.add(1)
+    progress.close()
     if n_used == 0:
         raise ValueError("The data are empty; pass the training data (or a subset) to compute log_p.")
     scale = la.n_data / n_used / la.temperature
@@ -87,7 +88,7 @@ def log_posterior_gradient(la: Any, data: Any, batch_size: int | None = None) ->
     """The gradient ``(P,)`` of the (scaled, tempered) log posterior at the Laplace mean.
 
     Zero at a mode: the Laplace approximation assumes the trained weights are the MAP under
-    the prior it uses. Data as in :func:`log_posterior_density`.
+    the prior it uses. Data as in `log_posterior_density`.
     """
     batches = as_batches(data, batch_size, la._validate_targets)
     gradient = tf.zeros_like(la.mean)
@@ -107,8 +108,8 @@ def log_posterior_gradient(la: Any, data: Any, batch_size: int | None = None) ->
 def mode_distance(la: Any, gradient: tf.Tensor) -> float:
     r"""How far the mean is from the posterior's mode, in posterior standard deviations.
 
-    One Newton step from the mean moves by :math:`\Sigma g`; its length in the Gaussian's own
-    metric is :math:`\sqrt{g^\top \Sigma g}`, about 0 at a mode.
+    One Newton step from the mean moves by $\Sigma g$; its length in the Gaussian's own
+    metric is $\sqrt{g^\top \Sigma g}$, about 0 at a mode.
     """
     quadratic = la.posterior.functional_variance(tf.reshape(gradient, [1, 1, -1]))
     return float(tf.sqrt(tf.maximum(tf.reshape(quadratic, []), 0.0)))

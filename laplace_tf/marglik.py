@@ -1,22 +1,23 @@
 r"""The Laplace approximation to the log marginal likelihood (the evidence).
 
-.. math::
+$$
+\log p(\mathcal{D}) \approx \log p(\mathcal{D} \mid \theta_*)
+- \tfrac12 \left( \log\det P - \log\det P_0 + (\theta_* - \mu_0)^\top P_0 (\theta_* - \mu_0) \right)
+$$
 
-    \log p(\mathcal{D}) \approx \log p(\mathcal{D} \mid \theta_*)
-      - \tfrac12 \left( \log\det P - \log\det P_0 + (\theta_* - \mu_0)^\top P_0 (\theta_* - \mu_0) \right)
-
-with :math:`P` the posterior precision, :math:`P_0 = \operatorname{diag}(\lambda)` the prior
-precision and :math:`\mu_0` the prior mean. (The :math:`\tfrac{P}{2}\log 2\pi` terms of prior
+with $P$ the posterior precision, $P_0 = \operatorname{diag}(\lambda)$ the prior
+precision and $\mu_0$ the prior mean. (The $\tfrac{P}{2}\log 2\pi$ terms of prior
 and posterior cancel.) Every term is a differentiable TensorFlow expression, so prior precision
 and observation noise can be tuned by gradient-based optimisation of this quantity.
 
-Example::
-
+Example:
+    ```python
     >>> float(log_marginal_likelihood(
     ...     log_likelihood=tf.constant(-10.0), log_det_posterior_precision=tf.constant(3.0),
     ...     prior_precision=tf.constant([1.0, 1.0]), theta=tf.constant([1.0, 1.0]),
     ...     prior_mean=tf.constant(0.0)))
     -12.5
+    ```
 """
 
 from __future__ import annotations

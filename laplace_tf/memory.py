@@ -1,18 +1,19 @@
 """How much memory a structure's curvature and a batch's Jacobians take, checked before any work.
 
-A structure keeps its curvature (``full``: :math:`P^2` numbers; ``diag``: :math:`P`; ``kron``:
-:math:`\\sum_l d_{in,l}^2 + d_{out,l}^2` plus diagonal blocks; ``lowrank``: :math:`P k`) and about
-twice as much again for its decomposition and the posterior's factors, so :func:`check_curvature`
+A structure keeps its curvature (``full``: $P^2$ numbers; ``diag``: $P$; ``kron``:
+$\\sum_l d_{in,l}^2 + d_{out,l}^2$ plus diagonal blocks; ``lowrank``: $P k$) and about
+twice as much again for its decomposition and the posterior's factors, so `check_curvature`
 allows three copies. Per batch, the GGN of ``full`` and ``diag`` (and ``lowrank`` on models that
-cannot be vectorised) holds the examples' Jacobians, :math:`B K P` numbers
-(:func:`check_batch_jacobians`). Both raise ``MemoryError`` saying how much is needed and what
+cannot be vectorised) holds the examples' Jacobians, $B K P$ numbers
+(`check_batch_jacobians`). Both raise ``MemoryError`` saying how much is needed and what
 to do, before the work starts.
 
-Example::
-
+Example:
+    ```python
     >>> check_curvature(HessianStructure.FULL, 10**6, 10**12, tf.float32, memory_limit=None)
     Traceback (most recent call last):
     MemoryError: hessian_structure='full' over 1,000,000 parameters needs about 11.2 TiB ...
+    ```
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The mode of a log density by quasi-Newton optimisation, from one or several starts.
 
-Minimises :math:`-\\log p(z)` over flat :math:`z \\in \\mathbb{R}^D` with L-BFGS (default) or BFGS
+Minimises $-\\log p(z)$ over flat $z \\in \\mathbb{R}^D$ with L-BFGS (default) or BFGS
 from ``scipy.optimize``, the objective and its exact gradient compiled once with ``tf.function``.
 (TensorFlow Probability's optimisers do the same iterations, but tracing their line search costs
 seconds and running it eagerly a quarter of a second per iteration; with them ``fit_laplace`` was
@@ -8,10 +8,11 @@ seconds and running it eagerly a quarter of a second per iteration; with them ``
 result is the start that reached the lowest objective, with its convergence flag, iteration
 count and gradient.
 
-Example::
-
+Example:
+    ```python
     >>> result = find_mode(lambda z: -log_density(z), tf.zeros([1, 3], tf.float64))
     >>> result.converged, result.position
+    ```
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class OptimizerResult:
 
     Attributes:
       position: the best point found, ``(D,)``.
-      objective: :math:`-\\log p` there.
+      objective: $-\\log p$ there.
       converged: whether the gradient norm fell below the tolerance.
       num_iterations: iterations used from the best start.
       gradient: the objective's gradient at ``position``; ``gradient_norm`` its largest absolute entry.
@@ -63,7 +64,7 @@ def find_mode(
     """Minimises ``negative_log_density`` (flat ``(D,)`` to scalar) from each row of ``initial_points``.
 
     Args:
-      negative_log_density: :math:`-\\log p(z)`, differentiable by ``tf.GradientTape``.
+      negative_log_density: $-\\log p(z)$, differentiable by ``tf.GradientTape``.
       initial_points: ``(n, D)`` starting points.
       optimizer: ``"lbfgs"`` or ``"bfgs"``.
       max_iterations: the most iterations.

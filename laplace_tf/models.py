@@ -1,23 +1,27 @@
 r"""Laplace approximations of probabilistic models: TFP joint distributions and any log density.
 
-For a log density :math:`\log p(c)` over constrained parameters :math:`c = b(u)` (``b`` a bijector
-from unconstrained :math:`u \in \mathbb{R}^D`), the objective in unconstrained space is
+For a log density $\log p(c)$ over constrained parameters $c = b(u)$ (``b`` a bijector
+from unconstrained $u \in \mathbb{R}^D$), the objective in unconstrained space is
 
-.. math:: \ell(u) = \log p(b(u)) + [\text{jacobian}] \, \log\lvert\det \partial b(u)/\partial u\rvert.
+$$
+\ell(u) = \log p(b(u)) + [\text{jacobian}] \, \log\lvert\det \partial b(u)/\partial u\rvert.
+$$
 
-Its mode :math:`\hat u` (by L-BFGS or BFGS) and the exact Hessian there (nested gradient tapes,
-:func:`laplace_tf.hessian`) give :math:`u \sim \mathcal{N}(\hat u, (-\nabla^2 \ell(\hat u))^{-1})`;
-draws are mapped back through :math:`b`. With ``jacobian=True`` (Stan's default) :math:`\ell` is the
-log density of :math:`u`, so the Gaussian approximates the posterior of :math:`u`; with
-``jacobian=False`` (pymc-extras' behaviour) :math:`b(\hat u)` is the constrained-space MAP.
 
-Example::
+Its mode $\hat u$ (by L-BFGS or BFGS) and the exact Hessian there (nested gradient tapes,
+[`hessian`][laplace_tf.hessian]) give $u \sim \mathcal{N}(\hat u, (-\nabla^2 \ell(\hat u))^{-1})$;
+draws are mapped back through $b$. With ``jacobian=True`` (Stan's default) $\ell$ is the
+log density of $u$, so the Gaussian approximates the posterior of $u$; with
+``jacobian=False`` (pymc-extras' behaviour) $b(\hat u)$ is the constrained-space MAP.
 
+Example:
+    ```python
     >>> model = tfd.JointDistributionNamed(dict(
     ...     sigma=tfd.HalfNormal(1.0),
     ...     y=lambda sigma: tfd.Sample(tfd.Normal(0.0, sigma), 20)))
     >>> result = lt.fit_laplace(model, observed={"y": y}, num_draws=1000, seed=0)
     >>> result.draws["sigma"].shape, az.summary(result.to_inference_data())
+    ```
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def fit_laplace(
       max_iterations, tolerance: the optimiser's budget and gradient tolerance.
 
     Returns:
-      A :class:`~laplace_tf.laplace_result.LaplaceResult`.
+      A `LaplaceResult`.
     """
     if not isinstance(model, tfd.JointDistribution):
         raise TypeError(f"model must be a tfd.JointDistribution*, got {type(model).__name__}.")
@@ -143,12 +147,13 @@ def laplace_approximation(
       observed_data: recorded in the ArviZ ``observed_data`` group.
 
     The other arguments (``jacobian``, ``num_draws``, ``num_chains``, ``seed``, ``optimizer``,
-    ``num_initial_points``, ``max_iterations``, ``tolerance``) are as in :func:`fit_laplace`.
+    ``num_initial_points``, ``max_iterations``, ``tolerance``) are as in [`fit_laplace`][laplace_tf.fit_laplace].
 
-    Example::
-
+    Example:
+        ```python
         >>> result = lt.laplace_approximation(lambda x: -0.5 * tf.reduce_sum(x**2), tf.ones(3, tf.float64))
         >>> result.covariance          # the identity
+        ```
     """
     if isinstance(initial_state, (list, tuple)) and not hasattr(initial_state, "_fields"):
 
@@ -190,7 +195,7 @@ def laplace_approximation(
 def _unconstrained(
     log_density: Callable[[Any], tf.Tensor], initial_state: Any, bijector: tfb.Bijector, names: Any
 ) -> tuple[FlatState, tf.Tensor, Callable[[tf.Tensor, bool], tf.Tensor]]:
-    """The flat unconstrained state, the starting point in it, and :math:`\\ell(z)` with or without Jacobian."""
+    """The flat unconstrained state, the starting point in it, and $\\ell(z)$ with or without Jacobian."""
     unconstrained = bijector.inverse(initial_state)
     state = FlatState(tf.nest.map_structure(lambda u: u.shape, unconstrained), names)
     event_ndims = tf.nest.map_structure(lambda u: u.shape.rank, unconstrained)
@@ -210,7 +215,7 @@ def _unconstrained(
 def _warn_if_not_converged(mode: Any, tolerance: float, precision: tf.Tensor) -> None:
     """Warns unless the optimiser converged or the mean is within ``MODE_SLACK`` standard deviations of the mode.
 
-    The distance :math:`\\sqrt{g^\\top H^{-1} g}` is the length of the Newton step to the mode in the
+    The distance $\\sqrt{g^\\top H^{-1} g}$ is the length of the Newton step to the mode in the
     Gaussian's own metric: a gradient entry above ``tolerance`` on a steep objective may still
     leave the mean a negligible fraction of a standard deviation away.
     """

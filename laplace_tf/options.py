@@ -1,6 +1,6 @@
 """String-valued options of the public API, and their parsing.
 
-Every option the user passes as a string is parsed by :func:`parse_option`, so an
+Every option the user passes as a string is parsed by `parse_option`, so an
 unknown value is a ``ValueError`` that lists the valid ones::
 
     >>> parse_option(HessianStructure, "ful", "hessian_structure")

@@ -1,15 +1,15 @@
 r"""A Keras model's trainable weights (or a subset) as one flat vector, and the model as a pure function of it.
 
-With the selected entries of the model's trainable variables :math:`W_1, \dots, W_m`, the flat
-parameter vector is :math:`\theta = \mathrm{vec}(W_1)_{S_1} \oplus \dots \oplus
-\mathrm{vec}(W_m)_{S_m} \in \mathbb{R}^P` (row-major ``vec``, variables in
-``model.trainable_variables`` order, :math:`S_i` the selected entries), and :math:`f(\theta, x)`
+With the selected entries of the model's trainable variables $W_1, \dots, W_m$, the flat
+parameter vector is $\theta = \mathrm{vec}(W_1)_{S_1} \oplus \dots \oplus
+\mathrm{vec}(W_m)_{S_m} \in \mathbb{R}^P$ (row-major ``vec``, variables in
+``model.trainable_variables`` order, $S_i$ the selected entries), and $f(\theta, x)$
 is the model's output with those weights and every other weight at its current (MAP) value,
 computed by Keras 3's ``stateless_call`` so the model's own variables are never modified.
 Variables outside the subset enter as constants, so gradients never flow through them.
 
-Example::
-
+Example:
+    ```python
     >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(2)])
     >>> ModelParameters(model).n_params
     26
@@ -18,6 +18,7 @@ Example::
     >>> params = ModelParameters(model, ["*dense_1/bias"])
     >>> params.apply(params.theta, tf.ones([5, 3])).shape
     TensorShape([5, 2])
+    ```
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class ModelParameters:
 
     @property
     def model(self) -> keras.Model:
-        """The model (held weakly; the :class:`~laplace_tf.Laplace` keeps it alive)."""
+        """The model (held weakly; the [`Laplace`][laplace_tf.Laplace] keeps it alive)."""
         model = self._model()
         if model is None:
             raise ReferenceError("The model of these parameters has been deleted.")

@@ -1,22 +1,23 @@
-r"""Link approximations: from a Gaussian over outputs :math:`\mathcal{N}(m, V)` to predictions.
+r"""Link approximations: from a Gaussian over outputs $\mathcal{N}(m, V)$ to predictions.
 
 * ``probit`` (MacKay): for classification,
-  :math:`p \approx \mathrm{softmax}\big(m_k / \sqrt{1 + \tfrac{\pi}{8} V_{kk}}\big)`; for binary,
-  :math:`p \approx \sigma\big(m / \sqrt{1 + \tfrac{\pi}{8} V}\big)`.
-* ``mc``: the average of the link over draws :math:`f^{(s)} = m + V^{1/2} z^{(s)}`.
+  $p \approx \mathrm{softmax}\big(m_k / \sqrt{1 + \tfrac{\pi}{8} V_{kk}}\big)$; for binary,
+  $p \approx \sigma\big(m / \sqrt{1 + \tfrac{\pi}{8} V}\big)$.
+* ``mc``: the average of the link over draws $f^{(s)} = m + V^{1/2} z^{(s)}$.
 * ``bridge`` (the Laplace bridge of Hobbhahn et al., 2022): the Gaussian, first conditioned on
-  :math:`\sum_k f_k = 0` (softmax is shift-invariant), is mapped to a Dirichlet with
-  :math:`\alpha_k = \big(1 - 2/K + e^{m_k} \sum_l e^{-m_l} / K^2\big) / V_{kk}`, whose mean
-  :math:`\alpha / \sum \alpha` is returned. ``bridge_norm`` first rescales the means and
-  variances so the average variance is :math:`2/K`, as laplace-torch does.
+  $\sum_k f_k = 0$ (softmax is shift-invariant), is mapped to a Dirichlet with
+  $\alpha_k = \big(1 - 2/K + e^{m_k} \sum_l e^{-m_l} / K^2\big) / V_{kk}$, whose mean
+  $\alpha / \sum \alpha$ is returned. ``bridge_norm`` first rescales the means and
+  variances so the average variance is $2/K$, as laplace-torch does.
 
-:func:`gaussian_output_samples` draws :math:`f^{(s)}` with the symmetric square root of
-:math:`V` (eigendecomposition), which is defined even when :math:`V` is only semi-definite.
+`gaussian_output_samples` draws $f^{(s)}$ with the symmetric square root of
+$V$ (eigendecomposition), which is defined even when $V$ is only semi-definite.
 
-Example::
-
+Example:
+    ```python
     >>> probit(tf.zeros([1, 2]), tf.ones([1, 2, 2]) * 0.0, "classification").numpy()
     array([[0.5, 0.5]], dtype=float32)
+    ```
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def bridge(f_mean: tf.Tensor, f_var: tf.Tensor, normalize: bool = False) -> tf.T
 
 
 def gaussian_output_samples(f_mean: tf.Tensor, f_var: tf.Tensor, n_samples: int, seed: int | None) -> tf.Tensor:
-    """Draws ``(n_samples, B, K)`` from :math:`\\mathcal{N}(m_b, V_b)` for each example."""
+    """Draws ``(n_samples, B, K)`` from $\\mathcal{N}(m_b, V_b)$ for each example."""
     eigenvalues, eigenvectors = tf.linalg.eigh(f_var)
     root = eigenvectors * tf.sqrt(tf.maximum(eigenvalues, 0.0))[:, None, :]
     shape = [n_samples, *f_mean.shape.as_list()]

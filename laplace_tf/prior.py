@@ -1,18 +1,19 @@
-r"""The isotropic-or-structured Gaussian prior :math:`\mathcal{N}(\mu_0, \operatorname{diag}(\lambda)^{-1})`.
+r"""The isotropic-or-structured Gaussian prior $\mathcal{N}(\mu_0, \operatorname{diag}(\lambda)^{-1})$.
 
 The prior precision may be given as
 
-* a scalar: the same :math:`\lambda` for every parameter;
+* a scalar: the same $\lambda$ for every parameter;
 * one value per trainable variable (``layerwise``, as in laplace-torch: a Dense layer's kernel
   and bias are two variables);
 * one value per parameter, ``(P,)``.
 
-:func:`expand_prior_precision` turns each into the per-parameter ``(P,)`` vector.
+`expand_prior_precision` turns each into the per-parameter ``(P,)`` vector.
 
-Example::
-
+Example:
+    ```python
     >>> expand_prior_precision(tf.constant([1.0, 2.0]), sizes=[3, 1], n_params=4).numpy()
     array([1., 1., 1., 2.], dtype=float32)
+    ```
 """
 
 from __future__ import annotations

@@ -1,18 +1,21 @@
 """UncertaintyReport: calibration metrics of several predictives (e.g. MAP and Laplace) side by side.
 
-A report holds, per predictive ("column"), every metric of :mod:`laplace_tf.calibration` on the
+A report holds, per predictive ("column"), every metric of `calibration` on the
 same data, the curves behind its plot (reliability bins for classifiers, coverage by level for
 regression) and the settings that produced it. It prints as a table, exports to a dict, JSON or
 Markdown, and plots as PNG.
 
-Build one from any model's predictions with :func:`classification_report` or
-:func:`regression_report`; :meth:`laplace_tf.Laplace.evaluate` builds one for a fitted Laplace.
+Build one from any model's predictions with
+[`classification_report`][laplace_tf.classification_report] or
+[`regression_report`][laplace_tf.regression_report];
+[`Laplace.evaluate`][laplace_tf.Laplace.evaluate] builds one for a fitted Laplace.
 
-Example::
-
+Example:
+    ```python
     >>> report = classification_report({"MAP": map_probs, "Laplace": la_probs}, labels)
     >>> print(report)
     >>> report.to_json("report.json"); report.plot("reliability.png")
+    ```
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
-"""Plots of an :class:`~laplace_tf.report.UncertaintyReport`, drawn with matplotlib's object API.
+"""Plots of an `UncertaintyReport`, drawn with matplotlib's object API.
 
 Classification: a reliability diagram (accuracy against confidence per bin, the diagonal being
 perfect calibration) and the number of examples per bin. Regression: the coverage curve (the
 fraction of targets inside each central interval against its level) and the intervals' mean
 width. No pyplot: the figure never touches the user's interactive backend.
 
-Example::
-
+Example:
+    ```python
     >>> figure = plot_report(report, "reliability.png")
+    ```
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 r"""Tuning the prior precision (and observation noise): by the marginal likelihood, or by a grid search.
 
-Grid search (:func:`grid_search_prior_precision`) scores the predictive at each prior precision
+Grid search (`grid_search_prior_precision`) scores the predictive at each prior precision
 on a log-spaced grid against held-out data, by NLL (default), ECE or Brier score, and keeps the
 best.
 
-The hyperparameters :math:`\eta = (\log \lambda, \log \sigma)` are found by maximising the
-Laplace evidence :meth:`laplace_tf.Laplace.log_marginal_likelihood` with L-BFGS
+The hyperparameters $\eta = (\log \lambda, \log \sigma)$ are found by maximising the
+Laplace evidence [`Laplace.log_marginal_likelihood`][laplace_tf.Laplace.log_marginal_likelihood] with L-BFGS
 (``tfp.optimizer.lbfgs_minimize``). Optimising in log space keeps them positive, and dividing the
 evidence by the number of examples keeps L-BFGS's first steps to a sensible size; L-BFGS stops
 when the gradient norm falls below the tolerance, so the result is the optimum rather than the
@@ -17,7 +17,6 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -26,6 +25,7 @@ from laplace_tf import calibration
 from laplace_tf.options import GridMetric, PriorStructure
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.prior import expand_prior_precision
+from laplace_tf.progress import Progress
 
 if TYPE_CHECKING:
     from laplace_tf.laplace import Laplace
@@ -58,7 +58,7 @@ def tune_prior_precision(
             value = -la.log_marginal_likelihood(prior_precision=prior, sigma_noise=sigma) / la.n_data
         return value, tape.gradient(value, eta)
 
-    progress = keras.utils.Progbar(None, verbose=1 if verbose else 0, unit_name="evaluation")
+    progress = Progress(None, verbose, unit="evaluation", label="prior tuning (marginal likelihood)")
 
     def reported(eta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         value, gradient = negative_evidence_and_gradient(eta)
@@ -75,6 +75,7 @@ def tune_prior_precision(
         retry = minimise(tf.concat([tf.zeros_like(log_prior), start[n_prior:]], 0))
         if _reached_optimum(retry, floor) or not _is_finite(result):
             result = retry
+    progress.close()
     if not _is_finite(result):
         raise FloatingPointError(
             "Prior optimisation failed (the evidence became non-finite); try a different starting "
@@ -108,12 +109,13 @@ def grid_search_prior_precision(
     x_val, y_val = val_data
     y_val = la.likelihood.validate_targets(np.asarray(y_val), la.n_outputs)
     score = _scorer(la, metric)
-    progress = keras.utils.Progbar(len(grid), verbose=1 if verbose else 0, unit_name="prior")
+    progress = Progress(len(grid), verbose, unit="prior", label="prior tuning (grid search)")
     scores = []
     for value in grid:
         la.prior_precision = float(value)
         scores.append(score(x_val, y_val))
         progress.add(1)
+    progress.close()
     scores = np.asarray(scores)
     return float(grid[int(np.nanargmin(scores))]), scores
 

@@ -66,7 +66,7 @@ def check_outputs_are_logits(model: Any, likelihood: Any) -> None:
 
     Looks through the output layer of Sequential and functional models, into nested models: a
     ``Softmax`` layer, an ``Activation`` or any layer with ``activation`` softmax or sigmoid
-    (:func:`check_outputs_are_not_probabilities` catches subclassed models by their outputs).
+    (`check_outputs_are_not_probabilities` catches subclassed models by their outputs).
     """
     if likelihood == LikelihoodName.REGRESSION:
         return

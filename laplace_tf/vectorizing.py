@@ -11,16 +11,17 @@ Per-example Jacobians and gradients are fastest vectorised over examples (``tf.v
   heap (tensorflow/tensorflow#117700), and whose ``Tensordot`` reshapes ``pfor`` mis-converts
   for sequences of length one.
 
-For those models :func:`map_examples` runs the same function example by example with
+For those models `map_examples` runs the same function example by example with
 ``tf.map_fn`` (inside the compiled graph), and Jacobians loop over outputs instead of using
 ``pfor``: slower, exact, and silent.
 
-Example::
-
+Example:
+    ```python
     >>> lstm = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(10, 4),
     ...                          keras.layers.LSTM(5), keras.layers.Dense(3)])
     >>> can_vectorize(lstm)
     False
+    ```
 """
 
 from __future__ import annotations

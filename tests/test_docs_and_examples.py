@@ -1,4 +1,4 @@
-"""The examples run (in smoke mode) and the API reference matches the docstrings."""
+"""The examples run (in smoke mode) and the API reference covers every public name."""
 
 import os
 import subprocess
@@ -25,13 +25,6 @@ def test_example_runs_in_smoke_mode(script, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Laplace" in done.stdout
     assert (tmp_path / "plot.png").stat().st_size > 10_000
-
-
-def test_api_reference_is_current():
-    sys.path.insert(0, str(ROOT / "docs"))
-    import make_api
-
-    assert (ROOT / "docs" / "api.md").read_text() == make_api.render(), "run: python docs/make_api.py"
 
 
 def test_site_reference_covers_every_public_name():

@@ -1,16 +1,17 @@
 """Calibration and uncertainty metrics for any model's predictions (NumPy arrays or tensors).
 
-* :mod:`~laplace_tf.calibration.classification`: accuracy, NLL, Brier, ECE, adaptive ECE, MCE,
+* `classification`: accuracy, NLL, Brier, ECE, adaptive ECE, MCE,
   confidence, entropy, reliability bins;
-* :mod:`~laplace_tf.calibration.regression`: RMSE, Gaussian NLL, CRPS, interval coverage and its
+* `regression`: RMSE, Gaussian NLL, CRPS, interval coverage and its
   calibration error, interval width;
-* :mod:`~laplace_tf.calibration.ood`: AUROC of out-of-distribution detection.
+* `ood`: AUROC of out-of-distribution detection.
 
-Example::
-
+Example:
+    ```python
     >>> from laplace_tf import calibration
     >>> calibration.expected_calibration_error(probs, labels, n_bins=10)
     >>> calibration.coverage(mean, variance, y, levels=[0.5, 0.9])
+    ```
 """
 
 from laplace_tf.calibration.classification import (

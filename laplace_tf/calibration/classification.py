@@ -1,27 +1,28 @@
 r"""Calibration metrics for classifiers, from predicted probabilities ``(N, C)`` and labels ``(N,)``.
 
-With :math:`p_n` the predicted probabilities of example :math:`n`, :math:`c_n = \max_c p_{nc}`
-its confidence and :math:`\hat y_n = \arg\max_c p_{nc}` its predicted class:
+With $p_n$ the predicted probabilities of example $n$, $c_n = \max_c p_{nc}$
+its confidence and $\hat y_n = \arg\max_c p_{nc}$ its predicted class:
 
-* accuracy: :math:`\frac1N \sum_n [\hat y_n = y_n]`;
-* NLL: :math:`-\frac1N \sum_n \log p_{n y_n}`;
-* Brier score: :math:`\frac1N \sum_n \lVert p_n - e_{y_n} \rVert^2`;
-* ECE: with the confidences put in bins :math:`B_m`, :math:`\sum_m \frac{|B_m|}{N}
-  \lvert \mathrm{acc}(B_m) - \mathrm{conf}(B_m) \rvert`; equal-width bins give the usual ECE,
-  equal-mass bins (each holding about :math:`N/M` examples) the adaptive ECE;
+* accuracy: $\frac1N \sum_n [\hat y_n = y_n]$;
+* NLL: $-\frac1N \sum_n \log p_{n y_n}$;
+* Brier score: $\frac1N \sum_n \lVert p_n - e_{y_n} \rVert^2$;
+* ECE: with the confidences put in bins $B_m$, $\sum_m \frac{|B_m|}{N}
+  \lvert \mathrm{acc}(B_m) - \mathrm{conf}(B_m) \rvert$; equal-width bins give the usual ECE,
+  equal-mass bins (each holding about $N/M$ examples) the adaptive ECE;
 * MCE: the largest of those gaps over non-empty equal-width bins;
-* mean confidence :math:`\frac1N \sum_n c_n` and mean predictive entropy
-  :math:`-\frac1N \sum_n \sum_c p_{nc} \log p_{nc}`.
+* mean confidence $\frac1N \sum_n c_n$ and mean predictive entropy
+  $-\frac1N \sum_n \sum_c p_{nc} \log p_{nc}$.
 
 Metrics take NumPy arrays or tensors, so they apply to any model's predictions.
 
-Example::
-
+Example:
+    ```python
     >>> probs = np.array([[0.9, 0.1], [0.4, 0.6]])
     >>> accuracy(probs, np.array([0, 0]))
     0.5
     >>> expected_calibration_error(probs, np.array([0, 0]), n_bins=2)
     0.25
+    ```
 """
 
 from __future__ import annotations

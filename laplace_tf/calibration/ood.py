@@ -1,22 +1,23 @@
 r"""Out-of-distribution detection: how well an uncertainty score separates OOD inputs from test inputs.
 
-With scores :math:`s` (higher meaning "more likely out of distribution") of :math:`n` in-distribution
-and :math:`m` OOD inputs, the AUROC is the probability that a random OOD input scores higher than
+With scores $s$ (higher meaning "more likely out of distribution") of $n$ in-distribution
+and $m$ OOD inputs, the AUROC is the probability that a random OOD input scores higher than
 a random in-distribution one, ties counting one half:
 
-.. math::
+$$
+\mathrm{AUROC} = \frac{1}{nm} \sum_{i,j} \left([s^{ood}_j > s^{in}_i]
++ \tfrac12 [s^{ood}_j = s^{in}_i]\right),
+$$
 
-    \mathrm{AUROC} = \frac{1}{nm} \sum_{i,j} \left([s^{ood}_j > s^{in}_i]
-    + \tfrac12 [s^{ood}_j = s^{in}_i]\right),
-
-computed in :math:`O((n+m)\log(n+m))` from ranks (the Mann-Whitney U statistic). 0.5 is chance, 1
+computed in $O((n+m)\log(n+m))$ from ranks (the Mann-Whitney U statistic). 0.5 is chance, 1
 is perfect separation.
 
-Example::
-
+Example:
+    ```python
     >>> auroc(np.array([0.1, 0.2]), np.array([0.15, 0.9]))
     0.75
     >>> ood_auroc(probs_test, probs_ood, score="entropy")
+    ```
 """
 
 from __future__ import annotations

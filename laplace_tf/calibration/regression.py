@@ -1,22 +1,23 @@
-r"""Calibration metrics for Gaussian regression predictives :math:`y_{nk} \sim \mathcal{N}(\mu_{nk}, s^2_{nk})`.
+r"""Calibration metrics for Gaussian regression predictives $y_{nk} \sim \mathcal{N}(\mu_{nk}, s^2_{nk})$.
 
 ``mean`` and ``variance`` are the predictive's mean and variance, observation noise included
 (for a Laplace: ``f_var + sigma_noise**2``), shaped ``(N,)`` or ``(N, K)`` like the targets. Every
-output of every example is one scalar Gaussian; with :math:`z_\alpha = \Phi^{-1}(\frac{1+\alpha}2)`:
+output of every example is one scalar Gaussian; with $z_\alpha = \Phi^{-1}(\frac{1+\alpha}2)$:
 
-* RMSE: :math:`\sqrt{\frac{1}{NK}\sum (y - \mu)^2}`;
-* NLL: :math:`\frac1N \sum_n \sum_k -\log \mathcal{N}(y_{nk}; \mu_{nk}, s^2_{nk})` (per example);
-* CRPS: the mean over outputs of :math:`\int (F(t) - [t \ge y])^2 dt
-  = s \left(z (2\Phi(z) - 1) + 2\varphi(z) - \frac{1}{\sqrt\pi}\right)`, :math:`z = \frac{y-\mu}{s}`;
-* coverage at level :math:`\alpha`: the fraction with :math:`|y - \mu| \le z_\alpha s`, which a
-  calibrated predictive makes :math:`\alpha`; the calibration error is the mean of
-  :math:`|\mathrm{coverage}(\alpha) - \alpha|` over the levels;
-* sharpness: the mean width :math:`2 z_\alpha s` of those central intervals.
+* RMSE: $\sqrt{\frac{1}{NK}\sum (y - \mu)^2}$;
+* NLL: $\frac1N \sum_n \sum_k -\log \mathcal{N}(y_{nk}; \mu_{nk}, s^2_{nk})$ (per example);
+* CRPS: the mean over outputs of $\int (F(t) - [t \ge y])^2 dt
+  = s \left(z (2\Phi(z) - 1) + 2\varphi(z) - \frac{1}{\sqrt\pi}\right)$, $z = \frac{y-\mu}{s}$;
+* coverage at level $\alpha$: the fraction with $|y - \mu| \le z_\alpha s$, which a
+  calibrated predictive makes $\alpha$; the calibration error is the mean of
+  $|\mathrm{coverage}(\alpha) - \alpha|$ over the levels;
+* sharpness: the mean width $2 z_\alpha s$ of those central intervals.
 
-Example::
-
+Example:
+    ```python
     >>> coverage(np.zeros(4), np.ones(4), np.array([0.1, -0.5, 1.0, 3.0]), levels=[0.5, 0.95])
     {0.5: 0.5, 0.95: 0.75}
+    ```
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Curvature of the summed negative log-likelihood, one structure per module.
 
-:func:`curvature_estimator` gives, for a structure (``full``, ``diag``, ``kron``) and a curvature
+`curvature_estimator` gives, for a structure (``full``, ``diag``, ``kron``) and a curvature
 type (``ggn``, ``ef``, ``hessian``), an object whose compiled ``batch(theta, x, y, seed)`` maps a
 batch to its summed loss and its curvature sums, and whose ``finalize`` turns the sums over the
-data set into the curvature; :class:`laplace_tf.Laplace` sums the batches in between.
+data set into the curvature; [`Laplace`][laplace_tf.Laplace] sums the batches in between.
 """
 
 from __future__ import annotations
@@ -195,10 +195,10 @@ def compile_for_batches(fn: Callable) -> Callable:
 
 
 def noise_power(curvature_type: CurvatureType) -> int:
-    """The power of :math:`1/\\sigma` that scales a unit-noise regression curvature.
+    """The power of $1/\\sigma$ that scales a unit-noise regression curvature.
 
-    GGN and Hessian of :math:`\\lVert y - f\\rVert^2 / (2\\sigma^2)` scale as
-    :math:`\\sigma^{-2}`; the empirical Fisher, an outer product of gradients, as
-    :math:`\\sigma^{-4}`.
+    GGN and Hessian of $\\lVert y - f\\rVert^2 / (2\\sigma^2)$ scale as
+    $\\sigma^{-2}$; the empirical Fisher, an outer product of gradients, as
+    $\\sigma^{-4}$.
     """
     return 4 if curvature_type == CurvatureType.EF else 2

@@ -1,16 +1,17 @@
 r"""Diagonal ``(P,)`` curvature of the summed negative log-likelihood.
 
-* GGN: :math:`\operatorname{diag} \sum_b J_b^\top \Lambda_b J_b
-  = \sum_{b,k,l} J_{bkp} \Lambda_{bkl} J_{blp}`, never forming the ``(P, P)`` matrix.
-* Empirical Fisher: :math:`\sum_b g_b \odot g_b`.
-* Hessian: the exact diagonal of :math:`\nabla^2_\theta \sum_b \ell_b`
-  (:func:`laplace_tf.hessian_diagonal`).
+* GGN: $\operatorname{diag} \sum_b J_b^\top \Lambda_b J_b
+  = \sum_{b,k,l} J_{bkp} \Lambda_{bkl} J_{blp}$, never forming the ``(P, P)`` matrix.
+* Empirical Fisher: $\sum_b g_b \odot g_b$.
+* Hessian: the exact diagonal of $\nabla^2_\theta \sum_b \ell_b$
+  ([`hessian_diagonal`][laplace_tf.hessian_diagonal]).
 
-Example::
-
+Example:
+    ```python
     >>> J = tf.ones([4, 2, 3])                  # Lambda = I: the weighted Jacobians are J
     >>> from_jacobians(J, J).numpy()
     array([8., 8., 8.], dtype=float32)
+    ```
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from laplace_tf.hessians import hessian_diagonal
 
 
 def from_jacobians(jacobians: tf.Tensor, weighted_jacobians: tf.Tensor) -> tf.Tensor:
-    """The GGN diagonal from Jacobians :math:`J_b` and :math:`\\Lambda_b J_b`, both ``(B, K, P)``."""
+    """The GGN diagonal from Jacobians $J_b$ and $\\Lambda_b J_b$, both ``(B, K, P)``."""
     return tf.reduce_sum(jacobians * weighted_jacobians, axis=[0, 1])
 
 

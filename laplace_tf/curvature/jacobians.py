@@ -1,10 +1,10 @@
 r"""Per-example Jacobians and gradients, vectorised over the batch with ``pfor``.
 
-For a batch :math:`x_1, \dots, x_B` these return, in one vectorised pass,
+For a batch $x_1, \dots, x_B$ these return, in one vectorised pass,
 
-* :func:`output_jacobians`: :math:`f_b = f(\theta, x_b)` and
-  :math:`J_b = \partial f_b / \partial \theta \in \mathbb{R}^{K \times P}`,
-* :func:`loss_gradients`: :math:`\ell_b` and :math:`g_b = \nabla_\theta \ell(f(\theta, x_b), y_b)`.
+* `output_jacobians`: $f_b = f(\theta, x_b)$ and
+  $J_b = \partial f_b / \partial \theta \in \mathbb{R}^{K \times P}$,
+* `loss_gradients`: $\ell_b$ and $g_b = \nabla_\theta \ell(f(\theta, x_b), y_b)$.
 
 Each example is differentiated on its own (``tf.vectorized_map`` over examples), which costs
 ``B * K`` single-example backward passes rather than the ``B * K`` full-batch passes a Jacobian
@@ -29,7 +29,7 @@ def output_jacobians(apply: ApplyFn, theta: tf.Tensor, x: Any, vectorize: bool =
     """Outputs ``(B, K)`` and their Jacobians ``(B, K, P)`` in ``theta``.
 
     ``vectorize=False`` loops over examples and outputs instead of using ``pfor``
-    (:mod:`laplace_tf.vectorizing`).
+    (`vectorizing`).
     """
 
     def one_example(x_b: Any) -> tuple[tf.Tensor, tf.Tensor]:

@@ -1,20 +1,20 @@
 r"""Per-layer rules of Kronecker-factored curvature: inputs and pre-activation gradients.
 
-For a layer whose pre-activation output is linear in its weight, :math:`z = a^\top W (+ b)`, the
-curvature block of :math:`W` factorises over examples as :math:`A \otimes G` (K-FAC), with
+For a layer whose pre-activation output is linear in its weight, $z = a^\top W (+ b)$, the
+curvature block of $W$ factorises over examples as $A \otimes G$ (K-FAC), with
 
-* :math:`A = \frac{1}{N T} \sum_{n,t} a_{nt} a_{nt}^\top`, the input second moment (over
-  examples and positions :math:`t`: sequence steps of a Dense layer on ``(B, T, D)`` inputs or
+* $A = \frac{1}{N T} \sum_{n,t} a_{nt} a_{nt}^\top$, the input second moment (over
+  examples and positions $t$: sequence steps of a Dense layer on ``(B, T, D)`` inputs or
   of an attention projection, the "expand" convention of Eschenhagen et al. 2023 for weights
   shared across positions; patches of a convolution; time steps of a ``TimeDistributed`` layer);
-* :math:`G = \sum_{n,t,c} g_{ntc} g_{ntc}^\top` with :math:`g_{ntc} = \partial (v_{nc}^\top
-  f_n) / \partial z_{nt}` for the columns :math:`v_{nc}` of a square root of the output Hessian
-  :math:`\Lambda_n = V_n V_n^\top`.
+* $G = \sum_{n,t,c} g_{ntc} g_{ntc}^\top$ with $g_{ntc} = \partial (v_{nc}^\top
+  f_n) / \partial z_{nt}$ for the columns $v_{nc}$ of a square root of the output Hessian
+  $\Lambda_n = V_n V_n^\top$.
 
-The bias block is :math:`G` itself. Each rule re-runs its layer's forward pass with a zero
-perturbation :math:`\varepsilon` added to :math:`z`; the gradient in :math:`\varepsilon` of
-:math:`\sum_n v_{nc}^\top f_n` is every example's :math:`g_{nc}` at once, so :math:`G` costs one
-backward pass of the batch per column :math:`c`.
+The bias block is $G$ itself. Each rule re-runs its layer's forward pass with a zero
+perturbation $\varepsilon$ added to $z$; the gradient in $\varepsilon$ of
+$\sum_n v_{nc}^\top f_n$ is every example's $g_{nc}$ at once, so $G$ costs one
+backward pass of the batch per column $c$.
 
 Supported, also inside nested models and wrappers (``TimeDistributed``, ``Bidirectional``,
 ``MultiHeadAttention``'s projections):
@@ -22,12 +22,12 @@ Supported, also inside nested models and wrappers (``TimeDistributed``, ``Bidire
 * ``keras.layers.Dense`` (inputs of any rank);
 * ``keras.layers.EinsumDense`` whose kernel axes are the contracted input axes (in input order)
   then output axes (in output order), with the input's other axes leading in input and output, as
-  in ``MultiHeadAttention`` (``"abc,cde->abde"``, ``"abcd,cde->abe"``): :math:`a` is the input
-  over the contracted axes, :math:`z` the output over the kernel's output axes, the leading axes
-  are positions; its bias gets :math:`G` when it spans all output axes;
+  in ``MultiHeadAttention`` (``"abc,cde->abde"``, ``"abcd,cde->abe"``): $a$ is the input
+  over the contracted axes, $z$ the output over the kernel's output axes, the leading axes
+  are positions; its bias gets $G$ when it spans all output axes;
 * ``keras.layers.Conv1D``, ``Conv2D`` and ``Conv3D`` (``channels_last``, ``groups=1``, padding
-  ``valid`` or ``same``; Conv3D without dilation): :math:`a` are the input patches;
-* ``keras.layers.Embedding``, whose :math:`A` is diagonal (the token counts).
+  ``valid`` or ``same``; Conv3D without dilation): $a$ are the input patches;
+* ``keras.layers.Embedding``, whose $A$ is diagonal (the token counts).
 
 Other layers with weights (normalisation, recurrent kernels, ...) get an exact diagonal block.
 """
@@ -60,13 +60,13 @@ class LayerRule:
     kind: str
     kernel: Any
     bias: Any | None  # the bias variable when it gets a curvature block (it is in the subset)
-    input_axes: int = 1  # how many leading kernel axes :math:`A` runs over (the rest are :math:`G`'s)
+    input_axes: int = 1  # how many leading kernel axes $A$ runs over (the rest are $G$'s)
     per_example: bool = True  # False inside TimeDistributed: the layer sees (B * T, ...) inputs
     probe: Probe = field(default_factory=Probe)
 
     @property
     def input_dim(self) -> int:
-        """The size of :math:`A` (the vocabulary size for an Embedding: :math:`A` is diagonal)."""
+        """The size of $A$ (the vocabulary size for an Embedding: $A$ is diagonal)."""
         return int(np.prod(self.kernel.shape[: self.input_axes]))
 
     @property
@@ -95,7 +95,7 @@ class LayerRule:
         return activation(z) if activation is not None else z
 
     def input_moment(self) -> tuple[tf.Tensor, tf.Tensor]:
-        """:math:`\\sum a a^\\top` over the batch (a vector of counts for an Embedding) and the
+        """$\\sum a a^\\top$ over the batch (a vector of counts for an Embedding) and the
         number of positions it summed over."""
         inputs = self.probe.inputs
         if self.kind == "embedding":
@@ -108,7 +108,7 @@ class LayerRule:
         return tf.matmul(rows, rows, transpose_a=True), tf.cast(tf.shape(rows)[0], self.dtype)
 
     def output_moment(self, gradients: tf.Tensor) -> tf.Tensor:
-        """:math:`\\sum g g^\\top` from pre-activation gradients ``(C, B, ..., d_out)``, in the
+        """$\\sum g g^\\top$ from pre-activation gradients ``(C, B, ..., d_out)``, in the
         variables' dtype (a mixed-precision layer computes them in float16)."""
         rows = tf.reshape(tf.cast(gradients, self.dtype), [-1, self.output_dim])
         return tf.matmul(rows, rows, transpose_a=True)
@@ -147,7 +147,7 @@ def find_rules(model: keras.Model, selected_paths: set[str]) -> list[LayerRule]:
 
 @contextlib.contextmanager
 def recording(rules: list[LayerRule], tape: tf.GradientTape) -> Iterator[None]:
-    """Temporarily routes each rule's layer through :meth:`LayerRule.forward`."""
+    """Temporarily routes each rule's layer through `LayerRule.forward`."""
     for rule in rules:
         object.__setattr__(rule.layer, "call", _make_call(rule, tape))
     try:
@@ -207,7 +207,7 @@ def _einsum_input_axes(layer: keras.layers.Layer) -> int | None:
 
 
 def _bias_with_kron_block(layer: keras.layers.Layer, kind: str, kernel: Any, input_axes: int) -> Any | None:
-    """The layer's bias if its block is :math:`G` (it spans every output axis), else ``None``."""
+    """The layer's bias if its block is $G$ (it spans every output axis), else ``None``."""
     bias = getattr(layer, "bias", None) if kind != "embedding" else None
     if bias is None:
         return None

@@ -1,22 +1,23 @@
 r"""Kronecker-factored (K-FAC) curvature, one block per selected variable.
 
-A supported layer's kernel gets :math:`A \otimes G` and its bias :math:`G` (see
-:mod:`laplace_tf.curvature.kfac_layers`); any other selected variable gets the exact diagonal of
-its GGN. Per batch the factors' sums are returned; :func:`finalize` turns the sums over the
+A supported layer's kernel gets $A \otimes G$ and its bias $G$ (see
+`curvature.kfac_layers`); any other selected variable gets the exact diagonal of
+its GGN. Per batch the factors' sums are returned; `finalize` turns the sums over the
 data set into blocks, so batches can be summed in any grouping.
 
-The columns :math:`v_{nc}` whose backward passes give :math:`G` are, by curvature type:
+The columns $v_{nc}$ whose backward passes give $G$ are, by curvature type:
 
-* ``ggn``: a square root of the output Hessian, :math:`\Lambda_n = V_n V_n^\top` (``K`` columns),
-  so :math:`G` is exact;
-* ``ggn`` with ``mc_samples=M``: Monte-Carlo Fisher, :math:`v = \nabla_f \ell(f, \tilde y) /
-  \sqrt{M}` with :math:`\tilde y` drawn from the model's predictive (``M`` columns);
-* ``ef``: the empirical Fisher, :math:`v = \nabla_f \ell(f, y)` at the observed targets.
+* ``ggn``: a square root of the output Hessian, $\Lambda_n = V_n V_n^\top$ (``K`` columns),
+  so $G$ is exact;
+* ``ggn`` with ``mc_samples=M``: Monte-Carlo Fisher, $v = \nabla_f \ell(f, \tilde y) /
+  \sqrt{M}$ with $\tilde y$ drawn from the model's predictive (``M`` columns);
+* ``ef``: the empirical Fisher, $v = \nabla_f \ell(f, y)$ at the observed targets.
 
-Example::
-
+Example:
+    ```python
     >>> la = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y))
     >>> la.curvature.blocks[0]          # the first Dense kernel: KronBlock(A (d_in, d_in), G (d_out, d_out))
+    ```
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from laplace_tf.params import ModelParameters
 
 @dataclass
 class KronBlock:
-    """:math:`A \\otimes G`; ``input_factor`` is a vector when :math:`A` is diagonal (Embedding)."""
+    """$A \\otimes G$; ``input_factor`` is a vector when $A$ is diagonal (Embedding)."""
 
     input_factor: tf.Tensor
     output_factor: tf.Tensor
@@ -120,7 +121,7 @@ class KronPlan:
         return KronCurvature([blocks[n] for n in self.params.names], self.treatment())
 
     def _columns(self, f: tf.Tensor, y: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """The ``(B, K, C)`` vectors :math:`v_{nc}` to backpropagate."""
+        """The ``(B, K, C)`` vectors $v_{nc}$ to backpropagate."""
         if self.curvature_type == CurvatureType.EF:
             return self.likelihood.loss_gradient(f, y)[:, :, None]
         if self.mc_samples is None:

@@ -1,23 +1,24 @@
 r"""Low-rank GGN: its top-``k`` eigenpairs from GGN-matrix products, never the ``P x P`` matrix.
 
-The GGN acts on a block of vectors :math:`V \in \mathbb{R}^{P \times m}` as
-:math:`\sum_n J_n^\top \Lambda_n (J_n V)`: a forward-mode product :math:`J_n V` (one
+The GGN acts on a block of vectors $V \in \mathbb{R}^{P \times m}$ as
+$\sum_n J_n^\top \Lambda_n (J_n V)$: a forward-mode product $J_n V$ (one
 ``tf.autodiff.ForwardAccumulator`` pass per column, vectorised), the output Hessian, and one
 backward pass. The randomised eigendecomposition of Halko, Martinsson and Tropp (2011) then needs
 ``2 + power_iterations`` passes over the data:
 
-1. :math:`Y = \mathrm{GGN}\, \Omega` for a Gaussian :math:`\Omega` with ``k + oversampling`` columns
-   (then ``power_iterations`` times :math:`Y \leftarrow \mathrm{GGN}\, \mathrm{orth}(Y)`);
-2. :math:`Q = \mathrm{orth}(Y)`, :math:`B = Q^\top \mathrm{GGN}\, Q`, :math:`B = W \Lambda W^\top`;
-3. the eigenpairs are :math:`(\Lambda, Q W)`, the ``k`` largest kept.
+1. $Y = \mathrm{GGN}\, \Omega$ for a Gaussian $\Omega$ with ``k + oversampling`` columns
+   (then ``power_iterations`` times $Y \leftarrow \mathrm{GGN}\, \mathrm{orth}(Y)$);
+2. $Q = \mathrm{orth}(Y)$, $B = Q^\top \mathrm{GGN}\, Q$, $B = W \Lambda W^\top$;
+3. the eigenpairs are $(\Lambda, Q W)$, the ``k`` largest kept.
 
 With ``k`` equal to the number of parameters the result is the exact GGN.
 
-Example::
-
+Example:
+    ```python
     >>> la = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=20).fit((x, y))
     >>> la.curvature.eigenvalues.shape
     TensorShape([20])
+    ```
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ POWER_ITERATIONS = 2
 
 @dataclass
 class LowRankCurvature:
-    """:math:`U \\operatorname{diag}(\\lambda) U^\\top` with orthonormal ``eigenvectors`` ``(P, k)``."""
+    """$U \\operatorname{diag}(\\lambda) U^\\top$ with orthonormal ``eigenvectors`` ``(P, k)``."""
 
     eigenvalues: tf.Tensor
     eigenvectors: tf.Tensor
@@ -47,7 +48,7 @@ def ggn_matmul(apply: ApplyFn, likelihood: Likelihood, vectorize: bool = True) -
     """``(theta, x, y, vectors (P, m)) -> (summed loss, GGN_batch @ vectors)``, uncompiled.
 
     With ``vectorize=False`` (models ``pfor`` cannot vectorise, whose recurrent loops forward mode
-    cannot run either; :mod:`laplace_tf.vectorizing`) the products come from the batch's
+    cannot run either; `vectorizing`) the products come from the batch's
     per-example Jacobians, looped over examples.
     """
 
@@ -76,7 +77,7 @@ def ggn_matmul(apply: ApplyFn, likelihood: Likelihood, vectorize: bool = True) -
 
 
 def _vjp_columns(tape: tf.GradientTape, f: tf.Tensor, theta: tf.Tensor, cotangents: tf.Tensor) -> tf.Tensor:
-    """:math:`J^\\top u_i` for each of ``m`` cotangents ``(m, B, K)``, as columns ``(P, m)``."""
+    """$J^\\top u_i$ for each of ``m`` cotangents ``(m, B, K)``, as columns ``(P, m)``."""
     products = tf.vectorized_map(lambda u: tape.gradient(f, theta, output_gradients=u), tf.stop_gradient(cotangents))
     return tf.transpose(products)
 

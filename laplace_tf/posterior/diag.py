@@ -1,15 +1,16 @@
 r"""A Gaussian posterior with a diagonal precision.
 
-The precision is :math:`p = s\,h + \lambda` elementwise (curvature diagonal :math:`h`, scale
-:math:`s`, prior :math:`\lambda`), so :math:`\log\det P = \sum_i \log p_i`, a draw is
-:math:`\mu + z / \sqrt{p}`, and the functional variance is :math:`J_b \operatorname{diag}(1/p)
-J_b^\top`.
+The precision is $p = s\,h + \lambda$ elementwise (curvature diagonal $h$, scale
+$s$, prior $\lambda$), so $\log\det P = \sum_i \log p_i$, a draw is
+$\mu + z / \sqrt{p}$, and the functional variance is $J_b \operatorname{diag}(1/p)
+J_b^\top$.
 
-Example::
-
+Example:
+    ```python
     >>> post = DiagPosterior(tf.zeros([2]), tf.constant([2.0, 4.0]))
     >>> post.variance.numpy()
     array([0.5 , 0.25], dtype=float32)
+    ```
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ tfd = tfp.distributions
 
 
 class DiagPosterior:
-    """:math:`\\mathcal{N}(\\mu, \\operatorname{diag}(p)^{-1})`.
+    """$\\mathcal{N}(\\mu, \\operatorname{diag}(p)^{-1})$.
 
     Args:
-      mean: the MAP :math:`\\mu`, ``(P,)``.
+      mean: the MAP $\\mu$, ``(P,)``.
       precision: the diagonal of the posterior precision, ``(P,)``, positive.
     """
 
@@ -52,21 +53,21 @@ class DiagPosterior:
 
     @property
     def log_det_precision(self) -> tf.Tensor:
-        """:math:`\\sum_i \\log p_i`."""
+        """$\\sum_i \\log p_i$."""
         return tf.reduce_sum(tf.math.log(self.precision))
 
     @property
     def variance(self) -> tf.Tensor:
-        """The marginal variances :math:`1/p`, ``(P,)``."""
+        """The marginal variances $1/p$, ``(P,)``."""
         return 1.0 / self.precision
 
     @property
     def covariance(self) -> tf.Tensor:
-        """The dense covariance :math:`\\operatorname{diag}(1/p)`, ``(P, P)``."""
+        """The dense covariance $\\operatorname{diag}(1/p)$, ``(P, P)``."""
         return tf.linalg.diag(self.variance)
 
     def distribution(self) -> tfd.Distribution:
-        """The posterior as a TFP distribution over :math:`\\theta`."""
+        """The posterior as a TFP distribution over $\\theta$."""
         return tfd.MultivariateNormalDiag(loc=self.mean, scale_diag=tf.math.rsqrt(self.precision))
 
     def sample(self, n_samples: int, seed: int | None = None) -> tf.Tensor:
@@ -79,5 +80,5 @@ class DiagPosterior:
         return self.distribution().log_prob(theta)
 
     def functional_variance(self, jacobians: tf.Tensor) -> tf.Tensor:
-        """:math:`J_b \\operatorname{diag}(1/p) J_b^\\top` for ``(B, K, P)``, giving ``(B, K, K)``."""
+        """$J_b \\operatorname{diag}(1/p) J_b^\\top$ for ``(B, K, P)``, giving ``(B, K, K)``."""
         return tf.matmul(jacobians * self.variance, jacobians, transpose_b=True)

@@ -1,19 +1,20 @@
 r"""A Gaussian posterior with a dense precision matrix.
 
-The precision is :math:`P = s\,H + \operatorname{diag}(\lambda)`, the curvature :math:`H`
-scaled by :math:`s = 1 / (\sigma^2 T)` (regression) or :math:`1/T`, plus the prior precision
-:math:`\lambda`. Everything works from its Cholesky factor :math:`P = L L^\top`:
+The precision is $P = s\,H + \operatorname{diag}(\lambda)$, the curvature $H$
+scaled by $s = 1 / (\sigma^2 T)$ (regression) or $1/T$, plus the prior precision
+$\lambda$. Everything works from its Cholesky factor $P = L L^\top$:
 
-* :math:`\log\det P = 2 \sum_i \log L_{ii}`;
-* a draw is :math:`\theta = \mu + L^{-\top} z`, :math:`z \sim \mathcal{N}(0, I)`;
-* the functional variance of a Jacobian :math:`J_b` is :math:`J_b P^{-1} J_b^\top = W_b W_b^\top`
-  with :math:`W_b^\top = L^{-1} J_b^\top`.
+* $\log\det P = 2 \sum_i \log L_{ii}$;
+* a draw is $\theta = \mu + L^{-\top} z$, $z \sim \mathcal{N}(0, I)$;
+* the functional variance of a Jacobian $J_b$ is $J_b P^{-1} J_b^\top = W_b W_b^\top$
+  with $W_b^\top = L^{-1} J_b^\top$.
 
-Example::
-
+Example:
+    ```python
     >>> post = FullPosterior(tf.zeros([2]), tf.constant([[2.0, 1.0], [1.0, 2.0]]))
     >>> float(post.log_det_precision)    # log 3
     1.0986123
+    ```
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ class NotPositiveDefiniteError(ValueError):
 
 
 class FullPosterior:
-    """:math:`\\mathcal{N}(\\mu, P^{-1})` with a dense ``(P, P)`` precision.
+    """$\\mathcal{N}(\\mu, P^{-1})$ with a dense ``(P, P)`` precision.
 
     Args:
-      mean: the MAP :math:`\\mu`, ``(P,)``.
+      mean: the MAP $\\mu$, ``(P,)``.
       precision: the posterior precision, ``(P, P)``, symmetric positive definite.
     """
 
@@ -50,10 +51,10 @@ class FullPosterior:
     def from_eigendecomposition(
         cls, mean: tf.Tensor, values: tf.Tensor, vectors: tf.Tensor, prior_precision: tf.Tensor
     ) -> FullPosterior:
-        """The posterior with precision :math:`V \\operatorname{diag}(v) V^\\top + \\operatorname{diag}(d)`.
+        """The posterior with precision $V \\operatorname{diag}(v) V^\\top + \\operatorname{diag}(d)$.
 
-        The Cholesky factor comes from a QR factorisation of :math:`F = [\\operatorname{diag}(\\sqrt v)
-        V^\\top; \\operatorname{diag}(\\sqrt d)]` (:math:`F^\\top F` is the precision), which stays
+        The Cholesky factor comes from a QR factorisation of $F = [\\operatorname{diag}(\\sqrt v)
+        V^\\top; \\operatorname{diag}(\\sqrt d)]$ ($F^\\top F$ is the precision), which stays
         positive definite for non-negative ``values`` and positive ``prior_precision`` however
         ill-conditioned the sum, where a Cholesky factorisation of the formed matrix can fail.
         """
@@ -74,30 +75,30 @@ class FullPosterior:
 
     @property
     def log_det_precision(self) -> tf.Tensor:
-        """:math:`\\log \\det P`."""
+        """$\\log \\det P$."""
         return 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(self.cholesky)))
 
     @property
     def covariance(self) -> tf.Tensor:
-        """:math:`P^{-1}`, ``(P, P)``."""
+        """$P^{-1}$, ``(P, P)``."""
         identity = tf.eye(self.n_params, dtype=self.mean.dtype)
         return tf.linalg.cholesky_solve(self.cholesky, identity)
 
     @property
     def variance(self) -> tf.Tensor:
-        """The marginal variances :math:`\\operatorname{diag}(P^{-1})`, ``(P,)``."""
+        """The marginal variances $\\operatorname{diag}(P^{-1})$, ``(P,)``."""
         inverse_factor = tf.linalg.triangular_solve(self.cholesky, tf.eye(self.n_params, dtype=self.mean.dtype))
         return tf.reduce_sum(tf.square(inverse_factor), axis=0)
 
     def distribution(self) -> tfd.Distribution:
-        """The posterior as a TFP distribution over :math:`\\theta`."""
+        """The posterior as a TFP distribution over $\\theta$."""
         factor = tf.linalg.LinearOperatorLowerTriangular(self.cholesky)
         return tfp.experimental.distributions.MultivariateNormalPrecisionFactorLinearOperator(
             loc=self.mean, precision_factor=factor
         )
 
     def sample(self, n_samples: int, seed: int | None = None) -> tf.Tensor:
-        """``n_samples`` draws :math:`\\mu + L^{-\\top} z`, ``(n_samples, P)``."""
+        """``n_samples`` draws $\\mu + L^{-\\top} z$, ``(n_samples, P)``."""
         z = tf.random.stateless_normal([self.n_params, n_samples], seed=stateless_seed(seed), dtype=self.mean.dtype)
         draws = tf.linalg.triangular_solve(self.cholesky, z, lower=True, adjoint=True)
         return self.mean[None, :] + tf.transpose(draws)
@@ -107,7 +108,7 @@ class FullPosterior:
         return self.distribution().log_prob(theta)
 
     def functional_variance(self, jacobians: tf.Tensor) -> tf.Tensor:
-        """:math:`J_b P^{-1} J_b^\\top` for Jacobians ``(B, K, P)``, giving ``(B, K, K)``."""
+        """$J_b P^{-1} J_b^\\top$ for Jacobians ``(B, K, P)``, giving ``(B, K, K)``."""
         batch, k = tf.shape(jacobians)[0], tf.shape(jacobians)[1]
         stacked = tf.reshape(jacobians, [-1, self.n_params])
         whitened = tf.linalg.triangular_solve(self.cholesky, tf.transpose(stacked), lower=True)
@@ -118,12 +119,12 @@ class FullPosterior:
 def log_det_with_scalar_prior(
     curvature_eigenvalues: tf.Tensor, curvature_scale: tf.Tensor, prior_precision: tf.Tensor
 ) -> tf.Tensor:
-    r""":math:`\log\det(s H + \lambda I) = \sum_i \log(s e_i + \lambda)` from the eigenvalues of H.
+    r"""$\log\det(s H + \lambda I) = \sum_i \log(s e_i + \lambda)$ from the eigenvalues of H.
 
     One eigendecomposition of the curvature serves every scalar prior and scale in O(P), and
-    stays finite for any :math:`\lambda > 0` where a Cholesky factorisation of a nearly
+    stays finite for any $\lambda > 0$ where a Cholesky factorisation of a nearly
     singular matrix would fail in float32. Eagerly, a non-positive eigenvalue of the precision (an
-    indefinite Hessian away from a minimum) raises :class:`NotPositiveDefiniteError`.
+    indefinite Hessian away from a minimum) raises [`NotPositiveDefiniteError`][laplace_tf.NotPositiveDefiniteError].
     """
     eigenvalues = curvature_scale * curvature_eigenvalues + prior_precision
     if tf.executing_eagerly() and float(tf.reduce_min(eigenvalues)) <= 0:

@@ -1,23 +1,24 @@
 r"""A Gaussian posterior with a block-diagonal, Kronecker-factored precision.
 
-Each Kronecker block's factors are eigendecomposed once, :math:`A = Q_A \operatorname{diag}(\alpha)
-Q_A^\top`, :math:`G = Q_G \operatorname{diag}(\gamma) Q_G^\top`, so the block's precision
-:math:`s\, A \otimes G + \lambda I = (Q_A \otimes Q_G) \operatorname{diag}(s\, \alpha \otimes \gamma
-+ \lambda) (Q_A \otimes Q_G)^\top` has eigenvalues :math:`E_{ij} = s \alpha_i \gamma_j + \lambda`
-for any scale :math:`s` and prior :math:`\lambda` (which must be one number per block). Then,
+Each Kronecker block's factors are eigendecomposed once, $A = Q_A \operatorname{diag}(\alpha)
+Q_A^\top$, $G = Q_G \operatorname{diag}(\gamma) Q_G^\top$, so the block's precision
+$s\, A \otimes G + \lambda I = (Q_A \otimes Q_G) \operatorname{diag}(s\, \alpha \otimes \gamma
++ \lambda) (Q_A \otimes Q_G)^\top$ has eigenvalues $E_{ij} = s \alpha_i \gamma_j + \lambda$
+for any scale $s$ and prior $\lambda$ (which must be one number per block). Then,
 without forming the ``P x P`` matrix:
 
-* :math:`\log\det P = \sum_{ij} \log E_{ij}`;
-* a draw is :math:`\mu + \mathrm{vec}(Q_A (Z \oslash \sqrt{E}) Q_G^\top)`;
-* the functional variance of a Jacobian block :math:`J_k` (reshaped to ``(d_in, d_out)``) is
-  :math:`\sum_{ij} (Q_A^\top J_k Q_G)_{ij} (Q_A^\top J_l Q_G)_{ij} / E_{ij}`.
+* $\log\det P = \sum_{ij} \log E_{ij}$;
+* a draw is $\mu + \mathrm{vec}(Q_A (Z \oslash \sqrt{E}) Q_G^\top)$;
+* the functional variance of a Jacobian block $J_k$ (reshaped to ``(d_in, d_out)``) is
+  $\sum_{ij} (Q_A^\top J_k Q_G)_{ij} (Q_A^\top J_l Q_G)_{ij} / E_{ij}$.
 
-Diagonal blocks (variables without a Kronecker rule) are as in :class:`DiagPosterior`.
+Diagonal blocks (variables without a Kronecker rule) are as in [`DiagPosterior`][laplace_tf.DiagPosterior].
 
-Example::
-
+Example:
+    ```python
     >>> la = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y))
     >>> la.posterior.precision_operator()     # a tf.linalg.LinearOperator, never densified
+    ```
 """
 
 from __future__ import annotations
@@ -49,13 +50,13 @@ class EigenBlock:
         return int(self.input_values.shape[0]), int(self.output_values.shape[0])
 
     def rotate(self, matrices: tf.Tensor) -> tf.Tensor:
-        """:math:`Q_A^\\top M Q_G` for ``(..., d_in, d_out)``."""
+        """$Q_A^\\top M Q_G$ for ``(..., d_in, d_out)``."""
         if self.input_vectors is not None:
             matrices = tf.linalg.matmul(self.input_vectors, matrices, transpose_a=True)
         return tf.linalg.matmul(matrices, self.output_vectors)
 
     def unrotate(self, matrices: tf.Tensor) -> tf.Tensor:
-        """:math:`Q_A M Q_G^\\top` for ``(..., d_in, d_out)``."""
+        """$Q_A M Q_G^\\top$ for ``(..., d_in, d_out)``."""
         if self.input_vectors is not None:
             matrices = tf.linalg.matmul(self.input_vectors, matrices)
         return tf.linalg.matmul(matrices, self.output_vectors, transpose_b=True)
@@ -80,12 +81,12 @@ def decompose(curvature: KronCurvature) -> list[EigenBlock | DiagBlock]:
 
 
 class KronPosterior:
-    """:math:`\\mathcal{N}(\\mu, P^{-1})` with a block-diagonal Kronecker-factored precision.
+    """$\\mathcal{N}(\\mu, P^{-1})$ with a block-diagonal Kronecker-factored precision.
 
     Args:
       mean: the MAP, ``(P,)``.
-      blocks: the decomposed curvature blocks (:func:`decompose`), in parameter order.
-      curvature_scale: :math:`s`.
+      blocks: the decomposed curvature blocks (`decompose`), in parameter order.
+      curvature_scale: $s$.
       prior_precision: the per-parameter prior ``(P,)``; constant within each Kronecker block.
     """
 
@@ -115,7 +116,7 @@ class KronPosterior:
 
     @property
     def variance(self) -> tf.Tensor:
-        """The marginal variances, ``(P,)``: :math:`(Q_A^{\\circ 2}) E^{\\circ -1} (Q_G^{\\circ 2})^\\top`."""
+        """The marginal variances, ``(P,)``: $(Q_A^{\\circ 2}) E^{\\circ -1} (Q_G^{\\circ 2})^\\top$."""
         pieces = []
         for block, e in zip(self.blocks, self.eigenvalues, strict=True):
             if isinstance(block, DiagBlock):
@@ -141,7 +142,7 @@ class KronPosterior:
         )
 
     def distribution(self) -> tfd.Distribution:
-        """The posterior as a TFP distribution with a structured scale :math:`P^{-1/2}`."""
+        """The posterior as a TFP distribution with a structured scale $P^{-1/2}$."""
         scale = tf.linalg.LinearOperatorBlockDiag(
             [
                 _block_operator(b, e, power=-0.5, symmetric=False)
@@ -177,7 +178,7 @@ class KronPosterior:
         return -0.5 * (quadratic + self.n_params * log_two_pi - self.log_det_precision)
 
     def functional_variance(self, jacobians: tf.Tensor) -> tf.Tensor:
-        """:math:`J_b P^{-1} J_b^\\top` for Jacobians ``(B, K, P)``, block by block, ``(B, K, K)``."""
+        """$J_b P^{-1} J_b^\\top$ for Jacobians ``(B, K, P)``, block by block, ``(B, K, K)``."""
         batch, k = tf.shape(jacobians)[0], tf.shape(jacobians)[1]
         total = 0.0
         for block, e, piece in zip(
@@ -212,7 +213,7 @@ def _eigenvalues(block: EigenBlock | DiagBlock, scale: tf.Tensor, prior: tf.Tens
 def _block_operator(
     block: EigenBlock | DiagBlock, e: tf.Tensor, power: float, symmetric: bool = True
 ) -> tf.linalg.LinearOperator:
-    """:math:`Q \\operatorname{diag}(E^{power}) Q^\\top` (or :math:`Q \\operatorname{diag}(E^{power})`)."""
+    """$Q \\operatorname{diag}(E^{power}) Q^\\top$ (or $Q \\operatorname{diag}(E^{power})$)."""
     values = tf.linalg.LinearOperatorDiag(tf.reshape(e**power, [-1]), is_positive_definite=True)
     if isinstance(block, DiagBlock):
         return values

@@ -1,21 +1,22 @@
 r"""A Gaussian posterior whose precision is a low-rank curvature plus a diagonal prior.
 
-With the curvature's top eigenpairs :math:`H \approx U \operatorname{diag}(\lambda) U^\top`
-(orthonormal :math:`U \in \mathbb{R}^{P \times k}`), scale :math:`s` and prior precisions
-:math:`D = \operatorname{diag}(d)` (one number, one per variable, or one per parameter), the
-precision is :math:`P = D + U E U^\top` with :math:`E = \operatorname{diag}(s\lambda)`. Writing
-:math:`W = D^{-1/2} U E^{1/2} = Q R` (thin QR) and :math:`R R^\top = V \operatorname{diag}(m) V^\top`,
-:math:`B = Q V` is orthonormal and :math:`P = D^{1/2} (I + B \operatorname{diag}(m) B^\top) D^{1/2}`,
-so everything costs :math:`O(P k + k^3)`:
+With the curvature's top eigenpairs $H \approx U \operatorname{diag}(\lambda) U^\top$
+(orthonormal $U \in \mathbb{R}^{P \times k}$), scale $s$ and prior precisions
+$D = \operatorname{diag}(d)$ (one number, one per variable, or one per parameter), the
+precision is $P = D + U E U^\top$ with $E = \operatorname{diag}(s\lambda)$. Writing
+$W = D^{-1/2} U E^{1/2} = Q R$ (thin QR) and $R R^\top = V \operatorname{diag}(m) V^\top$,
+$B = Q V$ is orthonormal and $P = D^{1/2} (I + B \operatorname{diag}(m) B^\top) D^{1/2}$,
+so everything costs $O(P k + k^3)$:
 
-* :math:`\log\det P = \sum_p \log d_p + \sum_j \log(1 + m_j)`;
-* :math:`P^{-1} = D^{-1/2} \big(I - B \operatorname{diag}(m / (1 + m)) B^\top\big) D^{-1/2}`;
-* :math:`P^{-1/2} = D^{-1/2} \big(I + B \operatorname{diag}((1 + m)^{-1/2} - 1) B^\top\big)`, which draws samples.
+* $\log\det P = \sum_p \log d_p + \sum_j \log(1 + m_j)$;
+* $P^{-1} = D^{-1/2} \big(I - B \operatorname{diag}(m / (1 + m)) B^\top\big) D^{-1/2}$;
+* $P^{-1/2} = D^{-1/2} \big(I + B \operatorname{diag}((1 + m)^{-1/2} - 1) B^\top\big)$, which draws samples.
 
-Example::
-
+Example:
+    ```python
     >>> la = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=20).fit((x, y))
     >>> la.posterior.precision_operator()      # tf.linalg.LinearOperatorLowRankUpdate
+    ```
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ tfd = tfp.distributions
 
 
 class LowRankPosterior:
-    """:math:`\\mathcal{N}(\\mu, (D + U E U^\\top)^{-1})`.
+    """$\\mathcal{N}(\\mu, (D + U E U^\\top)^{-1})$.
 
     Args:
       mean: the MAP, ``(P,)``.
       curvature: the low-rank curvature.
-      curvature_scale: :math:`s`.
-      prior_precision: the per-parameter prior precision :math:`d`, ``(P,)``.
+      curvature_scale: $s$.
+      prior_precision: the per-parameter prior precision $d$, ``(P,)``.
     """
 
     structure = "lowrank"
@@ -106,8 +107,8 @@ class LowRankPosterior:
         return -0.5 * (quadratic + self.n_params * log_two_pi - self.log_det_precision)
 
     def functional_variance(self, jacobians: tf.Tensor) -> tf.Tensor:
-        """:math:`\\tilde J \\tilde J^\\top - (\\tilde J B) \\operatorname{diag}(m/(1+m)) (\\tilde J B)^\\top`,
-        :math:`\\tilde J = J D^{-1/2}`."""
+        """$\\tilde J \\tilde J^\\top - (\\tilde J B) \\operatorname{diag}(m/(1+m)) (\\tilde J B)^\\top$,
+        $\\tilde J = J D^{-1/2}$."""
         whitened = jacobians * tf.math.rsqrt(self.prior)
         projected = tf.matmul(whitened, self.basis)
         shrink = self.boost / (1.0 + self.boost)
