@@ -1,0 +1,32 @@
+"""Progress output: a live bar in a terminal; in a log, no escape sequences and one line per task;
+nothing at all with verbose=False."""
+
+import numpy as np
+from conftest import make_mlp
+
+import laplace_tf as lt
+
+
+def test_logs_get_one_plain_line_per_task_and_silence_is_silent(capsys, classification_data):
+    x, y = classification_data
+    x, y = np.repeat(x, 20, axis=0), np.repeat(y, 20)  # 460 examples: many batches
+    la = lt.Laplace(make_mlp(4, 3), "classification", hessian_structure="diag")
+    la.fit((x, y), batch_size=16)
+    la.predict(np.repeat(x[:1], 2100, axis=0), pred_type="nn", n_samples=2, seed=0)  # 9 batches of 256
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out
+    lines = out.strip().splitlines()
+    assert [line.split(":")[0] for line in lines if line.startswith(("fit:", "predict:"))] == ["fit", "predict"]
+    assert lines[0].startswith("fit: 29 batches in ") and lines[1].startswith("Laplace fitted: 460 examples")
+    la.fit((x, y), batch_size=16, verbose=False)
+    la.predict(x, verbose=False)
+    la.optimize_prior_precision(verbose=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_a_terminal_gets_the_live_bar(capsys, monkeypatch, classification_data):
+    x, y = classification_data
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True, raising=False)
+    lt.Laplace(make_mlp(4, 3), "classification", hessian_structure="diag").fit((x, y), batch_size=4)
+    out = capsys.readouterr().out
+    assert "6/6" in out and "fit: 6 batches in" not in out
