@@ -1,7 +1,7 @@
 """The ``laplace-tf`` command: fit, predict, report, sample and demo from a terminal.
 
 Example:
-    ```python
+    ```bash
     $ laplace-tf fit model.keras train.npz --likelihood classification --structure kron --out posterior.npz
     $ laplace-tf report posterior.npz model.keras test.npz --json report.json --plot report.png
     $ laplace-tf predict posterior.npz model.keras test.csv --target label --out predictions.csv
@@ -33,11 +33,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
+        _check_output_paths(args)
         args.run(args)
     except (InputError, FileNotFoundError, ValueError, TypeError, MemoryError, OSError) as error:
         print(f"laplace-tf {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+OUTPUT_SUFFIXES = {
+    ("fit", "out"): (".npz",),
+    ("predict", "out"): (".npz", ".csv"),
+    ("sample", "out"): (".nc",),
+    ("demo", "out"): (".png",),
+    ("report", "json"): (".json",),
+    ("report", "plot"): (".png",),
+}
+
+
+def _check_output_paths(args: argparse.Namespace) -> None:
+    """Refuses, before any work, an output path with the wrong suffix or in a folder that cannot be written."""
+    import os
+
+    for (command, option), suffixes in OUTPUT_SUFFIXES.items():
+        path = getattr(args, option, None) if args.command == command else None
+        if path is None:
+            continue
+        if path.suffix not in suffixes:
+            raise InputError(f"--{option} {path}: must end in {' or '.join(suffixes)}.")
+        if path.is_dir():
+            raise InputError(f"--{option} {path}: is a folder; give a file name.")
+        folder = path.parent
+        if command == "demo":  # the demo creates its folder
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+        if not folder.is_dir():
+            raise InputError(f"--{option} {path}: the folder {folder} does not exist.")
+        if not os.access(folder, os.W_OK):
+            raise InputError(f"--{option} {path}: the folder {folder} is not writable.")
 
 
 def _fit(args: argparse.Namespace) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from laplace_tf.inputs import Inputs, as_array, as_input_arrays, describe, n_examples, take
+from laplace_tf.inputs import Inputs, as_array, as_input_arrays, conform, describe, n_examples, take
 from laplace_tf.validation import check_finite, check_same_length
 
 DEFAULT_BATCH_SIZE = 128
@@ -50,14 +50,19 @@ def as_batches(data: Any, batch_size: int | None, check_targets: TargetCheck) ->
     )
 
 
-def as_inputs(x: Any) -> Inputs:
-    """Inputs for prediction as validated NumPy arrays, in the structure given."""
-    return as_input_arrays(x, "x")
+def as_inputs(x: Any, expected: Any = None, what: str = "x") -> Inputs:
+    """Inputs for prediction as validated NumPy arrays, in the structure given, checked against
+    the ``signature`` the Laplace was fitted on (when given)."""
+    x = as_input_arrays(x, what)
+    if n_examples(x) == 0:
+        raise ValueError(f"{what} has no examples; pass at least one input to predict on.")
+    return x if expected is None else conform(x, expected, what)
 
 
 def first_inputs(data: Any, n: int = 16) -> Inputs:
     """The first ``n`` examples' inputs, to learn the model's outputs before fitting."""
     if isinstance(data, tf.data.Dataset):
+        _check_dataset_spec(data)
         for x, _ in data.take(1):
             return take(as_input_arrays(x, "x"), slice(0, n))
         raise ValueError("The dataset is empty.")
@@ -66,6 +71,19 @@ def first_inputs(data: Any, n: int = 16) -> Inputs:
     raise TypeError(
         f"data must be a tuple (x, y) of arrays or a tf.data.Dataset of (x, y) batches, got {type(data).__name__}."
     )
+
+
+def check_batched(data: Any, model: Any) -> None:
+    """Refuses a dataset of single examples: its inputs have one axis fewer than the model's inputs."""
+    if not isinstance(data, tf.data.Dataset):
+        return
+    try:
+        expected = [len(t.shape) for t in tf.nest.flatten(model.inputs)]
+    except (AttributeError, ValueError, TypeError):
+        return  # a subclassed model does not declare its inputs
+    given = [spec.shape.rank for spec in tf.nest.flatten(data.element_spec[0])]
+    if len(given) == len(expected) and all(g is not None and g == e - 1 for g, e in zip(given, expected, strict=True)):
+        raise ValueError("The dataset yields single examples (its x has no batch axis); batch it: dataset.batch(64).")
 
 
 def _array_batches(x: Any, y: Any, batch_size: int, check_targets: TargetCheck) -> Batches:
@@ -85,10 +103,20 @@ def _array_batches(x: Any, y: Any, batch_size: int, check_targets: TargetCheck) 
     return Batches(iterate, n_batches=-(-n // batch_size))
 
 
-def _dataset_batches(dataset: tf.data.Dataset, check_targets: TargetCheck) -> Batches:
+def _check_dataset_spec(dataset: tf.data.Dataset) -> None:
+    """Refuses, before any element is read, a dataset that does not yield batched ``(x, y)`` pairs."""
     spec = dataset.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2):
-        raise ValueError(f"The dataset must yield (x, y) pairs; its elements are {spec}.")
+        raise ValueError(
+            f"The dataset must yield (x, y) pairs, e.g. tf.data.Dataset.from_tensor_slices((x, y)).batch(64); "
+            f"its elements are {spec}."
+        )
+    if isinstance(spec[1], tf.TensorSpec) and spec[1].shape.rank == 0:
+        raise ValueError("The dataset yields single examples (its y has no batch axis); batch it: dataset.batch(64).")
+
+
+def _dataset_batches(dataset: tf.data.Dataset, check_targets: TargetCheck) -> Batches:
+    _check_dataset_spec(dataset)
 
     def iterate() -> Iterator[tuple[Inputs, np.ndarray]]:
         for index, (x, y) in enumerate(dataset):

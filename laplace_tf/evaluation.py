@@ -21,10 +21,10 @@ import numpy as np
 import tensorflow as tf
 
 from laplace_tf import calibration, predictive
-from laplace_tf.inputs import as_input_arrays, n_examples
+from laplace_tf.inputs import n_examples
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.report import UncertaintyReport, classification_report, regression_report
-from laplace_tf.validation import check_same_length
+from laplace_tf.validation import check_same_length, positive_int
 
 
 def evaluate(
@@ -57,11 +57,14 @@ def evaluate(
       An `UncertaintyReport`: print it, ``to_json``, ``plot``.
     """
     la._require_fitted()
-    x, y = as_input_arrays(x, "x"), np.asarray(y)
+    x, y = la._inputs(x), np.asarray(y)
     check_same_length(n_examples(x), len(y))
     targets = la._validate_targets(y)
+    positive_int(n_bins, "n_bins")
+    if levels is not None and not all(0 < float(level) < 1 for level in np.ravel(levels)):
+        raise ValueError(f"levels must be central-interval levels strictly between 0 and 1, got {levels}.")
     options = {"pred_type": pred_type, "link_approx": link_approx, "n_samples": n_samples, "seed": seed}
-    inputs = {"test": x} if x_ood is None else {"test": x, "ood": as_input_arrays(x_ood, "x_ood")}
+    inputs = {"test": x} if x_ood is None else {"test": x, "ood": la._inputs(x_ood, "x_ood")}
     settings = _settings(la, pred_type, link_approx)
     if la.likelihood.name == LikelihoodName.REGRESSION:
         columns = {part: _regression_columns(la, inputs_, options) for part, inputs_ in inputs.items()}

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -35,7 +36,7 @@ def as_input_arrays(x: Any, what: str = "x") -> Inputs:
     A plain (nested) Python list of numbers is one array, as NumPy reads it, not a structure.
     """
     if _is_plain_numbers(x):
-        x = np.asarray(x)
+        x = as_array(x, what)
     leaves = tf.nest.flatten(x)
     if not leaves:
         raise ValueError(f"{what} is empty; pass an array, or a list or dict of arrays, one row per example.")
@@ -47,6 +48,61 @@ def as_input_arrays(x: Any, what: str = "x") -> Inputs:
     for i, array in enumerate(arrays):
         check_finite(array, _leaf_name(what, x, i))
     return tf.nest.pack_sequence_as(x, arrays)
+
+
+@dataclass(frozen=True)
+class LeafSignature:
+    """One input's example shape and whether it holds ``"float"`` or ``"integer"`` data."""
+
+    shape: tuple[int, ...]
+    kind: str
+
+    def __str__(self) -> str:
+        return f"{self.shape} {self.kind}"
+
+
+def signature(x: Inputs) -> Any:
+    """Per leaf of ``x``, its [`LeafSignature`]: what later inputs must match."""
+    return tf.nest.map_structure(lambda a: LeafSignature(tuple(a.shape[1:]), _kind(a)), x)
+
+
+def signature_to_json(expected: Any) -> dict:
+    """A signature as JSON-able data: the structure (leaves ``None``) and the leaves in order."""
+    leaves = [{"shape": list(leaf.shape), "kind": leaf.kind} for leaf in tf.nest.flatten(expected)]
+    return {"structure": tf.nest.map_structure(lambda _: None, expected), "leaves": leaves}
+
+
+def signature_from_json(data: dict) -> Any:
+    """The signature written by [`signature_to_json`]."""
+    leaves = [LeafSignature(tuple(leaf["shape"]), leaf["kind"]) for leaf in data["leaves"]]
+    if data["structure"] is None:
+        return leaves[0]
+    return tf.nest.pack_sequence_as(data["structure"], leaves)
+
+
+def conform(x: Inputs, expected: Any, what: str = "x") -> Inputs:
+    """``x`` checked against the ``signature`` the Laplace was fitted on, integers cast to float
+    where floats were fitted; a clear error naming the leaf where they differ."""
+    try:
+        tf.nest.assert_same_structure(x, expected, check_types=False)
+    except (ValueError, TypeError) as error:
+        fitted = tf.nest.map_structure(str, expected)
+        raise ValueError(
+            f"{what} is structured as {describe(x)}, but the Laplace was fitted on inputs {fitted}; "
+            "pass the inputs the model takes, in the same structure."
+        ) from error
+    conformed = []
+    for index, (leaf, fitted) in enumerate(zip(tf.nest.flatten(x), tf.nest.flatten(expected), strict=True)):
+        name = _leaf_name(what, x, index)
+        if tuple(leaf.shape[1:]) != fitted.shape:
+            raise ValueError(
+                f"{name} has examples of shape {tuple(leaf.shape[1:])}, but the Laplace was fitted on "
+                f"examples of shape {fitted.shape}; pass inputs of the shape the model takes."
+            )
+        if _kind(leaf) == "float" and fitted.kind == "integer":
+            raise TypeError(f"{name} holds floats, but the model was fitted on integers there (token ids?).")
+        conformed.append(leaf.astype(np.float64) if fitted.kind == "float" and _kind(leaf) == "integer" else leaf)
+    return tf.nest.pack_sequence_as(x, conformed)
 
 
 def n_examples(x: Inputs) -> int:
@@ -79,6 +135,10 @@ def describe(x: Inputs) -> str:
     return str(tf.nest.map_structure(lambda t: f"{tuple(t.shape)} {t.dtype}", x))
 
 
+def _kind(array: np.ndarray) -> str:
+    return "float" if np.issubdtype(array.dtype, np.floating) else "integer"
+
+
 def _cast_leaf(leaf: Any, dtype: tf.DType) -> tf.Tensor:
     tensor = tf.convert_to_tensor(leaf)
     return tf.cast(tensor, dtype) if tensor.dtype.is_floating and tensor.dtype != dtype else tensor
@@ -88,11 +148,16 @@ def as_array(leaf: Any, what: str) -> np.ndarray:
     """One array (NumPy or a tensor) as NumPy, with one row per example (not a scalar, not ragged)."""
     if isinstance(leaf, (tf.Tensor, tf.Variable)):
         leaf = leaf.numpy()
-    array = np.asarray(leaf)
+    try:
+        array = np.asarray(leaf)
+    except ValueError as error:  # NumPy refuses rows of different lengths
+        raise ValueError(f"{what} has rows of different shapes (a ragged array); pad them to one shape.") from error
     if array.ndim == 0:
         raise ValueError(f"{what} is a scalar; pass an array with one row per example.")
     if array.dtype == object:
         raise ValueError(f"{what} has rows of different shapes (a ragged array); pad them to one shape.")
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{what} must hold numbers, got an array of {array.dtype} ({array.dtype.kind!r} kind).")
     return array
 
 

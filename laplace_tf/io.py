@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +42,12 @@ import tensorflow as tf
 
 from laplace_tf.curvature.lowrank import LowRankCurvature
 from laplace_tf.files import write_atomically
+from laplace_tf.inputs import signature_from_json, signature_to_json
 
 FORMAT = "laplace-tf"
 FORMAT_VERSION = 2
 _DATACLASSES = {cls.__name__: cls for cls in (LowRankCurvature,)}
+_REQUIRED_METADATA = ("format", "format_version", "checksums")
 
 
 def save(la: Any, path: str | Path) -> Path:
@@ -78,6 +79,7 @@ def save(la: Any, path: str | Path) -> Path:
         "dtype": la.dtype.name,
         "variables": _variables(la),
         "model_fingerprint": model_fingerprint(la.model),
+        "input_signature": signature_to_json(la._input_signature),
         "sums": sums_spec,
         "checksums": {key: _sha256(value) for key, value in arrays.items()},
     }
@@ -97,10 +99,23 @@ def load(path: str | Path, model: Any) -> Any:
       FileNotFoundError: no file at ``path``.
       ValueError: not a laplace-tf file, a newer format, a truncated or corrupted file, or a
         model that does not match (the message says what differs).
+      TypeError: ``model`` is not a Keras model.
     """
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be the keras.Model the Laplace was fitted to, got {type(model).__name__}.")
+    metadata, arrays = _read(Path(path))
+    try:
+        return _restore(metadata, arrays, model)
+    except (KeyError, TypeError, AttributeError, IndexError) as error:
+        raise ValueError(f"{str(path)!r} is a malformed laplace-tf file ({type(error).__name__}: {error}).") from error
+
+
+def _restore(metadata: dict, arrays: dict[str, np.ndarray], model: Any) -> Any:
+    """The fitted Laplace described by a file's checked metadata and arrays, on ``model``."""
     from laplace_tf.laplace import Laplace
 
-    metadata, arrays = _read(Path(path))
     _check_model(metadata, model)
     subset = _masks(_decode(metadata["subset_of_weights"], arrays), model)
     la = Laplace(
@@ -121,6 +136,7 @@ def load(path: str | Path, model: Any) -> Any:
         loss=tf.constant(arrays["loss"]),
         n_data=metadata["n_data"],
         n_outputs=metadata["n_outputs"],
+        input_signature=signature_from_json(metadata["input_signature"]),
     )
     return la
 
@@ -169,12 +185,18 @@ def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         raise FileNotFoundError(f"No saved Laplace at {str(path)!r}.")
     try:
         with np.load(path, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise ValueError("a single .npy array, not an .npz archive")
             arrays = {key: archive[key] for key in archive.files}
         metadata = json.loads(str(arrays.pop("metadata")))
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError) as error:
+    except Exception as error:  # any layer of the format may fail: zip, zlib, npy, JSON
         raise ValueError(
-            f"{str(path)!r} is not a readable laplace-tf file (truncated, corrupted, or another format): {error}"
+            f"{str(path)!r} is not a readable laplace-tf file (truncated, corrupted, or another format): "
+            f"{type(error).__name__}: {error}"
         ) from error
+    missing = [key for key in _REQUIRED_METADATA if not isinstance(metadata, dict) or key not in metadata]
+    if missing:
+        raise ValueError(f"{str(path)!r} is not a laplace-tf file (its metadata lacks {missing}).")
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} is not a laplace-tf file (format {metadata.get('format')!r}).")
     if metadata.get("format_version", 0) < FORMAT_VERSION:

@@ -34,9 +34,9 @@ import tensorflow as tf
 
 from laplace_tf.compiled import cached
 from laplace_tf.curvature import curvature_estimator, noise_power
-from laplace_tf.data import as_batches, as_inputs, first_inputs
+from laplace_tf.data import as_batches, as_inputs, check_batched, first_inputs
 from laplace_tf.distribution import current_strategy
-from laplace_tf.inputs import cast_inputs
+from laplace_tf.inputs import cast_inputs, signature
 from laplace_tf.laplace_evidence import LaplaceEvidence
 from laplace_tf.laplace_predictive import LaplacePredictive
 from laplace_tf.laplace_reports import LaplaceReports
@@ -63,10 +63,14 @@ from laplace_tf.prior import expand_prior_precision, validate_prior_mean, valida
 from laplace_tf.progress import Progress, peak_memory_bytes
 from laplace_tf.seeds import stateless_seed
 from laplace_tf.validation import (
+    check_flag,
     check_outputs_are_logits,
     check_outputs_are_not_probabilities,
+    check_seed,
     check_weights_finite,
     format_bytes,
+    positive_int,
+    positive_number,
 )
 
 
@@ -134,8 +138,16 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         self.curvature_type = parse_option(CurvatureType, curvature, "curvature")
         self.params = ModelParameters(model, subset_of_weights)
         check_outputs_are_logits(model, self.likelihood.name)
-        if not sigma_noise > 0 or not temperature > 0:
-            raise ValueError(f"sigma_noise and temperature must be positive, got {sigma_noise} and {temperature}.")
+        sigma_noise, temperature = (
+            positive_number(sigma_noise, "sigma_noise"),
+            positive_number(temperature, "temperature"),
+        )
+        if memory_limit is not None:
+            memory_limit = positive_int(memory_limit, "memory_limit")
+        check_flag(stochastic, "stochastic")
+        check_seed(seed)
+        if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+            raise TypeError(f"strategy must be a tf.distribute.Strategy or None, got {type(strategy).__name__}.")
         if self.likelihood.name != LikelihoodName.REGRESSION and sigma_noise != 1.0:
             raise ValueError("sigma_noise applies to likelihood='regression' only; leave it at 1.0.")
         self.model = model
@@ -164,8 +176,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         self._posterior: Posterior | None = None
         self._decomposition: Any = None  # eigenvalues (full) or eigen-blocks (kron), once per fit
         self._eigenpairs: tuple[tf.Tensor, tf.Tensor] | None = None
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
+        self._input_signature: Any = None  # what predictions' inputs must look like, set by fit
+        positive_int(num_samples, "num_samples")
         self._set_up_compiled_functions(model, num_samples if stochastic else None, rank)
         check_curvature(self.hessian_structure, self.n_params, self._estimator.elements, self.dtype, memory_limit)
 
@@ -223,9 +235,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
     def sigma_noise(self, value: float) -> None:
         if self.likelihood.name != LikelihoodName.REGRESSION:
             raise ValueError("sigma_noise applies to likelihood='regression' only.")
-        if not float(value) > 0:
-            raise ValueError(f"sigma_noise must be positive, got {value}.")
-        self._sigma_noise = tf.constant(float(value), self.dtype)
+        self._sigma_noise = tf.constant(positive_number(value, "sigma_noise"), self.dtype)
         self._posterior = None
 
     @property
@@ -257,10 +267,12 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         Returns:
           ``self``, fitted.
         """
-        check_weights_finite(self.params.names, [v.value for v in self.params.variables])
+        check_weights_finite([v.path for v in self.model.variables], [v.value for v in self.model.variables])
         previous = None if override else self._previous_fit()
         self.mean = self.params.theta
-        first_outputs = self.params.apply(self.mean, self._cast(first_inputs(data))).numpy()
+        first = first_inputs(data)
+        check_batched(data, self.model)
+        first_outputs = self.params.apply(self.mean, self._cast(first)).numpy()
         check_outputs_are_not_probabilities(first_outputs, self.likelihood.name)
         self.n_outputs = int(first_outputs.shape[-1])
         batches = as_batches(data, batch_size, self._validate_targets)
@@ -286,6 +298,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         if previous is not None:
             loss, n_data = loss + self._loss, n_data + self.n_data
         self._loss, self._sums, self.n_data = loss, sums, n_data
+        self._input_signature = signature(first)
         self._curvature = self._estimator.finalize(sums)
         self._posterior, self._decomposition, self._eigenpairs = None, None, None
         if verbose:
@@ -313,10 +326,13 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
 
         return io.save(self, path)
 
-    def _restore_fit(self, *, mean: tf.Tensor, sums: Any, loss: tf.Tensor, n_data: int, n_outputs: int) -> None:
+    def _restore_fit(
+        self, *, mean: tf.Tensor, sums: Any, loss: tf.Tensor, n_data: int, n_outputs: int, input_signature: Any
+    ) -> None:
         """Sets the state `fit` leaves, from saved values (used by [`load`][laplace_tf.load])."""
         self.mean, self._sums, self._loss = mean, sums, loss
         self.n_data, self.n_outputs = n_data, n_outputs
+        self._input_signature = input_signature
         self._curvature = self._estimator.finalize(sums)
 
     def _previous_fit(self) -> Any:
@@ -411,9 +427,10 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
             scale = scale / sigma_noise ** noise_power(self.curvature_type)
         return scale
 
-    def _inputs(self, x: Any) -> Any:
+    def _inputs(self, x: Any, what: str = "x") -> Any:
+        """Inputs validated against those the Laplace was fitted on (``what`` names them in errors)."""
         self._require_fitted()
-        return as_inputs(x)
+        return as_inputs(x, self._input_signature, what)
 
     def _cast(self, x: Any) -> Any:
         """Float inputs in the model's dtype; integer inputs (e.g. token ids) as they are."""

@@ -28,6 +28,7 @@ from laplace_tf.options import GridMetric, PriorStructure, TuningMethod, parse_o
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.prior import as_tensor, expand_prior_precision, validate_prior_precision
 from laplace_tf.tuning import grid_search_prior_precision, tune_prior_precision
+from laplace_tf.validation import check_flag, positive_int, positive_number
 
 
 class LaplaceEvidence:
@@ -36,7 +37,7 @@ class LaplaceEvidence:
     def log_likelihood(self, sigma_noise: Any = None) -> tf.Tensor:
         """The tempered log-likelihood of the training data at the MAP."""
         self._require_fitted()
-        sigma = self._sigma_noise if sigma_noise is None else as_tensor(sigma_noise, self.dtype)
+        sigma = self._sigma_noise if sigma_noise is None else as_tensor(sigma_noise, self.dtype, "sigma_noise")
         if self.likelihood.name == LikelihoodName.REGRESSION:
             data_fit = self._loss / (tf.square(sigma) * self.temperature)
             return -data_fit - self.likelihood.log_normalizer(self.n_data, self.n_outputs, sigma)
@@ -52,7 +53,9 @@ class LaplaceEvidence:
         self._require_fitted()
         prior = self._prior_precision if prior_precision is None else prior_precision
         prior = validate_prior_precision(prior, self.params.sizes, self.dtype)
-        sigma = self._sigma_noise if sigma_noise is None else as_tensor(sigma_noise, self.dtype)
+        sigma = self._sigma_noise if sigma_noise is None else as_tensor(sigma_noise, self.dtype, "sigma_noise")
+        if sigma_noise is not None and tf.executing_eagerly():
+            positive_number(float(sigma), "sigma_noise")
         return log_marginal_likelihood(
             self.log_likelihood(sigma),
             self._log_det_posterior_precision(prior, sigma),
@@ -96,6 +99,10 @@ class LaplaceEvidence:
         Returns:
           The tuned prior precision, also stored in ``self.prior_precision``.
         """
+        positive_int(max_iterations, "max_iterations")
+        positive_number(tolerance, "tolerance")
+        check_flag(optimize_sigma_noise, "optimize_sigma_noise")
+        check_flag(verbose, "verbose")
         tuning = parse_option(TuningMethod, method, "method")
         structure = parse_option(PriorStructure, prior_structure, "prior_structure")
         chosen_metric = parse_option(GridMetric, metric, "metric")

@@ -33,6 +33,7 @@ from laplace_tf.last_layer import dense_output_rule, features_function
 from laplace_tf.options import HessianStructure, LinkApprox, PredType, parse_option
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.progress import batch_slices
+from laplace_tf.validation import check_flag, check_seed, positive_int
 from laplace_tf.vectorizing import map_examples
 
 tfd = tfp.distributions
@@ -76,7 +77,7 @@ class LaplacePredictive:
 
     def sample(self, n_samples: int = 100, seed: int | None = None) -> tf.Tensor:
         """Parameter draws from the posterior, ``(n_samples, n_params)``."""
-        return self.posterior.sample(_positive_int(n_samples, "n_samples"), seed)
+        return self.posterior.sample(positive_int(n_samples, "n_samples"), check_seed(seed))
 
     def predict(
         self,
@@ -113,7 +114,9 @@ class LaplacePredictive:
         """
         pred = parse_option(PredType, pred_type, "pred_type")
         approx = parse_option(LinkApprox, link_approx, "link_approx")
-        n_samples = _positive_int(n_samples, "n_samples")
+        n_samples = positive_int(n_samples, "n_samples")
+        check_seed(seed)
+        check_flag(verbose, "verbose")
         regression = self.likelihood.name == LikelihoodName.REGRESSION
         if (joint or not diagonal_output) and not regression:
             raise ValueError("joint=True and diagonal_output=False are for likelihood='regression'.")
@@ -181,7 +184,9 @@ class LaplacePredictive:
     ) -> tf.Tensor:
         """Draws of the prediction, ``(n_samples, N, K)``: probabilities, or outputs for regression."""
         pred = parse_option(PredType, pred_type, "pred_type")
-        n_samples = _positive_int(n_samples, "n_samples")
+        n_samples = positive_int(n_samples, "n_samples")
+        check_seed(seed)
+        check_flag(verbose, "verbose")
         x = self._inputs(x)
         if pred == PredType.NN:
             outputs = self._sampled_outputs(x, n_samples, seed, verbose)
@@ -216,7 +221,7 @@ class LaplacePredictive:
         """
         linearised = parse_option(PredType, pred_type, "pred_type") == PredType.GLM
         x = self._inputs(x)
-        thetas = tf.convert_to_tensor(thetas, self.dtype)
+        thetas = self._checked_draws(thetas)
         if not linearised:
             batch = PREDICT_BATCH_SIZE
         else:
@@ -227,6 +232,15 @@ class LaplacePredictive:
             for part in batch_slices(n_examples(x), batch, verbose, label="predict")
         ]
         return tf.transpose(tf.concat(chunks, axis=0), [1, 0, 2])
+
+    def _checked_draws(self, thetas: Any) -> tf.Tensor:
+        """Parameter draws ``(S, P)`` as a tensor, checked for shape and finiteness."""
+        values = np.asarray(thetas)
+        if values.ndim != 2 or values.shape[1] != self.n_params or values.shape[0] == 0:
+            raise ValueError(f"thetas must have shape (S, {self.n_params}) with S >= 1, got {values.shape}.")
+        if not np.all(np.isfinite(values)):
+            raise ValueError("thetas contains NaN or inf; pass finite parameter draws (e.g. from la.sample).")
+        return tf.convert_to_tensor(values, self.dtype)
 
     def _network_outputs(self, inputs: tf.Tensor, thetas: tf.Tensor) -> tf.Tensor:
         """The network at each draw, examples first: ``(B, S, K)``."""
@@ -256,9 +270,3 @@ def _sample_moments(outputs: tf.Tensor, diagonal_output: bool, joint: bool) -> t
     if diagonal_output:
         return tf.reduce_mean(outputs, axis=0), tf.math.reduce_variance(outputs, axis=0)
     return tf.reduce_mean(outputs, axis=0), tfp.stats.covariance(outputs, sample_axis=0, event_axis=-1)
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)

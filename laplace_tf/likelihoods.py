@@ -88,11 +88,11 @@ class Regression(Likelihood):
             y = y[:, None]
         if y.ndim != 2 or y.shape[1] != n_outputs:
             raise ValueError(
-                f"Regression targets have shape {y.shape} but the model has {n_outputs} output(s); "
+                f"y (regression targets) has shape {y.shape} but the model has {n_outputs} output(s); "
                 f"pass y of shape (N, {n_outputs})" + (" or (N,)." if n_outputs == 1 else ".")
             )
         if not np.issubdtype(y.dtype, np.number):
-            raise ValueError(f"Regression targets must be numbers, got dtype {y.dtype}.")
+            raise ValueError(f"y (regression targets) must be numbers, got dtype {y.dtype}.")
         return y.astype(np.float64)
 
     def loss(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
@@ -132,14 +132,14 @@ class Classification(Likelihood):
             y = y[:, 0]
         if y.ndim != 1:
             raise ValueError(
-                f"Classification labels have shape {y.shape}; pass integer labels of shape (N,) "
+                f"y (classification labels) has shape {y.shape}; pass integer labels of shape (N,) "
                 f"or one-hot labels of shape (N, {n_outputs})."
             )
-        labels = _integer_labels(y, "Classification labels")
+        labels = _integer_labels(y, "y (classification labels)")
         bad = (labels < 0) | (labels >= n_outputs)
         if bad.any():
             raise ValueError(
-                f"Classification labels must be in [0, {n_outputs}) for a model with {n_outputs} "
+                f"y (classification labels) must be in [0, {n_outputs}) for a model with {n_outputs} "
                 f"outputs; found {labels[bad][:5].tolist()} (at positions {np.flatnonzero(bad)[:5].tolist()})."
             )
         return np.eye(n_outputs)[labels]
@@ -186,12 +186,12 @@ class Binary(Likelihood):
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 1:
-            raise ValueError(f"Binary labels have shape {y.shape}; pass labels of shape (N,) or (N, 1).")
-        labels = _integer_labels(y, "Binary labels")
+            raise ValueError(f"y (binary labels) has shape {y.shape}; pass labels of shape (N,) or (N, 1).")
+        labels = _integer_labels(y, "y (binary labels)")
         bad = (labels != 0) & (labels != 1)
         if bad.any():
             raise ValueError(
-                f"Binary labels must be 0 or 1; found {labels[bad][:5].tolist()} "
+                f"y (binary labels) must be 0 or 1; found {labels[bad][:5].tolist()} "
                 f"(at positions {np.flatnonzero(bad)[:5].tolist()})."
             )
         return labels[:, None].astype(np.float64)

@@ -92,6 +92,7 @@ def fit_laplace(
         value = np.asarray(value)
         if np.issubdtype(value.dtype, np.number) and not np.all(np.isfinite(value)):
             raise ValueError(f"observed[{name!r}] contains NaN or inf; drop or impute those values first.")
+    _check_observed_against_model(model, names, observed)
     pinned = model.experimental_pin(**observed)
     bijector = pinned.experimental_default_event_space_bijector()
     free_names = _free_names(pinned.event_shape, [name for name in names if name not in observed])
@@ -155,6 +156,9 @@ def laplace_approximation(
         >>> result.covariance          # the identity
         ```
     """
+    if not callable(target_log_prob_fn):
+        raise TypeError(f"target_log_prob_fn must be a function of the state, got {type(target_log_prob_fn).__name__}.")
+    _check_finite_state(initial_state)
     if isinstance(initial_state, (list, tuple)) and not hasattr(initial_state, "_fields"):
 
         def log_density(state: Any) -> tf.Tensor:
@@ -284,7 +288,7 @@ def _check_floating(start: tf.Tensor) -> None:
     if not start.dtype.is_floating:
         raise TypeError(f"The state must be floating point (float32 or float64), got {start.dtype.name}.")
     if not np.all(np.isfinite(start.numpy())):
-        raise ValueError("The initial state maps to non-finite unconstrained values; is it inside the support?")
+        raise ValueError("initial_state maps to non-finite unconstrained values; is it inside the support?")
 
 
 def _default_names(state: Any) -> Any:
@@ -295,6 +299,55 @@ def _default_names(state: Any) -> Any:
     if isinstance(state, (list, tuple)):
         return type(state)(f"x{i}" for i in range(len(state)))
     return "x"
+
+
+def _check_finite_state(initial_state: Any) -> None:
+    """Refuses a starting point that is not numbers, or holds NaN or inf, naming ``initial_state``."""
+    for part in tf.nest.flatten(initial_state):
+        values = np.asarray(part)
+        if values.dtype.kind not in "biuf":
+            raise TypeError(f"initial_state must hold numbers, got {values.dtype}.")
+        if not np.all(np.isfinite(values)):
+            raise ValueError("initial_state contains NaN or inf; start from finite values inside the support.")
+
+
+def _check_observed_against_model(model: tfd.JointDistribution, names: list[str], observed: Mapping) -> None:
+    """Refuses, before any tracing, observed values of the wrong shape, discrete free variables
+    (Laplace needs continuous parameters) and a model with nothing left to infer."""
+    free = [name for name in names if name not in observed]
+    if not free:
+        raise ValueError(
+            f"Every variable of the model is observed ({names}); leave at least one unobserved to infer it."
+        )
+    distributions, draw = model.sample_distributions(seed=(0, 0))
+    distributions, draw = _by_name(distributions, names), _by_name(draw, names)
+    for name, value in observed.items():
+        expected, given = tuple(draw[name].shape), np.shape(value)
+        if tuple(given) != expected:
+            raise ValueError(
+                f"observed[{name!r}] has shape {tuple(given)}, but the model's {name!r} has shape {expected}; "
+                "pass one value per element the model generates (or change the model's shapes)."
+            )
+    discrete = {
+        name: type(distributions[name]).__name__
+        for name in free
+        if not draw[name].dtype.is_floating or distributions[name].experimental_default_event_space_bijector() is None
+    }
+    if discrete:
+        raise ValueError(
+            f"The free variables {discrete} are discrete; the Laplace approximation needs continuous "
+            "parameters: observe them, or marginalise them out of the model."
+        )
+
+
+def _by_name(parts: Any, names: list[str]) -> dict[str, Any]:
+    """A joint sample (or its distributions) as a dict by variable name: from a dict, a namedtuple,
+    or a list in graph order."""
+    if isinstance(parts, Mapping):
+        return {name: parts[name] for name in names}
+    if hasattr(parts, "_fields"):
+        return {name: getattr(parts, name) for name in names}
+    return dict(zip(names, parts, strict=True))
 
 
 def _variable_names(model: tfd.JointDistribution) -> list[str]:

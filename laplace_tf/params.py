@@ -164,7 +164,9 @@ def _select(variables: list, subset: Subset) -> list[np.ndarray | None]:
     if subset and all(isinstance(s, str) for s in subset):
         return _from_patterns(subset, variables, everything)
     if len(subset) != len(variables):
-        raise ValueError(f"Give one mask per trainable variable ({len(variables)}), got {len(subset)}.")
+        raise ValueError(
+            f"subset_of_weights: give one mask per trainable variable ({len(variables)}), got {len(subset)}."
+        )
     return _from_masks(subset, variables)
 
 
@@ -173,7 +175,10 @@ def _from_patterns(patterns: list[str], variables: list, everything: list) -> li
         e if any(_matches(v.path, p) for p in patterns) else None for e, v in zip(everything, variables, strict=True)
     ]
     if all(s is None for s in selection):
-        raise ValueError(f"No trainable variable matches {patterns}; the variables are {[v.path for v in variables]}.")
+        raise ValueError(
+            f"subset_of_weights: no trainable variable matches {patterns}; "
+            f"the variables are {[v.path for v in variables]}."
+        )
     return selection
 
 
@@ -202,7 +207,7 @@ def _from_masks(masks: list, variables: list) -> list[np.ndarray | None]:
         indices = np.flatnonzero(mask.reshape(-1))
         selection.append(indices if len(indices) else None)
     if all(s is None for s in selection):
-        raise ValueError("The masks select no parameters.")
+        raise ValueError("subset_of_weights: the masks select no parameters.")
     return selection
 
 

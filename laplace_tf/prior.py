@@ -25,28 +25,38 @@ import numpy as np
 import tensorflow as tf
 
 
-def as_tensor(value: Any, dtype: tf.DType) -> tf.Tensor:
-    """``value`` as a tensor of ``dtype``; Python floats go straight to ``dtype`` (not via float32)."""
+def as_tensor(value: Any, dtype: tf.DType, name: str = "value") -> tf.Tensor:
+    """``value`` as a tensor of ``dtype``; Python floats go straight to ``dtype`` (not via float32).
+
+    Raises:
+      TypeError: ``value`` is not numeric (a string, ``None``, an object), naming ``name``.
+    """
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        numeric = value.dtype.is_floating or value.dtype.is_integer
+    else:
+        numeric = np.asarray(value).dtype.kind in "biuf" if not isinstance(value, (str, bytes)) else False
+    if not numeric:
+        raise TypeError(f"{name} must be a number or an array of numbers, got {value!r}.")
     return tf.cast(tf.convert_to_tensor(value, dtype_hint=dtype), dtype)
 
 
 def validate_prior_precision(value: Any, sizes: Sequence[int], dtype: tf.DType) -> tf.Tensor:
     """Checks a prior precision's shape and positivity and returns it as a tensor of ``dtype``."""
-    tensor = as_tensor(value, dtype)
+    tensor = as_tensor(value, dtype, "prior_precision")
     n_params, n_variables = int(sum(sizes)), len(sizes)
     if tensor.shape.rank > 1 or (tensor.shape.rank == 1 and tensor.shape[0] not in (n_variables, n_params)):
         raise ValueError(
             f"prior_precision has shape {tensor.shape}; pass a scalar, one value per trainable "
             f"variable ({n_variables},) or one per parameter ({n_params},)."
         )
-    if tf.executing_eagerly() and not np.all(np.asarray(tensor) > 0):
-        raise ValueError("prior_precision must be positive and finite everywhere.")
+    if tf.executing_eagerly() and not np.all((np.asarray(tensor) > 0) & np.isfinite(np.asarray(tensor))):
+        raise ValueError(f"prior_precision must be positive and finite everywhere, got {np.asarray(tensor)}.")
     return tensor
 
 
 def validate_prior_mean(value: Any, n_params: int, dtype: tf.DType) -> tf.Tensor:
     """Checks a prior mean (scalar or ``(P,)``) and returns it as a tensor of ``dtype``."""
-    tensor = as_tensor(value, dtype)
+    tensor = as_tensor(value, dtype, "prior_mean")
     if tensor.shape.rank > 1 or (tensor.shape.rank == 1 and tensor.shape[0] != n_params):
         raise ValueError(f"prior_mean has shape {tensor.shape}; pass a scalar or a vector of shape ({n_params},).")
     if not np.all(np.isfinite(np.asarray(tensor))):

@@ -22,6 +22,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from laplace_tf import calibration
+from laplace_tf.inputs import n_examples
 from laplace_tf.options import GridMetric, PriorStructure
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.prior import expand_prior_precision
@@ -107,7 +108,11 @@ def grid_search_prior_precision(
     if grid.size == 0 or not np.all(np.isfinite(grid)) or not np.all(grid > 0):
         raise ValueError("grid must be a non-empty array of positive, finite prior precisions.")
     x_val, y_val = val_data
-    y_val = la.likelihood.validate_targets(np.asarray(y_val), la.n_outputs)
+    x_val = la._inputs(x_val, "val_data's x")
+    y_val = np.asarray(y_val)
+    if n_examples(x_val) != len(y_val):
+        raise ValueError(f"val_data: x has {n_examples(x_val)} examples but y has {len(y_val)}; they must match.")
+    y_val = la.likelihood.validate_targets(y_val, la.n_outputs)
     score = _scorer(la, metric)
     progress = Progress(len(grid), verbose, unit="prior", label="prior tuning (grid search)")
     scores = []

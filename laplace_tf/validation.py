@@ -15,6 +15,44 @@ from laplace_tf.options import Likelihood as LikelihoodName
 DEFAULT_MEMORY_FRACTION = 0.5
 
 
+def positive_number(value: Any, name: str) -> float:
+    """``value`` as a float, if it is a positive, finite number; else a TypeError/ValueError naming ``name``."""
+    scalar_array = isinstance(value, (np.ndarray, tf.Tensor)) and np.ndim(value) == 0
+    if isinstance(value, bool) or not (isinstance(value, (int, float, np.integer, np.floating)) or scalar_array):
+        raise TypeError(f"{name} must be a positive number, got {value!r} ({type(value).__name__}).")
+    number = float(value)
+    if not (np.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be positive and finite, got {number}.")
+    return number
+
+
+def positive_int(value: Any, name: str) -> int:
+    """``value`` if it is a positive integer (not a bool); else a TypeError/ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive integer, got {value!r} ({type(value).__name__}).")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}.")
+    return int(value)
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """``value`` if it is a bool; else a TypeError naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)
+
+
+def check_seed(value: Any, name: str = "seed") -> int | None:
+    """``None`` or a non-negative integer seed; else a TypeError/ValueError naming ``name``."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be None or a non-negative integer, got {value!r}.")
+    if value < 0:
+        raise ValueError(f"{name} must be None or a non-negative integer, got {value}.")
+    return int(value)
+
+
 def check_finite(array: np.ndarray, what: str) -> None:
     """Raises if a float array holds NaN or inf, saying where the first bad entries are."""
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):

@@ -150,3 +150,47 @@ def test_npz_inputs_per_model_input(tmp_path):
         read_data(tmp_path / "both.npz", None)
     with pytest.raises(InputError, match=r"different numbers of examples \(x\['image'\]: 5, x\['meta'\]: 4\)"):
         read_data(tmp_path / "ragged.npz", None)
+
+
+FIT = ["fit", "model.keras", "train.npz", "--likelihood", "classification"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "mentions"),
+    [
+        ([*FIT, "--out", "posterior.txt"], "--out posterior.txt: must end in .npz"),
+        ([*FIT, "--out", "no/such/folder/p.npz"], "the folder no/such/folder does not exist"),
+        ([*FIT, "--out", "."], "must end in .npz"),
+        (["predict", "missing.npz", "model.keras", "test.csv", "--out", "p.json"], "--out p.json: must end in"),
+        (["report", "missing.npz", "model.keras", "test.csv", "--json", "r.txt"], "--json r.txt: must end in .json"),
+        (["report", "missing.npz", "model.keras", "test.csv", "--plot", "nowhere/r.png"], "does not exist"),
+        (["sample", "missing.npz", "model.keras", "--out", "draws.npz"], "--out draws.npz: must end in .nc"),
+    ],
+)
+def test_bad_output_paths_are_refused_before_any_work(workspace, arguments, mentions):
+    path, _, _ = workspace
+    before = sorted(p.name for p in path.iterdir())
+    status, out, err = run(*arguments, cwd=path)
+    assert status == 1 and mentions in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and out == ""
+    assert sorted(p.name for p in path.iterdir()) == before  # nothing written, no work done
+
+
+def test_a_corrupted_posterior_is_one_error_line(workspace):
+    path, _, _ = workspace
+    status, _, err = run(*FIT, "--out", "good.npz", "--prior-method", "none", "--quiet", cwd=path)
+    assert status == 0, err
+    content = bytearray((path / "good.npz").read_bytes())
+    outcomes = set()
+    for position in range(0, len(content), max(1, len(content) // 6)):  # six spread positions
+        flipped = bytearray(content)
+        flipped[position] ^= 0xFF
+        (path / "flipped.npz").write_bytes(bytes(flipped))
+        status, _, err = run("predict", "flipped.npz", "model.keras", "test.csv", "--target", "label", "--out",
+                             "p.csv", cwd=path)  # fmt: skip
+        assert "Traceback" not in err
+        outcomes.add(status)
+        if status == 1:  # TensorFlow's own start-up log lines aside, one line from laplace-tf
+            ours = [line for line in err.splitlines() if line.startswith("laplace-tf")]
+            assert len(ours) == 1 and ours[0].startswith("laplace-tf predict: error:")
+    assert 1 in outcomes
