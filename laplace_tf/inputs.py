@@ -3,8 +3,10 @@
 A model with several inputs takes them as a list, a tuple or a dict (``{"image": ..., "meta":
 ...}``), possibly nested; every leaf is an array whose first axis runs over the same examples.
 These helpers treat such a structure as one batch of inputs: they convert and validate it
-(`as_input_arrays`), count its examples, slice it, cast its float leaves to the model's
-dtype (integer leaves, such as token ids, stay integers), and describe it for ``tf.function``.
+(`as_input_arrays`), count its examples, slice it, cast its float leaves to the model's dtype
+(integer leaves, such as token ids, stay integers), and describe it for ``tf.function``. The
+`signature` of the inputs a Laplace was fitted on (per leaf: the example shape, float or
+integer) is what `conform` checks later inputs against, naming the leaf that differs.
 
 Example:
     ```python
@@ -62,7 +64,7 @@ class LeafSignature:
 
 
 def signature(x: Inputs) -> Any:
-    """Per leaf of ``x``, its [`LeafSignature`]: what later inputs must match."""
+    """Per leaf of ``x``, its `LeafSignature`: what later inputs must match."""
     return tf.nest.map_structure(lambda a: LeafSignature(tuple(a.shape[1:]), _kind(a)), x)
 
 
@@ -73,7 +75,7 @@ def signature_to_json(expected: Any) -> dict:
 
 
 def signature_from_json(data: dict) -> Any:
-    """The signature written by [`signature_to_json`]."""
+    """The signature written by `signature_to_json`."""
     leaves = [LeafSignature(tuple(leaf["shape"]), leaf["kind"]) for leaf in data["leaves"]]
     if data["structure"] is None:
         return leaves[0]

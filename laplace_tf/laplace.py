@@ -97,8 +97,9 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
       prior_mean: a scalar or one value per parameter.
       sigma_noise: the observation noise standard deviation (regression only).
       temperature: divides the log-likelihood (and so the curvature); 1 is Bayes' rule.
-      memory_limit: bytes a ``full`` structure (or the draws of `to_inference_data`) may take;
-        default half of physical memory.
+      memory_limit: bytes the curvature (three copies), one batch's per-example Jacobians, or the
+        draws of `to_inference_data` may take, checked before the work; default half of physical
+        memory.
       stochastic: with ``hessian_structure="kron"`` and ``curvature="ggn"``, use the Monte-Carlo
         Fisher (``num_samples`` targets drawn from the model per example) instead of the exact GGN;
         it costs ``num_samples`` instead of ``K`` backward passes per batch.

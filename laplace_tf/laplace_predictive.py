@@ -72,6 +72,7 @@ class LaplacePredictive:
             lambda: tf.function(
                 lambda thetas, x: map_examples(lambda theta: apply(theta, x), thetas, vectorize),
                 reduce_retracing=True,
+                autograph=False,
             ),
         )
 

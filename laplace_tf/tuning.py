@@ -51,7 +51,7 @@ def tune_prior_precision(
         prior = prior[0] if structure == PriorStructure.SCALAR else prior
         return prior, (tf.exp(eta[n_prior]) if optimize_sigma_noise else None)
 
-    @tf.function
+    @tf.function(autograph=False)  # plain Python control flow: nothing to convert
     def negative_evidence_and_gradient(eta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(eta)

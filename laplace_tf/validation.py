@@ -43,13 +43,11 @@ def check_flag(value: Any, name: str) -> bool:
 
 
 def check_seed(value: Any, name: str = "seed") -> int | None:
-    """``None`` or a non-negative integer seed; else a TypeError/ValueError naming ``name``."""
+    """``None`` or an integer seed; else a TypeError naming ``name``."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be None or a non-negative integer, got {value!r}.")
-    if value < 0:
-        raise ValueError(f"{name} must be None or a non-negative integer, got {value}.")
+        raise TypeError(f"{name} must be None or an integer, got {value!r}.")
     return int(value)
 
 

@@ -97,7 +97,7 @@ CONSTRUCTOR = [
     ("num_samples_float", _laplace(num_samples=1.5), TypeError, "num_samples"),
     ("rank_zero", _laplace(hessian_structure="lowrank", rank=0), ValueError, "rank"),
     ("rank_too_large", _laplace(hessian_structure="lowrank", rank=10_000), ValueError, "rank"),
-    ("seed_negative", _laplace(seed=-1), ValueError, "seed"),
+    ("seed_float", _laplace(seed=1.5), TypeError, "seed"),
     ("seed_string", _laplace(seed="s"), TypeError, "seed"),
     ("strategy_wrong_type", _laplace(strategy="mirrored"), TypeError, "strategy"),
     ("kron_with_exact_hessian", _laplace(hessian_structure="kron", curvature="hessian"), ValueError, "curvature"),

@@ -125,7 +125,7 @@ def test_evaluate_rejects_bad_input(classifier, classification_data):
     x, y = classification_data
     with pytest.raises(ValueError, match="same length"):
         la.evaluate(x, y[:-1])
-    with pytest.raises(ValueError, match="labels must be in"):
+    with pytest.raises(ValueError, match=r"labels\) must be in"):
         la.evaluate(x, y + 3)
     with pytest.raises(lt.NotFittedError):
         lt.Laplace(make_mlp(4, 3), "classification").evaluate(x, y)

@@ -81,7 +81,7 @@ def test_subnetwork_predictive_uses_only_its_weights(model, classification_data)
 
 
 def test_bad_subsets_are_clear_errors(model):
-    with pytest.raises(ValueError, match="No trainable variable matches"):
+    with pytest.raises(ValueError, match="no trainable variable matches"):
         lt.Laplace(model, "classification", subset_of_weights=["conv*"])
     with pytest.raises(ValueError, match="one mask per trainable variable"):
         lt.Laplace(model, "classification", subset_of_weights=[np.ones(3, dtype=bool)])

@@ -45,7 +45,7 @@ def test_unknown_likelihood_and_prediction_options(model):
 def test_labels_out_of_range_or_of_wrong_shape(model):
     x, y = _data()
     y[3] = N_CLASSES
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\).*\[3\].*\[3\]"):
+    with pytest.raises(ValueError, match=r"labels\) must be in \[0, 3\).*\[3\].*\[3\]"):
         lt.Laplace(model, "classification").fit((x, y), verbose=False)
     with pytest.raises(ValueError, match="shape"):
         lt.Laplace(model, "classification").fit((x, np.zeros((10, 2, 2))), verbose=False)
