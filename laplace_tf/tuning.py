@@ -18,10 +18,12 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.optimize
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from laplace_tf import calibration
+from laplace_tf.evidence_spectrum import CurvatureSpectrum, curvature_spectrum
 from laplace_tf.inputs import n_examples
 from laplace_tf.options import GridMetric, PriorStructure
 from laplace_tf.options import Likelihood as LikelihoodName
@@ -42,6 +44,9 @@ def tune_prior_precision(
     verbose: bool = False,
 ) -> tuple[tf.Tensor, tf.Tensor | None]:
     """The evidence-maximising prior precision (and noise, if asked), as tensors."""
+    spectrum = curvature_spectrum(la, structure)
+    if spectrum is not None:
+        return _tune_on_spectrum(la, spectrum, structure, optimize_sigma_noise, max_iterations, tolerance, verbose)
     log_prior = tf.math.log(_initial_prior(la, structure))
     n_prior = int(log_prior.shape[0])
     start = tf.concat([log_prior, tf.math.log(la.sigma_noise)[None]], 0) if optimize_sigma_noise else log_prior
@@ -90,6 +95,67 @@ def tune_prior_precision(
             stacklevel=3,
         )
     return unpack(result.position)
+
+
+def _tune_on_spectrum(
+    la: Laplace,
+    spectrum: CurvatureSpectrum,
+    structure: PriorStructure,
+    optimize_sigma_noise: bool,
+    max_iterations: int,
+    tolerance: float,
+    verbose: bool,
+) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """L-BFGS (scipy) on the closed-form evidence: eager array arithmetic, nothing traced."""
+    log_prior = np.log(_initial_prior(la, structure).numpy()).astype(np.float64)
+    n_prior = len(log_prior)
+    start = np.append(log_prior, np.log(float(la.sigma_noise))) if optimize_sigma_noise else log_prior
+    progress = Progress(None, verbose, unit="evaluation", label="prior tuning (marginal likelihood)")
+
+    def unpack(eta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        sigma = tf.exp(eta[n_prior]) if optimize_sigma_noise else la.sigma_noise
+        return tf.exp(eta[:n_prior]), sigma
+
+    def negative_evidence_and_gradient(position: np.ndarray) -> tuple[float, np.ndarray]:
+        eta = tf.constant(position, la.dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(eta)
+            value = -spectrum.log_marginal_likelihood(la, *unpack(eta)) / la.n_data
+        progress.add(1, values=[("negative log evidence per example", float(value))])
+        return float(value), tape.gradient(value, eta).numpy().astype(np.float64)
+
+    floor = max(tolerance, np.sqrt(np.finfo(la.dtype.as_numpy_dtype).eps))
+
+    def minimise(position: np.ndarray) -> Any:
+        options = {"maxiter": max_iterations, "gtol": tolerance, "ftol": 0.0}
+        return scipy.optimize.minimize(
+            negative_evidence_and_gradient, position, jac=True, method="L-BFGS-B", options=options
+        )
+
+    def converged(result: Any) -> bool:
+        finite = np.all(np.isfinite(result.x)) and np.isfinite(result.fun)
+        return bool(finite and (result.success or np.linalg.norm(result.jac) <= floor))
+
+    result = minimise(start)
+    if not converged(result):  # a far start can make L-BFGS's first step overshoot
+        retry = minimise(np.concatenate([np.zeros(n_prior), start[n_prior:]]))
+        if converged(retry) or not np.all(np.isfinite(result.x)):
+            result = retry
+    progress.close()
+    if not (np.all(np.isfinite(result.x)) and np.isfinite(result.fun)):
+        raise FloatingPointError(
+            "Prior optimisation failed (the evidence became non-finite); try a different starting "
+            "prior_precision, or check the curvature (curvature='ggn' is always positive semi-definite)."
+        )
+    if not converged(result):
+        warnings.warn(
+            f"Prior optimisation stopped after {result.nit} iterations without converging "
+            f"(gradient norm {np.linalg.norm(result.jac):.3g}); raise max_iterations or "
+            "start from another prior_precision.",
+            stacklevel=3,
+        )
+    prior, sigma = unpack(tf.constant(result.x, la.dtype))
+    return (prior[0] if structure == PriorStructure.SCALAR else prior), (sigma if optimize_sigma_noise else None)
 
 
 DEFAULT_GRID = np.logspace(-4, 4, 41)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import N_CLASSES, make_mlp, naive_jacobians, set_flat_weights, softmax_np
 
 import laplace_tf as lt
@@ -174,3 +175,40 @@ def test_temperature_scales_the_curvature_and_the_likelihood(classifier, classif
     hot = lt.Laplace(model, "classification", temperature=2.0).fit(classification_data, verbose=False)
     np.testing.assert_allclose(hot.posterior.precision, la.curvature.numpy() / 2 + np.eye(la.n_params), rtol=1e-12)
     np.testing.assert_allclose(hot.log_likelihood(), la.log_likelihood() / 2, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("structure", "prior_structure", "likelihood"),
+    [
+        ("diag", "scalar", "classification"),
+        ("diag", "layerwise", "regression"),
+        ("kron", "scalar", "regression"),
+        ("kron", "layerwise", "classification"),
+        ("full", "scalar", "regression"),
+    ],
+)
+def test_closed_form_evidence_of_the_spectrum_equals_the_posterior_one(structure, prior_structure, likelihood):
+    """Tuning evaluates the evidence from the curvature's eigenvalues, with nothing traced: it
+    equals log_marginal_likelihood (built from the posterior) at any prior and noise."""
+    from laplace_tf.evidence_spectrum import curvature_spectrum
+    from laplace_tf.options import PriorStructure
+
+    outputs = 3 if likelihood == "classification" else 2
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(30, 4))
+    y = rng.integers(0, 3, size=30) if likelihood == "classification" else rng.normal(size=(30, 2))
+    la = lt.Laplace(make_mlp(4, outputs), likelihood, hessian_structure=structure, prior_mean=0.05)
+    la.fit((x, y), verbose=False)
+    spectrum = curvature_spectrum(la, PriorStructure(prior_structure))
+    sigma = 0.7 if likelihood == "regression" else 1.0
+    for _ in range(3):
+        prior = rng.uniform(0.1, 5.0, size=spectrum.n_groups)
+        expected = la.log_marginal_likelihood(
+            prior_precision=prior[0] if prior_structure == "scalar" else prior,
+            sigma_noise=sigma if likelihood == "regression" else None,
+        )
+        np.testing.assert_allclose(
+            spectrum.log_marginal_likelihood(la, tf.constant(prior), tf.constant(sigma, tf.float64)),
+            expected,
+            rtol=1e-10,
+        )
