@@ -5,8 +5,12 @@ on a log-spaced grid against held-out data, by NLL (default), ECE or Brier score
 best.
 
 The hyperparameters $\eta = (\log \lambda, \log \sigma)$ are found by maximising the
-Laplace evidence [`Laplace.log_marginal_likelihood`][laplace_tf.Laplace.log_marginal_likelihood] with L-BFGS
-(``tfp.optimizer.lbfgs_minimize``). Optimising in log space keeps them positive, and dividing the
+Laplace evidence [`Laplace.log_marginal_likelihood`][laplace_tf.Laplace.log_marginal_likelihood] with L-BFGS.
+Where the evidence is a closed-form function of the curvature's eigenvalues (``diag``; ``kron``
+with a scalar or layerwise prior; ``full`` with a scalar prior; see
+`laplace_tf.evidence_spectrum`), it is evaluated eagerly and minimised with scipy's L-BFGS-B:
+nothing is traced. Otherwise a compiled evidence and ``tfp.optimizer.lbfgs_minimize`` do it.
+Optimising in log space keeps them positive, and dividing the
 evidence by the number of examples keeps L-BFGS's first steps to a sensible size; L-BFGS stops
 when the gradient norm falls below the tolerance, so the result is the optimum rather than the
 end of a fixed number of steps.
