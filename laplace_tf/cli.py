@@ -15,6 +15,7 @@ status 1; wrong usage exits with status 2, as argparse does.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,8 +54,6 @@ OUTPUT_SUFFIXES = {
 
 def _check_output_paths(args: argparse.Namespace) -> None:
     """Refuses, before any work, an output path with the wrong suffix or in a folder that cannot be written."""
-    import os
-
     for (command, option), suffixes in OUTPUT_SUFFIXES.items():
         path = getattr(args, option, None) if args.command == command else None
         if path is None:

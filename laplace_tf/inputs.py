@@ -42,13 +42,13 @@ def as_input_arrays(x: Any, what: str = "x") -> Inputs:
     leaves = tf.nest.flatten(x)
     if not leaves:
         raise ValueError(f"{what} is empty; pass an array, or a list or dict of arrays, one row per example.")
-    arrays = [as_array(leaf, _leaf_name(what, x, i)) for i, leaf in enumerate(leaves)]
-    lengths = {len(a) for a in arrays}
-    if len(lengths) > 1:
-        described = ", ".join(f"{_leaf_name(what, x, i)}: {len(a)}" for i, a in enumerate(arrays))
+    names = _leaf_names(what, x)
+    arrays = [as_array(leaf, name) for leaf, name in zip(leaves, names, strict=True)]
+    if len({len(a) for a in arrays}) > 1:
+        described = ", ".join(f"{name}: {len(a)}" for name, a in zip(names, arrays, strict=True))
         raise ValueError(f"The inputs in {what} have different numbers of examples ({described}); they must match.")
-    for i, array in enumerate(arrays):
-        check_finite(array, _leaf_name(what, x, i))
+    for array, name in zip(arrays, names, strict=True):
+        check_finite(array, name)
     return tf.nest.pack_sequence_as(x, arrays)
 
 
@@ -94,8 +94,7 @@ def conform(x: Inputs, expected: Any, what: str = "x") -> Inputs:
             "pass the inputs the model takes, in the same structure."
         ) from error
     conformed = []
-    for index, (leaf, fitted) in enumerate(zip(tf.nest.flatten(x), tf.nest.flatten(expected), strict=True)):
-        name = _leaf_name(what, x, index)
+    for leaf, fitted, name in zip(tf.nest.flatten(x), tf.nest.flatten(expected), _leaf_names(what, x), strict=True):
         if tuple(leaf.shape[1:]) != fitted.shape:
             raise ValueError(
                 f"{name} has examples of shape {tuple(leaf.shape[1:])}, but the Laplace was fitted on "
@@ -163,12 +162,11 @@ def as_array(leaf: Any, what: str) -> np.ndarray:
     return array
 
 
-def _leaf_name(what: str, x: Any, index: int) -> str:
-    """``x``, or ``x['price']`` / ``x[1]`` for a leaf of a structure."""
+def _leaf_names(what: str, x: Any) -> list[str]:
+    """Per leaf, in ``tf.nest`` order: ``x``, or ``x['price']`` / ``x[1]`` in a structure."""
     if not tf.nest.is_nested(x):
-        return what
-    path, _ = keras.tree.flatten_with_path(x)[index]
-    return what + "".join(f"[{part!r}]" for part in path)
+        return [what]
+    return [what + "".join(f"[{part!r}]" for part in path) for path, _ in keras.tree.flatten_with_path(x)]
 
 
 def _is_plain_numbers(x: Any) -> bool:

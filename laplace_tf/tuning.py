@@ -8,8 +8,8 @@ The hyperparameters $\eta = (\log \lambda, \log \sigma)$ are found by maximising
 Laplace evidence [`Laplace.log_marginal_likelihood`][laplace_tf.Laplace.log_marginal_likelihood] with L-BFGS.
 Where the evidence is a closed-form function of the curvature's eigenvalues (``diag``; ``kron``
 with a scalar or layerwise prior; ``full`` with a scalar prior; see
-`laplace_tf.evidence_spectrum`), it is evaluated eagerly and minimised with scipy's L-BFGS-B:
-nothing is traced. Otherwise a compiled evidence and ``tfp.optimizer.lbfgs_minimize`` do it.
+`laplace_tf.evidence_spectrum`), it is evaluated eagerly: nothing is traced. Otherwise the
+evidence is compiled once per tuning. Either way scipy's L-BFGS-B minimises it.
 Optimising in log space keeps them positive, and dividing the
 evidence by the number of examples keeps L-BFGS's first steps to a sensible size; L-BFGS stops
 when the gradient norm falls below the tolerance, so the result is the optimum rather than the
@@ -24,10 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.optimize
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from laplace_tf import calibration
-from laplace_tf.evidence_spectrum import CurvatureSpectrum, curvature_spectrum
+from laplace_tf.evidence_spectrum import curvature_spectrum
 from laplace_tf.inputs import n_examples
 from laplace_tf.options import GridMetric, PriorStructure
 from laplace_tf.options import Likelihood as LikelihoodName
@@ -47,42 +46,39 @@ def tune_prior_precision(
     tolerance: float,
     verbose: bool = False,
 ) -> tuple[tf.Tensor, tf.Tensor | None]:
-    """The evidence-maximising prior precision (and noise, if asked), as tensors."""
-    spectrum = curvature_spectrum(la, structure)
-    if spectrum is not None:
-        return _tune_on_spectrum(la, spectrum, structure, optimize_sigma_noise, max_iterations, tolerance, verbose)
-    log_prior = tf.math.log(_initial_prior(la, structure))
-    n_prior = int(log_prior.shape[0])
-    start = tf.concat([log_prior, tf.math.log(la.sigma_noise)[None]], 0) if optimize_sigma_noise else log_prior
+    """The evidence-maximising prior precision (and noise, if asked), as tensors.
+
+    The objective is the closed-form evidence of the curvature's spectrum, evaluated eagerly, when
+    the structure has one, else a compiled `log_marginal_likelihood`; either way scipy's L-BFGS-B
+    minimises it in log space.
+    """
+    log_prior = np.log(_initial_prior(la, structure).numpy()).astype(np.float64)
+    n_prior = len(log_prior)
+    start = np.append(log_prior, np.log(float(la.sigma_noise))) if optimize_sigma_noise else log_prior
 
     def unpack(eta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None]:
         prior = tf.exp(eta[:n_prior])
-        prior = prior[0] if structure == PriorStructure.SCALAR else prior
-        return prior, (tf.exp(eta[n_prior]) if optimize_sigma_noise else None)
+        return (prior[0] if structure == PriorStructure.SCALAR else prior), (
+            tf.exp(eta[n_prior]) if optimize_sigma_noise else None
+        )
 
-    @tf.function(autograph=False)  # plain Python control flow: nothing to convert
-    def negative_evidence_and_gradient(eta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        with tf.GradientTape() as tape:
-            tape.watch(eta)
-            prior, sigma = unpack(eta)
-            value = -la.log_marginal_likelihood(prior_precision=prior, sigma_noise=sigma) / la.n_data
-        return value, tape.gradient(value, eta)
-
+    negative_evidence = _negative_evidence(la, structure, unpack)
     progress = Progress(None, verbose, unit="evaluation", label="prior tuning (marginal likelihood)")
 
-    def reported(eta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        value, gradient = negative_evidence_and_gradient(eta)
+    def value_and_gradient(position: np.ndarray) -> tuple[float, np.ndarray]:
+        value, gradient = negative_evidence(tf.constant(position, la.dtype))
         progress.add(1, values=[("negative log evidence per example", float(value))])
-        return value, gradient
+        return float(value), gradient.numpy().astype(np.float64)
 
-    floor = max(tolerance, np.sqrt(np.finfo(start.dtype.as_numpy_dtype).eps))
+    floor = max(tolerance, np.sqrt(np.finfo(la.dtype.as_numpy_dtype).eps))
 
-    def minimise(position: tf.Tensor) -> Any:
-        return tfp.optimizer.lbfgs_minimize(reported, position, tolerance=tolerance, max_iterations=max_iterations)
+    def minimise(position: np.ndarray) -> Any:
+        options = {"maxiter": max_iterations, "gtol": tolerance, "ftol": 0.0}
+        return scipy.optimize.minimize(value_and_gradient, position, jac=True, method="L-BFGS-B", options=options)
 
     result = minimise(start)
     if not _reached_optimum(result, floor):  # a far start can make L-BFGS's first step overshoot
-        retry = minimise(tf.concat([tf.zeros_like(log_prior), start[n_prior:]], 0))
+        retry = minimise(np.concatenate([np.zeros(n_prior), start[n_prior:]]))
         if _reached_optimum(retry, floor) or not _is_finite(result):
             result = retry
     progress.close()
@@ -93,73 +89,32 @@ def tune_prior_precision(
         )
     if not _reached_optimum(result, floor):
         warnings.warn(
-            f"Prior optimisation stopped after {int(result.num_iterations)} iterations without converging "
-            f"(gradient norm {float(tf.norm(result.objective_gradient)):.3g}); raise max_iterations or "
-            "start from another prior_precision.",
-            stacklevel=3,
-        )
-    return unpack(result.position)
-
-
-def _tune_on_spectrum(
-    la: Laplace,
-    spectrum: CurvatureSpectrum,
-    structure: PriorStructure,
-    optimize_sigma_noise: bool,
-    max_iterations: int,
-    tolerance: float,
-    verbose: bool,
-) -> tuple[tf.Tensor, tf.Tensor | None]:
-    """L-BFGS (scipy) on the closed-form evidence: eager array arithmetic, nothing traced."""
-    log_prior = np.log(_initial_prior(la, structure).numpy()).astype(np.float64)
-    n_prior = len(log_prior)
-    start = np.append(log_prior, np.log(float(la.sigma_noise))) if optimize_sigma_noise else log_prior
-    progress = Progress(None, verbose, unit="evaluation", label="prior tuning (marginal likelihood)")
-
-    def unpack(eta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        sigma = tf.exp(eta[n_prior]) if optimize_sigma_noise else la.sigma_noise
-        return tf.exp(eta[:n_prior]), sigma
-
-    def negative_evidence_and_gradient(position: np.ndarray) -> tuple[float, np.ndarray]:
-        eta = tf.constant(position, la.dtype)
-        with tf.GradientTape() as tape:
-            tape.watch(eta)
-            value = -spectrum.log_marginal_likelihood(la, *unpack(eta)) / la.n_data
-        progress.add(1, values=[("negative log evidence per example", float(value))])
-        return float(value), tape.gradient(value, eta).numpy().astype(np.float64)
-
-    floor = max(tolerance, np.sqrt(np.finfo(la.dtype.as_numpy_dtype).eps))
-
-    def minimise(position: np.ndarray) -> Any:
-        options = {"maxiter": max_iterations, "gtol": tolerance, "ftol": 0.0}
-        return scipy.optimize.minimize(
-            negative_evidence_and_gradient, position, jac=True, method="L-BFGS-B", options=options
-        )
-
-    def converged(result: Any) -> bool:
-        finite = np.all(np.isfinite(result.x)) and np.isfinite(result.fun)
-        return bool(finite and (result.success or np.linalg.norm(result.jac) <= floor))
-
-    result = minimise(start)
-    if not converged(result):  # a far start can make L-BFGS's first step overshoot
-        retry = minimise(np.concatenate([np.zeros(n_prior), start[n_prior:]]))
-        if converged(retry) or not np.all(np.isfinite(result.x)):
-            result = retry
-    progress.close()
-    if not (np.all(np.isfinite(result.x)) and np.isfinite(result.fun)):
-        raise FloatingPointError(
-            "Prior optimisation failed (the evidence became non-finite); try a different starting "
-            "prior_precision, or check the curvature (curvature='ggn' is always positive semi-definite)."
-        )
-    if not converged(result):
-        warnings.warn(
             f"Prior optimisation stopped after {result.nit} iterations without converging "
             f"(gradient norm {np.linalg.norm(result.jac):.3g}); raise max_iterations or "
             "start from another prior_precision.",
             stacklevel=3,
         )
-    prior, sigma = unpack(tf.constant(result.x, la.dtype))
-    return (prior[0] if structure == PriorStructure.SCALAR else prior), (sigma if optimize_sigma_noise else None)
+    return unpack(tf.constant(result.x, la.dtype))
+
+
+def _negative_evidence(la: Laplace, structure: PriorStructure, unpack: Any) -> Any:
+    """``eta -> (-evidence / N, its gradient)``: eager on the spectrum when there is a closed form
+    (nothing to trace), else a compiled function of the full evidence."""
+    spectrum = curvature_spectrum(la, structure)
+
+    def evaluate(eta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(eta)
+            prior, sigma = unpack(eta)
+            if spectrum is None:
+                evidence = la.log_marginal_likelihood(prior_precision=prior, sigma_noise=sigma)
+            else:
+                sigma = la.sigma_noise if sigma is None else sigma
+                evidence = spectrum.log_marginal_likelihood(la, tf.reshape(prior, [-1]), sigma)
+            value = -evidence / la.n_data
+        return value, tape.gradient(value, eta)
+
+    return evaluate if spectrum is not None else tf.function(evaluate, autograph=False)
 
 
 DEFAULT_GRID = np.logspace(-4, 4, 41)
@@ -219,17 +174,16 @@ def _scorer(la: Laplace, metric: GridMetric):
 
 
 def _is_finite(result: Any) -> bool:
-    return bool(np.all(np.isfinite(result.position.numpy())))
+    return bool(np.all(np.isfinite(result.x)) and np.isfinite(result.fun))
 
 
 def _reached_optimum(result: Any, floor: float) -> bool:
     """Converged, or stopped with a gradient at the level the dtype's precision allows.
 
-    A line search that can make no more progress at the float precision floor reports `failed`;
+    A line search that can make no more progress at the float precision floor reports failure;
     what matters is whether the gradient vanished.
     """
-    finite = _is_finite(result)
-    return finite and (bool(result.converged) or float(tf.norm(result.objective_gradient)) <= floor)
+    return _is_finite(result) and (bool(result.success) or float(np.linalg.norm(result.jac)) <= floor)
 
 
 def _initial_prior(la: Laplace, structure: PriorStructure) -> tf.Tensor:
