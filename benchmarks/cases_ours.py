@@ -1,4 +1,9 @@
-"""laplace-tf's side of the benchmark: python cases_ours.py CASE DTYPE PROBLEM REPEATS -> JSON."""
+"""laplace-tf's side of the benchmark: python cases_ours.py 'SPEC-JSON' -> JSON on the last line.
+
+SPEC: ``op`` (fit, predict, tune, pipeline, hessian), ``problem`` (a problem file's name),
+``path``, ``structure``, ``prior`` (scalar or layerwise), ``noise`` (tune sigma_noise too),
+``dtype``, ``repeats`` (0: the first call only, as in a cold run).
+"""
 
 import os
 
@@ -11,14 +16,17 @@ import sys
 import keras
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability  # noqa: F401  (imports before the clock: laplace-tf imports it lazily)
+from architectures_keras import build as build_architecture
 from timing import timed
 
 import laplace_tf as lt
+import laplace_tf.laplace  # noqa: F401
 
 BATCH, N_PREDICT = 128, 540
 
 
-def build(problem, dtype):
+def build_mlp(problem, dtype):
     n_layers = len([k for k in problem.files if k.startswith("kernel_")])
     layers = [keras.Input((64,), dtype=dtype)]
     for i in range(n_layers):
@@ -28,6 +36,14 @@ def build(problem, dtype):
     for i, layer in enumerate(model.layers):
         layer.set_weights([problem[f"kernel_{i}"], problem[f"bias_{i}"]])
     return model
+
+
+def build(spec, problem):
+    name = spec["problem"].removeprefix("problem_")
+    if "kernel_0" in problem.files:
+        return build_mlp(problem, spec["dtype"])
+    state = {k.removeprefix("torch."): problem[k] for k in problem.files if k.startswith("torch.")}
+    return build_architecture(name, state, spec["dtype"])
 
 
 def hessian_case(dtype, repeats):
@@ -67,58 +83,71 @@ def hessian_case(dtype, repeats):
     return results
 
 
-def main(case, dtype_name, path, repeats):
+def predictive(la, x):
+    """Classification probabilities, or regression mean and variance side by side, as lists."""
+    if la.likelihood.name.value == "regression":
+        mean, variance = la.predict(x)
+        return np.concatenate([mean.numpy(), variance.numpy()], axis=1).tolist()
+    return la.predict(x).numpy().tolist()
+
+
+def main(spec):
     tf.config.threading.set_intra_op_parallelism_threads(2)
-    if case == "hessian":
-        print(
-            json.dumps(
-                {
-                    "hessian": hessian_case(getattr(tf, dtype_name), repeats),
-                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                }
-            )
-        )
-        return
-    problem = np.load(path)
-    model = build(problem, dtype_name)
-    x, y = problem["x_train"].astype(dtype_name), problem["y_train"]
-    x_test = problem["x_test"][:N_PREDICT].astype(dtype_name)
-    structure = {
-        "fit_full": "full",
-        "fit_diag": "diag",
-        "fit_kron": "kron",
-        "predict_glm": "full",
-        "tune_prior": "full",
-    }[case]
+    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # noqa: E731
+    if spec["op"] == "hessian":
+        return {"hessian": hessian_case(getattr(tf, spec["dtype"]), spec["repeats"]), "peak_rss_mb": peak()}
+    problem = np.load(spec["path"])
+    model = build(spec, problem)
+    x, y = problem["x_train"], problem["y_train"]
+    x = x if x.dtype.kind == "i" else x.astype(spec["dtype"])
+    y = y.astype(spec["dtype"]) if y.dtype.kind == "f" else y
+    x_test = problem["x_test"][:N_PREDICT]
+    x_test = x_test if x_test.dtype.kind == "i" else x_test.astype(spec["dtype"])
+    likelihood = "regression" if y.dtype.kind == "f" else "classification"
 
     def fit():
-        return lt.Laplace(model, "classification", hessian_structure=structure).fit(
-            (x, y), batch_size=BATCH, verbose=False
+        la = lt.Laplace(model, likelihood, hessian_structure=spec["structure"])
+        return la.fit((x, y), batch_size=BATCH, verbose=False)
+
+    def reset(la):
+        la.prior_precision = 1.0
+        if likelihood == "regression":
+            la.sigma_noise = 1.0
+
+    def tune(la):
+        reset(la)
+        la.optimize_prior_precision(
+            method="marglik", prior_structure=spec.get("prior", "scalar"), optimize_sigma_noise=spec.get("noise", False)
         )
+        return la
+
+    def pipeline():
+        la = tune(fit())
+        predictive(la, x_test)
+        return la
 
     out = {}
-    if case.startswith("fit"):
-        first, median, la = timed(fit, repeats)
+    if spec["op"] == "fit":
+        out["first"], out["median"], la = timed(fit, spec["repeats"])
+    elif spec["op"] == "pipeline":
+        out["first"], out["median"], la = timed(pipeline, spec["repeats"])
     else:
         la = fit()
-    if case == "predict_glm":
-        first, median, _ = timed(lambda: la.predict(x_test).numpy(), repeats)
-    if case == "tune_prior":
-
-        def tune():
-            la.prior_precision = 1.0
-            return float(la.optimize_prior_precision(method="marglik"))
-
-        first, median, _ = timed(tune, repeats)
-        out["tuned_prior"] = float(la.prior_precision)
+    if spec["op"] == "predict":
+        out["first"], out["median"], _ = timed(lambda: predictive(la, x_test), spec["repeats"])
+    if spec["op"] == "tune":
+        out["first"], out["median"], _ = timed(lambda: tune(la), spec["repeats"])
+    if spec["op"] in ("tune", "pipeline"):
         out["tuned_log_marglik"] = float(la.log_marginal_likelihood())
-        la.prior_precision = 1.0
+        out["tuned_prior"] = np.atleast_1d(la.prior_precision.numpy()).tolist()
+        out["tuned_sigma"] = float(la.sigma_noise)
+    reset(la)
     out["log_marglik_1"] = float(la.log_marginal_likelihood(1.0))
     out["log_marglik_5"] = float(la.log_marginal_likelihood(5.0))
-    out["probs"] = la.predict(x_test[:50]).numpy().tolist()
-    out.update(first=first, median=median, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    print(json.dumps(out))
+    out["predictive"] = predictive(la, x_test[:50])
+    out["peak_rss_mb"] = peak()
+    return out
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    print(json.dumps(main(json.loads(sys.argv[1]))))

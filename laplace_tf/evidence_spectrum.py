@@ -11,50 +11,81 @@ holds for
   factors' eigenvalues (diagonal blocks: their entries), in the block's variable's group;
 * ``full`` with a scalar prior: the curvature's eigenvalues, one group.
 
-With $\log\det P_0 = \sum_v n_v \log\lambda_v$ and the prior term $\sum_v \lambda_v \lVert
-\theta_v - \mu_v\rVert^2$, the evidence is a few reductions over arrays of size $P$: tuning
-evaluates it eagerly, with no ``tf.function`` to trace.
+With $\log\det P_0 = \sum_g n_g \log\lambda_g$ and the prior term $\sum_g \lambda_g \lVert
+\theta_g - \mu_g\rVert^2$, the evidence and its gradient in $(\log\lambda, \log\sigma)$ are a
+few NumPy reductions over arrays of size $P$: tuning evaluates them with no TensorFlow op at all.
+With $u_g = \log\lambda_g$, $v = \log\sigma$, $d_m = s h_m + \lambda_{g(m)}$ and $s \propto
+\sigma^{-p}$ ($p$ the curvature's noise power),
+
+$$\frac{\partial \log Z}{\partial u_g} = -\tfrac12 \Big(\sum_{m \in g} \frac{\lambda_g}{d_m} - n_g
++ \lambda_g \lVert\theta_g - \mu_g\rVert^2\Big), \qquad
+\frac{\partial \log Z}{\partial v} = \frac{\partial \log p(y \mid \theta)}{\partial v}
++ \frac{p}{2} \sum_m \frac{s h_m}{d_m}.$$
 
 Example:
     ```python
-    >>> spectrum = curvature_spectrum(la)          # None when the structure has no such form
-    >>> spectrum.log_marginal_likelihood(la, tf.fill([spectrum.n_groups], 2.0), la.sigma_noise)
+    >>> spectrum = curvature_spectrum(la, PriorStructure.LAYERWISE)   # None without a closed form
+    >>> spectrum.log_marginal_likelihood(np.full(spectrum.n_groups, 2.0), sigma_noise=1.0)
     ```
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
+from laplace_tf.curvature import noise_power
 from laplace_tf.curvature.kron import DiagBlock
 from laplace_tf.options import CurvatureType, HessianStructure, PriorStructure
+from laplace_tf.options import Likelihood as LikelihoodName
 
 
 @dataclass
 class CurvatureSpectrum:
-    """Eigenvalues of the unit-scale curvature, each with its prior group, and per group the
-    number of parameters and their squared distance from the prior mean."""
+    """Eigenvalues $h_m$ of the unit-scale curvature, each with its prior group; per group the
+    number of parameters and their squared distance from the prior mean; and what the
+    log-likelihood needs: the summed loss at unit noise, the temperature, and for regression the
+    number of observations and the curvature's noise power (``None`` otherwise). Float64 NumPy."""
 
-    eigenvalues: tf.Tensor
-    groups: tf.Tensor
-    sizes: tf.Tensor
-    squared_distance: tf.Tensor
+    eigenvalues: np.ndarray
+    groups: np.ndarray
+    sizes: np.ndarray
+    squared_distance: np.ndarray
+    loss: float
+    temperature: float
+    n_observations: int = 0
+    noise_power: int | None = None
 
     @property
     def n_groups(self) -> int:
-        return int(self.sizes.shape[0])
+        return len(self.sizes)
 
-    def log_marginal_likelihood(self, la: Any, group_prior: tf.Tensor, sigma_noise: tf.Tensor) -> tf.Tensor:
+    def log_marginal_likelihood(self, group_prior: Any, sigma_noise: float = 1.0) -> float:
         """The evidence at one prior precision per group (``(n_groups,)``) and ``sigma_noise``."""
-        scale = la._curvature_scale(sigma_noise)
-        log_det = tf.reduce_sum(tf.math.log(scale * self.eigenvalues + tf.gather(group_prior, self.groups)))
-        log_det_prior = tf.reduce_sum(self.sizes * tf.math.log(group_prior))
-        quadratic = tf.reduce_sum(group_prior * self.squared_distance)
-        return la.log_likelihood(sigma_noise) - 0.5 * (log_det - log_det_prior + quadratic)
+        log_prior = np.log(np.asarray(group_prior, np.float64).reshape(-1))
+        return self.evidence_and_gradient(log_prior, math.log(sigma_noise))[0]
+
+    def evidence_and_gradient(self, log_prior: np.ndarray, log_sigma: float) -> tuple[float, np.ndarray, float]:
+        """$\\log Z$, its gradient in the log prior precisions, and in $\\log\\sigma$."""
+        prior, sigma = np.exp(log_prior), math.exp(log_sigma)
+        regression = self.noise_power is not None
+        scale = (sigma ** -self.noise_power if regression else 1.0) / self.temperature
+        scaled = scale * self.eigenvalues
+        denominator = scaled + prior[self.groups]
+        log_det = np.sum(np.log(denominator))
+        quadratic = prior * self.squared_distance
+        evidence = -0.5 * (log_det - np.dot(self.sizes, log_prior) + np.sum(quadratic))
+        prior_share = prior * np.bincount(self.groups, 1.0 / denominator, minlength=self.n_groups)
+        gradient_prior = -0.5 * (prior_share - self.sizes + quadratic)
+        if not regression:
+            return evidence - self.loss / self.temperature, gradient_prior, 0.0
+        data_fit = self.loss / (sigma**2 * self.temperature)
+        log_likelihood = -data_fit - self.n_observations * (log_sigma + 0.5 * math.log(2 * math.pi))
+        gradient_sigma = 2 * data_fit - self.n_observations + 0.5 * self.noise_power * np.sum(scaled / denominator)
+        return evidence + log_likelihood, gradient_prior, gradient_sigma
 
 
 def curvature_spectrum(la: Any, structure: PriorStructure) -> CurvatureSpectrum | None:
@@ -75,21 +106,28 @@ def curvature_spectrum(la: Any, structure: PriorStructure) -> CurvatureSpectrum 
     if structure == PriorStructure.SCALAR:
         groups, variable = np.zeros_like(np.asarray(groups)), np.zeros_like(variable)
     n_groups = int(variable.max()) + 1
-    distance = tf.math.unsorted_segment_sum(tf.square(la.mean - la.prior_mean), variable, n_groups)
-    sizes = np.bincount(variable, minlength=n_groups).astype(la.dtype.as_numpy_dtype)
+    offsets = np.asarray(la.mean - la.prior_mean, np.float64)
+    regression = la.likelihood.name == LikelihoodName.REGRESSION
     return CurvatureSpectrum(
-        tf.maximum(tf.cast(eigenvalues, la.dtype), 0.0), tf.constant(groups), tf.constant(sizes), distance
+        eigenvalues=np.maximum(np.asarray(eigenvalues, np.float64), 0.0),
+        groups=np.asarray(groups),
+        sizes=np.bincount(variable, minlength=n_groups).astype(np.float64),
+        squared_distance=np.bincount(variable, offsets**2, minlength=n_groups),
+        loss=float(la._loss),
+        temperature=float(la.temperature),
+        n_observations=la.n_data * la.n_outputs if regression else 0,
+        noise_power=noise_power(la.curvature_type) if regression else None,
     )
 
 
-def _block_eigenvalues(block: Any) -> tf.Tensor:
+def _block_eigenvalues(block: Any) -> np.ndarray:
     if isinstance(block, DiagBlock):
-        return block.diagonal
-    return tf.reshape(block.input_values[:, None] * block.output_values[None, :], [-1])
+        return np.asarray(block.diagonal, np.float64)
+    return np.outer(np.asarray(block.input_values, np.float64), np.asarray(block.output_values, np.float64)).ravel()
 
 
-def _kron_eigenvalues(blocks: list) -> tuple[tf.Tensor, np.ndarray]:
+def _kron_eigenvalues(blocks: list) -> tuple[np.ndarray, np.ndarray]:
     """Every block's eigenvalues, concatenated, and the index of the block (variable) of each."""
     values = [_block_eigenvalues(block) for block in blocks]
-    groups = np.concatenate([np.full(int(v.shape[0]), index) for index, v in enumerate(values)])
-    return tf.concat(values, axis=0), groups
+    groups = np.concatenate([np.full(len(v), index) for index, v in enumerate(values)])
+    return np.concatenate(values), groups

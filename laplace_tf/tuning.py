@@ -8,8 +8,8 @@ The hyperparameters $\eta = (\log \lambda, \log \sigma)$ are found by maximising
 Laplace evidence [`Laplace.log_marginal_likelihood`][laplace_tf.Laplace.log_marginal_likelihood] with L-BFGS.
 Where the evidence is a closed-form function of the curvature's eigenvalues (``diag``; ``kron``
 with a scalar or layerwise prior; ``full`` with a scalar prior; see
-`laplace_tf.evidence_spectrum`), it is evaluated eagerly: nothing is traced. Otherwise the
-evidence is compiled once per tuning. Either way scipy's L-BFGS-B minimises it.
+`laplace_tf.evidence_spectrum`), it and its gradient are NumPy arithmetic: nothing is traced and
+no TensorFlow op runs per step. Otherwise the evidence is compiled once per tuning. Either way scipy's L-BFGS-B minimises it.
 Optimising in log space keeps them positive, and dividing the
 evidence by the number of examples keeps L-BFGS's first steps to a sensible size; L-BFGS stops
 when the gradient norm falls below the tolerance, so the result is the optimum rather than the
@@ -48,7 +48,7 @@ def tune_prior_precision(
 ) -> tuple[tf.Tensor, tf.Tensor | None]:
     """The evidence-maximising prior precision (and noise, if asked), as tensors.
 
-    The objective is the closed-form evidence of the curvature's spectrum, evaluated eagerly, when
+    The objective is the closed-form evidence of the curvature's spectrum, in NumPy, when
     the structure has one, else a compiled `log_marginal_likelihood`; either way scipy's L-BFGS-B
     minimises it in log space.
     """
@@ -62,13 +62,13 @@ def tune_prior_precision(
             tf.exp(eta[n_prior]) if optimize_sigma_noise else None
         )
 
-    negative_evidence = _negative_evidence(la, structure, unpack)
+    negative_evidence = _negative_evidence(la, structure, optimize_sigma_noise, unpack)
     progress = Progress(None, verbose, unit="evaluation", label="prior tuning (marginal likelihood)")
 
     def value_and_gradient(position: np.ndarray) -> tuple[float, np.ndarray]:
-        value, gradient = negative_evidence(tf.constant(position, la.dtype))
-        progress.add(1, values=[("negative log evidence per example", float(value))])
-        return float(value), gradient.numpy().astype(np.float64)
+        value, gradient = negative_evidence(position)
+        progress.add(1, values=[("negative log evidence per example", value)])
+        return value, gradient
 
     floor = max(tolerance, np.sqrt(np.finfo(la.dtype.as_numpy_dtype).eps))
 
@@ -97,24 +97,35 @@ def tune_prior_precision(
     return unpack(tf.constant(result.x, la.dtype))
 
 
-def _negative_evidence(la: Laplace, structure: PriorStructure, unpack: Any) -> Any:
-    """``eta -> (-evidence / N, its gradient)``: eager on the spectrum when there is a closed form
-    (nothing to trace), else a compiled function of the full evidence."""
+def _negative_evidence(la: Laplace, structure: PriorStructure, optimize_sigma_noise: bool, unpack: Any) -> Any:
+    """``eta -> (-evidence / N, its gradient)`` on float64 arrays: NumPy arithmetic on the
+    spectrum when there is a closed form (nothing traced), else a compiled function of the full
+    evidence."""
     spectrum = curvature_spectrum(la, structure)
+    if spectrum is not None:
+        n_prior, fixed_log_sigma = spectrum.n_groups, float(np.log(float(la.sigma_noise)))
 
-    def evaluate(eta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        def closed_form(eta: np.ndarray) -> tuple[float, np.ndarray]:
+            log_sigma = eta[n_prior] if optimize_sigma_noise else fixed_log_sigma
+            evidence, gradient_prior, gradient_sigma = spectrum.evidence_and_gradient(eta[:n_prior], log_sigma)
+            gradient = np.append(gradient_prior, gradient_sigma) if optimize_sigma_noise else gradient_prior
+            return -evidence / la.n_data, -gradient / la.n_data
+
+        return closed_form
+
+    @tf.function(autograph=False)
+    def compiled(eta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(eta)
             prior, sigma = unpack(eta)
-            if spectrum is None:
-                evidence = la.log_marginal_likelihood(prior_precision=prior, sigma_noise=sigma)
-            else:
-                sigma = la.sigma_noise if sigma is None else sigma
-                evidence = spectrum.log_marginal_likelihood(la, tf.reshape(prior, [-1]), sigma)
-            value = -evidence / la.n_data
+            value = -la.log_marginal_likelihood(prior_precision=prior, sigma_noise=sigma) / la.n_data
         return value, tape.gradient(value, eta)
 
-    return evaluate if spectrum is not None else tf.function(evaluate, autograph=False)
+    def evaluate(eta: np.ndarray) -> tuple[float, np.ndarray]:
+        value, gradient = compiled(tf.constant(eta, la.dtype))
+        return float(value), gradient.numpy().astype(np.float64)
+
+    return evaluate
 
 
 DEFAULT_GRID = np.logspace(-4, 4, 41)

@@ -188,8 +188,9 @@ def test_temperature_scales_the_curvature_and_the_likelihood(classifier, classif
     ],
 )
 def test_closed_form_evidence_of_the_spectrum_equals_the_posterior_one(structure, prior_structure, likelihood):
-    """Tuning evaluates the evidence from the curvature's eigenvalues, with nothing traced: it
-    equals log_marginal_likelihood (built from the posterior) at any prior and noise."""
+    """Tuning evaluates the evidence and its gradient from the curvature's eigenvalues in NumPy:
+    both equal log_marginal_likelihood (built from the posterior) and its autodiff gradient in
+    (log prior, log sigma), at any prior and noise."""
     from laplace_tf.evidence_spectrum import curvature_spectrum
     from laplace_tf.options import PriorStructure
 
@@ -202,13 +203,17 @@ def test_closed_form_evidence_of_the_spectrum_equals_the_posterior_one(structure
     spectrum = curvature_spectrum(la, PriorStructure(prior_structure))
     sigma = 0.7 if likelihood == "regression" else 1.0
     for _ in range(3):
-        prior = rng.uniform(0.1, 5.0, size=spectrum.n_groups)
-        expected = la.log_marginal_likelihood(
-            prior_precision=prior[0] if prior_structure == "scalar" else prior,
-            sigma_noise=sigma if likelihood == "regression" else None,
-        )
-        np.testing.assert_allclose(
-            spectrum.log_marginal_likelihood(la, tf.constant(prior), tf.constant(sigma, tf.float64)),
-            expected,
-            rtol=1e-10,
-        )
+        log_prior = tf.Variable(np.log(rng.uniform(0.1, 5.0, size=spectrum.n_groups)))
+        log_sigma = tf.Variable(np.log(sigma))
+        with tf.GradientTape() as tape:
+            prior = tf.exp(log_prior)
+            expected = la.log_marginal_likelihood(
+                prior_precision=prior[0] if prior_structure == "scalar" else prior,
+                sigma_noise=tf.exp(log_sigma) if likelihood == "regression" else None,
+            )
+        expected_prior_gradient, expected_sigma_gradient = tape.gradient(expected, [log_prior, log_sigma])
+        evidence, prior_gradient, sigma_gradient = spectrum.evidence_and_gradient(log_prior.numpy(), np.log(sigma))
+        np.testing.assert_allclose(evidence, expected, rtol=1e-10)
+        np.testing.assert_allclose(prior_gradient, expected_prior_gradient, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(sigma_gradient, expected_sigma_gradient or 0.0, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(spectrum.log_marginal_likelihood(np.exp(log_prior.numpy()), sigma), evidence)

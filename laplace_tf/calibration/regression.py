@@ -30,7 +30,6 @@ import numpy as np
 import tensorflow_probability as tfp
 
 DEFAULT_LEVELS = (0.5, 0.8, 0.9, 0.95)
-_STANDARD_NORMAL = tfp.distributions.Normal(np.float64(0.0), np.float64(1.0))
 
 
 def root_mean_squared_error(mean: Any, y: Any) -> float:
@@ -51,8 +50,9 @@ def continuous_ranked_probability_score(mean: Any, variance: Any, y: Any) -> flo
     mean, variance, y = checked_gaussian(mean, variance, y)
     scale = np.sqrt(variance)
     z = (y - mean) / scale
-    cdf = _STANDARD_NORMAL.cdf(z).numpy()
-    pdf = _STANDARD_NORMAL.prob(z).numpy()
+    standard_normal = tfp.distributions.Normal(np.float64(0.0), np.float64(1.0))
+    cdf = standard_normal.cdf(z).numpy()
+    pdf = standard_normal.prob(z).numpy()
     return float(np.mean(scale * (z * (2 * cdf - 1) + 2 * pdf - 1 / np.sqrt(np.pi))))
 
 

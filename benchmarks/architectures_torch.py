@@ -1,0 +1,54 @@
+"""The benchmark's non-MLP networks in PyTorch (laplace-torch's side; Keras twins in cases_ours.py)."""
+
+import torch
+from sizes import CLASSES, EMBEDDING, HEADS, HIDDEN, LAYER_NORM_EPSILON, VOCABULARY
+
+
+class LSTMClassifier(torch.nn.Module):
+    """Embedding, an LSTM without biases (Keras's LSTM has one bias, torch's two), the last state."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = torch.nn.Embedding(VOCABULARY, EMBEDDING)
+        self.lstm = torch.nn.LSTM(EMBEDDING, HIDDEN, bias=False, batch_first=True)
+        self.out = torch.nn.Linear(HIDDEN, CLASSES)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        states, _ = self.lstm(self.embedding(tokens))
+        return self.out(states[:, -1])
+
+
+class TransformerClassifier(torch.nn.Module):
+    """Embedding, one post-norm encoder block (attention, feed-forward), mean over positions."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = torch.nn.Embedding(VOCABULARY, EMBEDDING)
+        self.attention = torch.nn.MultiheadAttention(EMBEDDING, HEADS, batch_first=True)
+        self.norm1 = torch.nn.LayerNorm(EMBEDDING, eps=LAYER_NORM_EPSILON)
+        self.feed_forward1 = torch.nn.Linear(EMBEDDING, 2 * EMBEDDING)
+        self.feed_forward2 = torch.nn.Linear(2 * EMBEDDING, EMBEDDING)
+        self.norm2 = torch.nn.LayerNorm(EMBEDDING, eps=LAYER_NORM_EPSILON)
+        self.out = torch.nn.Linear(EMBEDDING, CLASSES)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        embedded = self.embedding(tokens)
+        attended, _ = self.attention(embedded, embedded, embedded, need_weights=False)
+        hidden = self.norm1(embedded + attended)
+        hidden = self.norm2(hidden + self.feed_forward2(torch.relu(self.feed_forward1(hidden))))
+        return self.out(hidden.mean(dim=1))
+
+
+def build(name: str) -> torch.nn.Module:
+    if name == "regression":
+        return torch.nn.Sequential(torch.nn.Linear(10, 50), torch.nn.Tanh(), torch.nn.Linear(50, 1))
+    if name == "cnn":
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(1, 8, 3),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 16, 3),
+            torch.nn.ReLU(),
+            torch.nn.Flatten(),
+            torch.nn.Linear(256, 10),
+        )
+    return {"lstm": LSTMClassifier, "transformer": TransformerClassifier}[name]()
