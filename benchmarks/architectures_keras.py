@@ -9,7 +9,6 @@ order (i, f, g, o) as Keras.
 
 import keras
 import numpy as np
-
 from sizes import CLASSES, EMBEDDING, HEADS, HIDDEN, LAYER_NORM_EPSILON, SEQUENCE_LENGTH, VOCABULARY
 
 

@@ -21,7 +21,7 @@ from architectures_keras import build as build_architecture
 from timing import timed
 
 import laplace_tf as lt
-import laplace_tf.laplace  # noqa: F401
+import laplace_tf.laplace
 
 BATCH, N_PREDICT = 128, 540
 

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from architectures_torch import build
+from sizes import SEQUENCE_LENGTH, VOCABULARY
 from sklearn.datasets import load_diabetes, load_digits
 from sklearn.model_selection import train_test_split
-
-from architectures_torch import build
-from sizes import CLASSES, SEQUENCE_LENGTH, VOCABULARY
 
 EPOCHS = {"regression": 40, "cnn": 60, "lstm": 30, "transformer": 30}
 

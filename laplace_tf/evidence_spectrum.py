@@ -72,7 +72,7 @@ class CurvatureSpectrum:
         """$\\log Z$, its gradient in the log prior precisions, and in $\\log\\sigma$."""
         prior, sigma = np.exp(log_prior), math.exp(log_sigma)
         regression = self.noise_power is not None
-        scale = (sigma ** -self.noise_power if regression else 1.0) / self.temperature
+        scale = (sigma**-self.noise_power if regression else 1.0) / self.temperature
         scaled = scale * self.eigenvalues
         denominator = scaled + prior[self.groups]
         log_det = np.sum(np.log(denominator))

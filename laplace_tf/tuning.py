@@ -9,8 +9,8 @@ Laplace evidence [`Laplace.log_marginal_likelihood`][laplace_tf.Laplace.log_marg
 Where the evidence is a closed-form function of the curvature's eigenvalues (``diag``; ``kron``
 with a scalar or layerwise prior; ``full`` with a scalar prior; see
 `laplace_tf.evidence_spectrum`), it and its gradient are NumPy arithmetic: nothing is traced and
-no TensorFlow op runs per step. Otherwise the evidence is compiled once per tuning. Either way scipy's L-BFGS-B minimises it.
-Optimising in log space keeps them positive, and dividing the
+no TensorFlow op runs per step. Otherwise the evidence is compiled once per tuning. Either way
+scipy's L-BFGS-B minimises it. Optimising in log space keeps them positive, and dividing the
 evidence by the number of examples keeps L-BFGS's first steps to a sensible size; L-BFGS stops
 when the gradient norm falls below the tolerance, so the result is the optimum rather than the
 end of a fixed number of steps.
