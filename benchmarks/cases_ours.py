@@ -99,6 +99,9 @@ def main(spec):
     problem = np.load(spec["path"])
     model = build(spec, problem)
     x, y = problem["x_train"], problem["y_train"]
+    if spec["op"] == "model_call":
+        first, _, _ = timed(lambda: model.predict(x[:BATCH], verbose=0), 0)
+        return {"first": first, "peak_rss_mb": peak()}
     x = x if x.dtype.kind == "i" else x.astype(spec["dtype"])
     y = y.astype(spec["dtype"]) if y.dtype.kind == "f" else y
     x_test = problem["x_test"][:N_PREDICT]

@@ -48,11 +48,19 @@ def as_inputs(array, dtype):
 
 
 def predictive(la, x):
-    """Classification probabilities, or regression mean and variance side by side, as lists."""
+    """Classification probabilities, or regression mean and variance side by side, as lists.
+
+    In batches of ``BATCH``, as laplace-torch's users loop over a test loader (on the LSTM, 400
+    points at once need more than 24 GB).
+    """
+    return torch.cat([predictive_batch(la, batch) for batch in x.split(BATCH)]).tolist()
+
+
+def predictive_batch(la, x):
     if la.likelihood == "regression":
         mean, variance = la(x, pred_type="glm")
-        return torch.cat([mean, variance.reshape(len(x), -1)], dim=1).detach().numpy().tolist()
-    return la(x, pred_type="glm", link_approx="probit").detach().numpy().tolist()
+        return torch.cat([mean, variance.reshape(len(x), -1)], dim=1).detach()
+    return la(x, pred_type="glm", link_approx="probit").detach()
 
 
 def tune_with_noise(la, prior, dtype):
