@@ -44,6 +44,7 @@ _EXPORTS = {
     "NotPositiveDefiniteError": "laplace_tf.posterior",
     "UncertaintyReport": "laplace_tf.report",
     "classification_report": "laplace_tf.report",
+    "multilabel_report": "laplace_tf.report",
     "regression_report": "laplace_tf.report",
 }
 
@@ -80,7 +81,7 @@ if TYPE_CHECKING:
         SubsetOfWeights,
     )
     from laplace_tf.posterior import DiagPosterior, FullPosterior, NotPositiveDefiniteError
-    from laplace_tf.report import UncertaintyReport, classification_report, regression_report
+    from laplace_tf.report import UncertaintyReport, classification_report, multilabel_report, regression_report
 
 __version__ = "0.1.0"
 
@@ -108,6 +109,7 @@ __all__ = [
     "hvp",
     "laplace_approximation",
     "load",
+    "multilabel_report",
     "regression_report",
     "split_hessian",
 ]

@@ -169,7 +169,7 @@ def _targets(y: np.ndarray, likelihood: str) -> np.ndarray:
     """Labels read as floats (from CSV) become integers for classifiers, if they are whole numbers."""
     if likelihood == "regression" or np.issubdtype(y.dtype, np.integer):
         return y
-    if y.ndim == 1 and np.all(y == np.round(y)):
+    if np.all(y == np.round(y)):
         return y.astype(np.int64)
     return y
 

@@ -23,7 +23,7 @@ import tensorflow as tf
 from laplace_tf import calibration, predictive
 from laplace_tf.inputs import n_examples
 from laplace_tf.options import Likelihood as LikelihoodName
-from laplace_tf.report import UncertaintyReport, classification_report, regression_report
+from laplace_tf.report import UncertaintyReport, classification_report, multilabel_report, regression_report
 from laplace_tf.validation import check_same_length, positive_int
 
 
@@ -69,16 +69,25 @@ def evaluate(
     if la.likelihood.name == LikelihoodName.REGRESSION:
         columns = {part: _regression_columns(la, inputs_, options) for part, inputs_ in inputs.items()}
         return regression_report(columns["test"], targets, columns.get("ood"), levels=levels, settings=settings)
+    if la.likelihood.name == LikelihoodName.MULTILABEL:
+        columns = {part: _label_probabilities(la, inputs_, options) for part, inputs_ in inputs.items()}
+        return multilabel_report(columns["test"], targets, columns.get("ood"), n_bins=n_bins, settings=settings)
     columns = {part: _classification_columns(la, inputs_, options) for part, inputs_ in inputs.items()}
     labels = targets[:, 0].astype(int) if targets.shape[1] == 1 else np.argmax(targets, axis=1)
     return classification_report(columns["test"], labels, columns.get("ood"), n_bins=n_bins, settings=settings)
 
 
-def _classification_columns(la: Any, x: Any, options: dict[str, Any]) -> dict[str, np.ndarray]:
-    columns = {
+def _label_probabilities(la: Any, x: Any, options: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The MAP's and the Laplace predictive's probabilities, as ``predict`` returns them."""
+    return {
         "MAP": predictive.link(la.map_outputs(x), la.likelihood.name).numpy(),
         "Laplace": la.predict(x, **options).numpy(),
     }
+
+
+def _classification_columns(la: Any, x: Any, options: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Class probabilities ``(N, C)``: a binary model's ``p`` becomes ``[1 - p, p]``."""
+    columns = _label_probabilities(la, x, options)
     if la.likelihood.name == LikelihoodName.BINARY:
         columns = {name: np.concatenate([1 - p, p], axis=1) for name, p in columns.items()}
     return columns

@@ -167,11 +167,14 @@ def _predictive_groups(
 
 
 def _observed(la: Any, targets: np.ndarray) -> np.ndarray:
-    """Targets as the user thinks of them: labels ``(N,)``, 0/1 ``(N,)``, or values ``(N,)``/``(N, K)``."""
+    """Targets as the user thinks of them: labels ``(N,)``, 0/1 ``(N,)`` or ``(N, K)`` (multilabel),
+    or values ``(N,)``/``(N, K)``."""
     if la.likelihood.name == LikelihoodName.CLASSIFICATION:
         return np.argmax(targets, axis=1)
     if la.likelihood.name == LikelihoodName.BINARY:
         return targets[:, 0].astype(int)
+    if la.likelihood.name == LikelihoodName.MULTILABEL:
+        return targets.astype(int)
     return targets[:, 0] if targets.shape[1] == 1 else targets
 
 
@@ -183,9 +186,10 @@ def _observation_draws(la: Any, outputs: tf.Tensor, seed: tf.Tensor) -> tf.Tenso
         logits = tf.reshape(outputs, [-1, n_classes])
         labels = tf.random.stateless_categorical(logits, 1, seed, dtype=tf.int64)
         return tf.reshape(labels, [n_draws, n_examples])
-    if name == LikelihoodName.BINARY:
-        uniform = tf.random.stateless_uniform(tf.shape(outputs[..., 0]), seed, dtype=outputs.dtype)
-        return tf.cast(uniform < tf.sigmoid(outputs[..., 0]), tf.int64)
+    if name in (LikelihoodName.BINARY, LikelihoodName.MULTILABEL):
+        uniform = tf.random.stateless_uniform(tf.shape(outputs), seed, dtype=outputs.dtype)
+        draws = tf.cast(uniform < tf.sigmoid(outputs), tf.int64)
+        return draws[..., 0] if name == LikelihoodName.BINARY else draws
     noise = tf.random.stateless_normal(tf.shape(outputs), seed, dtype=outputs.dtype)
     draws = outputs + tf.cast(la.sigma_noise, outputs.dtype) * noise
     return draws[..., 0] if outputs.shape[-1] == 1 else draws

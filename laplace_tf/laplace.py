@@ -84,7 +84,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
     Args:
       model: a trained, built ``keras.Model`` whose outputs are logits (classification,
         binary) or means (regression), shape ``(batch, outputs)``.
-      likelihood: ``"classification"`` (softmax), ``"regression"`` (Gaussian) or ``"binary"``.
+      likelihood: ``"classification"`` (softmax), ``"regression"`` (Gaussian), ``"binary"``
+        (one sigmoid) or ``"multilabel"`` (one sigmoid per output, targets ``(N, K)`` of 0/1).
       subset_of_weights: ``"all"`` trainable weights, ``"last_layer"``, a list of
         variable-path patterns (e.g. ``["dense_2/*"]``), or boolean masks per variable (a list,
         ``None`` for an excluded variable, or a dict from path to mask); the other weights stay
@@ -229,7 +230,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
 
     @property
     def sigma_noise(self) -> tf.Tensor:
-        """The observation noise standard deviation (1 for classification and binary)."""
+        """The observation noise standard deviation (1 for the classifiers)."""
         return self._sigma_noise
 
     @sigma_noise.setter

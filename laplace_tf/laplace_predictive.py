@@ -109,7 +109,8 @@ class LaplacePredictive:
           verbose: a progress bar over the batches of large inputs.
 
         Returns:
-          Classification: probabilities ``(N, C)``; binary: ``(N, 1)``; regression:
+          Classification: probabilities ``(N, C)``; binary: ``(N, 1)``; multilabel: each label's
+          probability ``(N, K)``; regression:
           ``(f_mean, f_var)``, each ``(N, K)``, the function's mean and variance (no noise); with
           ``diagonal_output=False``, ``f_var`` is ``(N, K, K)``; with ``joint=True`` see above.
         """
@@ -200,6 +201,7 @@ class LaplacePredictive:
         """The predictive as a TFP distribution over targets; regression adds the noise.
 
         Classification: ``Categorical`` (batch ``N``); binary: ``Bernoulli`` (batch ``N``);
+        multilabel: ``Independent(Bernoulli)`` with event ``K``;
         regression: ``Independent(Normal(f_mean, sqrt(f_var + sigma^2)))`` with event ``K``.
         """
         prediction = self.predict(x, **predict_kwargs)
@@ -207,6 +209,8 @@ class LaplacePredictive:
             return tfd.Categorical(probs=prediction)
         if self.likelihood.name == LikelihoodName.BINARY:
             return tfd.Bernoulli(probs=prediction[:, 0], dtype=self.dtype)
+        if self.likelihood.name == LikelihoodName.MULTILABEL:
+            return tfd.Independent(tfd.Bernoulli(probs=prediction, dtype=self.dtype), reinterpreted_batch_ndims=1)
         f_mean, f_var = prediction
         scale = tf.sqrt(f_var + tf.square(self._sigma_noise))
         return tfd.Independent(tfd.Normal(f_mean, scale), reinterpreted_batch_ndims=1)

@@ -14,6 +14,8 @@ $\sum_b J_b^\top \Lambda_b J_b$.
   $\Lambda = \operatorname{diag}(p) - p p^\top$.
 * binary (sigmoid of one logit): $\ell = -y \log p - (1 - y) \log(1 - p)$,
   $\Lambda = p (1 - p)$.
+* multilabel (``K`` independent sigmoids, targets in $\{0, 1\}^K$): the binary loss summed
+  over labels, $\Lambda = \operatorname{diag}(p \odot (1 - p))$.
 
 Example:
     ```python
@@ -172,7 +174,10 @@ class Classification(Likelihood):
 
 
 class Binary(Likelihood):
-    """Bernoulli observations with probability $\\sigma(f)$ of one logit."""
+    """Bernoulli observations with probability $\\sigma(f)$ of one logit.
+
+    Every method but `validate_targets` works label by label, so `Multilabel` shares them.
+    """
 
     name = LikelihoodName.BINARY
 
@@ -201,7 +206,7 @@ class Binary(Likelihood):
 
     def output_hessian(self, f: tf.Tensor) -> tf.Tensor:
         p = tf.sigmoid(f)
-        return (p * (1 - p))[:, :, None]
+        return tf.linalg.diag(p * (1 - p))
 
     def hessian_times(self, f: tf.Tensor, jacobians: tf.Tensor) -> tf.Tensor:
         p = tf.sigmoid(f)[:, :, None]
@@ -209,7 +214,7 @@ class Binary(Likelihood):
 
     def hessian_sqrt(self, f: tf.Tensor) -> tf.Tensor:
         p = tf.sigmoid(f)
-        return tf.sqrt(p * (1 - p))[:, :, None]
+        return tf.linalg.diag(tf.sqrt(p * (1 - p)))
 
     def loss_gradient(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         return tf.sigmoid(f) - y
@@ -219,13 +224,39 @@ class Binary(Likelihood):
         return p - tf.cast(tf.random.stateless_uniform(tf.shape(f), seed=seed, dtype=f.dtype) < p, f.dtype)
 
 
+class Multilabel(Binary):
+    """``K`` independent Bernoulli labels with probabilities $\\sigma(f_k)$ (targets ``(N, K)`` of 0/1)."""
+
+    name = LikelihoodName.MULTILABEL
+
+    def validate_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
+        y = np.asarray(y)
+        if y.ndim == 1 and n_outputs == 1:
+            y = y[:, None]
+        if y.ndim != 2 or y.shape[1] != n_outputs:
+            raise ValueError(
+                f"y (multilabel targets) has shape {y.shape}; pass one 0/1 column per label, shape "
+                f"(N, {n_outputs}) for a model with {n_outputs} outputs."
+            )
+        labels = _integer_labels(y, "y (multilabel targets)")
+        bad = (labels != 0) & (labels != 1)
+        if bad.any():
+            rows, columns = np.nonzero(bad)
+            raise ValueError(
+                f"y (multilabel targets) must be 0 or 1; found {labels[bad][:5].tolist()} "
+                f"(at [example, label] {list(zip(rows[:5].tolist(), columns[:5].tolist(), strict=True))})."
+            )
+        return labels.astype(np.float64)
+
+
 def get_likelihood(name: str | LikelihoodName) -> Likelihood:
-    """The likelihood for a name: ``"regression"``, ``"classification"`` or ``"binary"``."""
+    """The likelihood for a name: ``"regression"``, ``"classification"``, ``"binary"`` or ``"multilabel"``."""
     option = parse_option(LikelihoodName, name, "likelihood")
     return {
         LikelihoodName.REGRESSION: Regression,
         LikelihoodName.CLASSIFICATION: Classification,
         LikelihoodName.BINARY: Binary,
+        LikelihoodName.MULTILABEL: Multilabel,
     }[option]()
 
 

@@ -21,6 +21,7 @@ class Likelihood(str, enum.Enum):
     REGRESSION = "regression"
     CLASSIFICATION = "classification"
     BINARY = "binary"
+    MULTILABEL = "multilabel"
 
 
 class HessianStructure(str, enum.Enum):

@@ -34,7 +34,7 @@ def link(f: tf.Tensor, likelihood: Likelihood) -> tf.Tensor:
     """Outputs to predictions: softmax, sigmoid, or the identity for regression."""
     if likelihood == Likelihood.CLASSIFICATION:
         return tf.nn.softmax(f)
-    if likelihood == Likelihood.BINARY:
+    if likelihood in (Likelihood.BINARY, Likelihood.MULTILABEL):
         return tf.sigmoid(f)
     return f
 

@@ -6,7 +6,8 @@ regression) and the settings that produced it. It prints as a table, exports to 
 Markdown, and plots as PNG.
 
 Build one from any model's predictions with
-[`classification_report`][laplace_tf.classification_report] or
+[`classification_report`][laplace_tf.classification_report],
+[`multilabel_report`][laplace_tf.multilabel_report] or
 [`regression_report`][laplace_tf.regression_report];
 [`Laplace.evaluate`][laplace_tf.Laplace.evaluate] builds one for a fitted Laplace.
 
@@ -35,7 +36,7 @@ from laplace_tf.files import write_atomically
 
 COVERAGE_CURVE_LEVELS = (*np.round(np.arange(0.05, 1.0, 0.05), 2).tolist(), 0.99)
 LOWER_IS_BETTER = ("nll", "brier", "ece", "adaptive_ece", "mce", "rmse", "crps", "calibration_error")
-HIGHER_IS_BETTER = ("accuracy", "ood_auroc_entropy", "ood_auroc_confidence", "ood_auroc_std")
+HIGHER_IS_BETTER = ("accuracy", "subset_accuracy", "ood_auroc_entropy", "ood_auroc_confidence", "ood_auroc_std")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class UncertaintyReport:
     """Metrics of several predictives on the same data.
 
     Attributes:
-      task: ``"classification"`` or ``"regression"``.
+      task: ``"classification"``, ``"multilabel"`` or ``"regression"``.
       n_examples: the number of test examples; ``n_ood`` of out-of-distribution ones (0 if none).
       metrics: per column (e.g. ``"MAP"``, ``"Laplace"``), metric name to value.
       curves: per column, the plotted curve: ``confidence``, ``accuracy`` and ``count`` per
@@ -164,6 +165,71 @@ def classification_report(
     return UncertaintyReport("classification", len(labels), metrics, curves, dict(settings or {}), n_ood)
 
 
+def multilabel_report(
+    predictions: Mapping[str, Any],
+    targets: Any,
+    ood_predictions: Mapping[str, Any] | None = None,
+    *,
+    n_bins: int = 15,
+    settings: Mapping[str, Any] | None = None,
+) -> UncertaintyReport:
+    """A report on per-label probabilities ``(N, K)`` per predictive, with 0/1 ``targets`` ``(N, K)``.
+
+    Each label is a binary problem with class probabilities $[1 - p_k, p_k]$. The averaged
+    metrics pool every (example, label) pair: ``accuracy`` (of thresholding at 0.5),
+    ``subset_accuracy`` (every label of an example right), ``nll`` (per example, summed over
+    labels), ``brier`` (the mean of $(p - y)^2$) and ``ece`` (of the pooled binary problems, the
+    one the reliability diagram shows). Per label ``k``: ``accuracy[k]``, ``nll[k]``, ``ece[k]``.
+
+    Args:
+      predictions: column name to probabilities, e.g. ``{"MAP": p_map, "Laplace": p_la}``.
+      targets: the true labels, 0 or 1.
+      ood_predictions: the same columns' probabilities on out-of-distribution inputs; adds the
+        AUROC of telling them apart by the mean entropy over labels, and that mean entropy.
+      n_bins: bins of the ECE and the reliability diagram.
+      settings: recorded in the report as they are.
+    """
+    targets = np.asarray(targets)
+    metrics, curves = {}, {}
+    for column, probs in predictions.items():
+        probs = np.asarray(probs, dtype=np.float64)
+        if probs.ndim != 2 or probs.shape != targets.shape:
+            raise ValueError(f"probabilities must be (N, K) like the targets; got {probs.shape} and {targets.shape}.")
+        pooled, pooled_labels = _as_binary(probs.ravel(), targets.ravel())
+        metrics[column] = {
+            "accuracy": calibration.accuracy(pooled, pooled_labels),
+            "subset_accuracy": float(np.mean(np.all((probs > 0.5) == (targets == 1), axis=1))),
+            "nll": calibration.negative_log_likelihood(pooled, pooled_labels) * targets.shape[1],
+            "brier": float(np.mean((probs - targets) ** 2)),
+            "ece": calibration.expected_calibration_error(pooled, pooled_labels, n_bins),
+        }
+        for label in range(targets.shape[1]):
+            label_probs, labels = _as_binary(probs[:, label], targets[:, label])
+            metrics[column][f"accuracy[{label}]"] = calibration.accuracy(label_probs, labels)
+            metrics[column][f"nll[{label}]"] = calibration.negative_log_likelihood(label_probs, labels)
+            metrics[column][f"ece[{label}]"] = calibration.expected_calibration_error(label_probs, labels, n_bins)
+        if ood_predictions is not None:
+            entropy_in, entropy_out = (_mean_label_entropy(p) for p in (probs, ood_predictions[column]))
+            metrics[column]["ood_auroc_entropy"] = calibration.auroc(entropy_in, entropy_out)
+            metrics[column]["ood_entropy"] = float(np.mean(entropy_out))
+        bins = calibration.calibration_bins(pooled, pooled_labels, n_bins)
+        curves[column] = {key: bins[key].tolist() for key in ("confidence", "accuracy", "count")}
+    n_ood = len(next(iter(ood_predictions.values()))) if ood_predictions else 0
+    return UncertaintyReport("multilabel", len(targets), metrics, curves, dict(settings or {}), n_ood)
+
+
+def _as_binary(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities of label 1 ``(M,)`` as two-class probabilities ``(M, 2)``, with integer labels."""
+    return checked_classification(np.stack([1 - probs, probs], axis=1), labels.astype(np.int64))
+
+
+def _mean_label_entropy(probs: Any) -> np.ndarray:
+    """Per example, the mean over labels of the binary entropy (nats)."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), calibration.classification.EPSILON, 1.0)
+    q = np.clip(1 - np.asarray(probs, dtype=np.float64), calibration.classification.EPSILON, 1.0)
+    return np.mean(-(p * np.log(p) + q * np.log(q)), axis=1)
+
+
 def regression_report(
     predictions: Mapping[str, tuple[Any, Any]],
     y: Any,
@@ -216,7 +282,8 @@ def _percent(level: float) -> str:
 
 
 def _label(name: str) -> str:
-    arrow = " ↓" if name in LOWER_IS_BETTER else " ↑" if name in HIGHER_IS_BETTER else ""
+    base = name.split("[")[0]  # per-label metrics, e.g. "ece[2]"
+    arrow = " ↓" if base in LOWER_IS_BETTER else " ↑" if base in HIGHER_IS_BETTER else ""
     return name + arrow
 
 

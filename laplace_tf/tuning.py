@@ -32,6 +32,7 @@ from laplace_tf.options import GridMetric, PriorStructure
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.prior import expand_prior_precision
 from laplace_tf.progress import Progress
+from laplace_tf.report import multilabel_report
 
 if TYPE_CHECKING:
     from laplace_tf.laplace import Laplace
@@ -176,6 +177,8 @@ def _scorer(la: Laplace, metric: GridMetric):
 
     def score(x: np.ndarray, y: np.ndarray) -> float:
         probs = la.predict(x).numpy()
+        if name == LikelihoodName.MULTILABEL:  # the pooled metric of the multilabel report
+            return multilabel_report({"Laplace": probs}, y).metrics["Laplace"][metric.value]
         if name == LikelihoodName.BINARY:
             probs = np.concatenate([1 - probs, probs], axis=1)
             return metric_fn(probs, y[:, 0].astype(int))

@@ -97,9 +97,9 @@ def output_hessians_np(f: np.ndarray, likelihood: str) -> np.ndarray:
     if likelihood == "classification":
         p = softmax_np(f)
         return np.stack([np.diag(p_n) - np.outer(p_n, p_n) for p_n in p])
-    if likelihood == "binary":
+    if likelihood in ("binary", "multilabel"):
         p = 1 / (1 + np.exp(-f))
-        return (p * (1 - p))[:, :, None]
+        return np.stack([np.diag(p_n * (1 - p_n)) for p_n in p])
     return np.stack([np.eye(f.shape[1])] * len(f))
 
 

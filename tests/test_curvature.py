@@ -17,7 +17,7 @@ from conftest import (
 
 import laplace_tf as lt
 
-LIKELIHOOD_OUTPUTS = {"classification": N_CLASSES, "regression": 2, "binary": 1}
+LIKELIHOOD_OUTPUTS = {"classification": N_CLASSES, "regression": 2, "binary": 1, "multilabel": 3}
 
 
 def _data(likelihood, n=17, seed=0):
@@ -27,6 +27,8 @@ def _data(likelihood, n=17, seed=0):
         return x, rng.integers(0, N_CLASSES, size=n)
     if likelihood == "binary":
         return x, rng.integers(0, 2, size=n)
+    if likelihood == "multilabel":
+        return x, rng.integers(0, 2, size=(n, 3))
     return x, rng.normal(size=(n, 2))
 
 
@@ -35,10 +37,12 @@ def _unit_loss(likelihood):
         return cross_entropy
     if likelihood == "binary":
         return lambda f, y: keras.losses.binary_crossentropy(tf.cast(y, f.dtype)[:, None], f, from_logits=True)[0]
+    if likelihood == "multilabel":  # keras averages over labels; the likelihood sums them
+        return lambda f, y: 3 * keras.losses.binary_crossentropy(tf.cast(y, f.dtype), f, from_logits=True)[0]
     return lambda f, y: 0.5 * tf.reduce_sum((f - y) ** 2)
 
 
-@pytest.mark.parametrize("likelihood", ["classification", "regression", "binary"])
+@pytest.mark.parametrize("likelihood", ["classification", "regression", "binary", "multilabel"])
 def test_full_ggn_equals_dense_jt_h_j(likelihood):
     model = make_mlp(4, LIKELIHOOD_OUTPUTS[likelihood])
     x, y = _data(likelihood)
@@ -49,7 +53,7 @@ def test_full_ggn_equals_dense_jt_h_j(likelihood):
     np.testing.assert_allclose(la.curvature, expected, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("likelihood", ["classification", "regression", "binary"])
+@pytest.mark.parametrize("likelihood", ["classification", "regression", "binary", "multilabel"])
 def test_empirical_fisher_equals_sum_of_gradient_outer_products(likelihood):
     model = make_mlp(4, LIKELIHOOD_OUTPUTS[likelihood])
     x, y = _data(likelihood)

@@ -30,13 +30,15 @@ def _block_slices(model):
     return [slice(a, b) for a, b in itertools.pairwise(starts)]
 
 
-@pytest.mark.parametrize("likelihood", ["classification", "regression", "binary"])
+@pytest.mark.parametrize("likelihood", ["classification", "regression", "binary", "multilabel"])
 def test_one_example_gives_the_exact_ggn_blocks(likelihood):
-    outputs = {"classification": N_CLASSES, "regression": 2, "binary": 1}[likelihood]
+    outputs = {"classification": N_CLASSES, "regression": 2, "binary": 1, "multilabel": 3}[likelihood]
     model = make_mlp(4, outputs, hidden=(5,))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1, 4))
-    y = {"classification": [1], "regression": rng.normal(size=(1, 2)), "binary": [1]}[likelihood]
+    y = {"classification": [1], "regression": rng.normal(size=(1, 2)), "binary": [1], "multilabel": [[1, 0, 1]]}[
+        likelihood
+    ]
     kron = lt.Laplace(model, likelihood, hessian_structure="kron").fit((x, np.asarray(y)), verbose=False)
     full = lt.Laplace(model, likelihood).fit((x, np.asarray(y)), verbose=False).curvature.numpy()
     for dense, block in zip(_dense_blocks(kron.curvature), _block_slices(model), strict=True):

@@ -1,0 +1,61 @@
+"""What makes a script's first calls cheap (timing itself lives in benchmarks/run.py).
+
+Importing laplace-tf leaves TensorFlow's runtime unstarted, so a user can still set thread
+counts after the import; a second ``Laplace`` on the same model and configuration traces nothing.
+"""
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import laplace_tf as lt
+
+
+def test_importing_laplace_tf_leaves_tensorflow_configurable():
+    code = (
+        "import tensorflow as tf, laplace_tf as lt, laplace_tf.laplace, laplace_tf.tuning, laplace_tf.report, "
+        "laplace_tf.cli, laplace_tf.io; tf.config.threading.set_intra_op_parallelism_threads(1); print('configurable')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.stdout.strip().endswith("configurable"), done.stderr[-2000:]
+
+
+class TraceCounter(keras.layers.Layer):
+    """An identity layer counting its graph-mode calls: one per trace of a function that runs the model."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.traces = 0
+
+    def call(self, inputs):
+        if not tf.executing_eagerly():
+            self.traces += 1
+        return inputs
+
+
+@pytest.mark.parametrize("structure", ["kron", "diag", "full", "lowrank"])
+def test_a_second_laplace_on_the_same_model_traces_nothing(structure):
+    counter = TraceCounter()
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4, activation="tanh"), counter, keras.layers.Dense(2)]
+    )
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)).astype("float32"), rng.integers(0, 2, 40)
+    options = {"rank": 3} if structure == "lowrank" else {}
+
+    def script() -> None:
+        la = lt.Laplace(model, "classification", hessian_structure=structure, **options)
+        la.fit((x, y), batch_size=16, verbose=False)  # the last batch is smaller: no new trace either
+        la.optimize_prior_precision()
+        la.predict(x[:5])
+        la.predict(x[:7], pred_type="nn", n_samples=4, seed=0)
+
+    script()
+    traced = counter.traces
+    assert traced > 0  # the counter sees traces
+    script()
+    assert counter.traces == traced
