@@ -46,6 +46,7 @@ _EXPORTS = {
     "classification_report": "laplace_tf.report",
     "multilabel_report": "laplace_tf.report",
     "regression_report": "laplace_tf.report",
+    "subnetwork_mask": "laplace_tf.subnetwork",
 }
 
 
@@ -82,6 +83,7 @@ if TYPE_CHECKING:
     )
     from laplace_tf.posterior import DiagPosterior, FullPosterior, NotPositiveDefiniteError
     from laplace_tf.report import UncertaintyReport, classification_report, multilabel_report, regression_report
+    from laplace_tf.subnetwork import subnetwork_mask
 
 __version__ = "0.1.0"
 
@@ -112,4 +114,5 @@ __all__ = [
     "multilabel_report",
     "regression_report",
     "split_hessian",
+    "subnetwork_mask",
 ]

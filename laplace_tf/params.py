@@ -64,7 +64,7 @@ class ModelParameters:
             )
         self._model = weakref.ref(model)  # weak: compiled functions that hold this are cached per model
         self._all_variables = all_variables
-        self._selection = _select(all_variables, subset)
+        self._selection = select_indices(all_variables, subset)
         chosen = [i for i, s in enumerate(self._selection) if s is not None]
         self.variables = [all_variables[i] for i in chosen]
         self.names: list[str] = [v.path for v in self.variables]
@@ -139,7 +139,7 @@ class ModelParameters:
         return np.repeat(np.arange(len(self.sizes)), self.sizes)
 
 
-def _select(variables: list, subset: Subset) -> list[np.ndarray | None]:
+def select_indices(variables: list, subset: Subset) -> list[np.ndarray | None]:
     """Per trainable variable, the selected flat indices (``None`` when none are)."""
     everything = [np.arange(int(np.prod(v.shape))) for v in variables]
     if isinstance(subset, str) and subset == "all":
