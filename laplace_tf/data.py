@@ -51,12 +51,29 @@ def as_batches(data: Any, batch_size: int | None, check_targets: TargetCheck) ->
 
 
 def as_inputs(x: Any, expected: Any = None, what: str = "x") -> Inputs:
-    """Inputs for prediction as validated NumPy arrays, in the structure given, checked against
-    the ``signature`` the Laplace was fitted on (when given)."""
-    x = as_input_arrays(x, what)
-    if n_examples(x) == 0:
+    """Inputs for prediction in the structure given, validated (as NumPy) and checked against the
+    ``signature`` the Laplace was fitted on (when given).
+
+    Float tensors and variables the user passed are kept as they are (once validated), so
+    predictions computed from them are differentiable in them under a ``tf.GradientTape``;
+    everything else becomes NumPy.
+    """
+    arrays = as_input_arrays(x, what)
+    if n_examples(arrays) == 0:
         raise ValueError(f"{what} has no examples; pass at least one input to predict on.")
-    return x if expected is None else conform(x, expected, what)
+    arrays = arrays if expected is None else conform(arrays, expected, what)
+    return with_tensor_leaves(x, arrays)
+
+
+def with_tensor_leaves(original: Any, arrays: Inputs) -> Inputs:
+    """``arrays`` with the user's float tensors (and variables) in place of their NumPy copies."""
+    if isinstance(original, (list, tuple)) and len(tf.nest.flatten(original)) != len(tf.nest.flatten(arrays)):
+        return arrays  # a plain list of numbers, read as one array
+    leaves = [
+        given if isinstance(given, (tf.Tensor, tf.Variable)) and given.dtype.is_floating else array
+        for given, array in zip(tf.nest.flatten(original), tf.nest.flatten(arrays), strict=True)
+    ]
+    return tf.nest.pack_sequence_as(arrays, leaves)
 
 
 def first_inputs(data: Any, n: int = 16) -> Inputs:
