@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from laplace_tf.curvature import compile_for_batches
 from laplace_tf.curvature.jacobians import output_jacobians
-from laplace_tf.curvature.kfac_layers import LayerRule, find_rules, recording
+from laplace_tf.curvature.kfac_layers import LayerRule, find_rules, in_one_graph_place, recording
 from laplace_tf.params import ModelParameters
 from laplace_tf.posterior.kron import EigenBlock, KronPosterior
 from laplace_tf.vectorizing import input_rank
@@ -40,7 +40,10 @@ from laplace_tf.vectorizing import input_rank
 def dense_rules(params: ModelParameters) -> list[LayerRule] | None:
     """The Kronecker rules if every one is a Dense layer known to take 2-D inputs, else ``None``."""
     rules = find_rules(params.model, set(params.names))
-    if not rules or any(r.kind != "dense" or not r.per_example or not _takes_matrices(r.layer) for r in rules):
+    if not rules or any(
+        r.kind != "dense" or not r.per_example or not _takes_matrices(r.layer) or not in_one_graph_place(r.layer)
+        for r in rules
+    ):
         return None
     return rules
 

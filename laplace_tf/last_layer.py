@@ -27,7 +27,7 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from laplace_tf.curvature import compile_for_batches
-from laplace_tf.curvature.kfac_layers import LayerRule, find_rules, recording
+from laplace_tf.curvature.kfac_layers import LayerRule, find_rules, in_one_graph_place, recording
 from laplace_tf.params import ModelParameters
 from laplace_tf.posterior.diag import DiagPosterior
 from laplace_tf.posterior.kron import EigenBlock, KronPosterior
@@ -35,7 +35,11 @@ from laplace_tf.posterior.kron import EigenBlock, KronPosterior
 
 def dense_output_rule(params: ModelParameters) -> LayerRule | None:
     """The rule of the Dense layer whose kernel (and bias, if any) are exactly the selected weights."""
-    rules = [r for r in find_rules(params.model, set(params.names)) if r.kind == "dense" and r.per_example]
+    rules = [
+        r
+        for r in find_rules(params.model, set(params.names))
+        if r.kind == "dense" and r.per_example and in_one_graph_place(r.layer)
+    ]
     if len(rules) != 1:
         return None
     rule = rules[0]

@@ -270,3 +270,28 @@ def test_subclassed_model_gets_the_same_kron_curvature(classification_data):
         np.testing.assert_allclose(a, b, rtol=1e-12)
     x = classification_data[0][:4]
     np.testing.assert_allclose(ours.predict(x), expected.predict(x), rtol=1e-10)
+
+
+def test_a_shared_layer_counts_each_call_as_positions():
+    """A Dense layer called on two inputs (shared weights) gets the K-FAC factors of one Dense layer
+    on a length-2 sequence of them (the "expand" convention), with the same weights; the GLM
+    predictive is exact either way."""
+    keras.utils.set_random_seed(0)
+    left, right = keras.Input((3,), dtype="float64"), keras.Input((3,), dtype="float64")
+    shared = keras.layers.Dense(4, activation="tanh", dtype="float64")
+    head = keras.layers.Dense(2, dtype="float64")
+    siamese = keras.Model([left, right], head(keras.layers.Concatenate()([shared(left), shared(right)])))
+    sequence = keras.Input((2, 3), dtype="float64")
+    twin_head = keras.layers.Dense(2, dtype="float64")
+    twin = keras.Model(
+        sequence, twin_head(keras.layers.Flatten()(keras.layers.Dense(4, activation="tanh", dtype="float64")(sequence)))
+    )
+    twin.set_weights(siamese.get_weights())
+    rng = np.random.default_rng(0)
+    pair, y = [rng.normal(size=(9, 3)), rng.normal(size=(9, 3))], rng.integers(0, 2, 9)
+    stacked = np.stack(pair, axis=1)
+    la = lt.Laplace(siamese, "classification", hessian_structure="kron").fit((pair, y), batch_size=4, verbose=False)
+    reference = lt.Laplace(twin, "classification", hessian_structure="kron").fit((stacked, y), verbose=False)
+    for ours, expected in zip(_dense_blocks(la.curvature), _dense_blocks(reference.curvature), strict=True):
+        np.testing.assert_allclose(ours, expected, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(la.predict(pair), reference.predict(stacked), rtol=1e-10)

@@ -46,7 +46,7 @@ import tensorflow as tf
 
 @dataclass
 class Probe:
-    """What one forward pass recorded for a rule: its inputs and its perturbation."""
+    """What one call of a rule's layer recorded: its inputs and its perturbation."""
 
     inputs: tf.Tensor | None = None
     perturbation: tf.Tensor | None = None
@@ -62,7 +62,22 @@ class LayerRule:
     bias: Any | None  # the bias variable when it gets a curvature block (it is in the subset)
     input_axes: int = 1  # how many leading kernel axes $A$ runs over (the rest are $G$'s)
     per_example: bool = True  # False inside TimeDistributed: the layer sees (B * T, ...) inputs
-    probe: Probe = field(default_factory=Probe)
+    probes: list[Probe] = field(default_factory=list)  # one per call in the recorded forward pass
+
+    @property
+    def perturbations(self) -> list[tf.Tensor]:
+        return [probe.perturbation for probe in self.probes]
+
+    @property
+    def probe(self) -> Probe:
+        """The one call's probe, for the predictive paths that need one call per layer."""
+        if len(self.probes) != 1:
+            raise ValueError(
+                f"Layer {self.layer.name!r} is called {len(self.probes)} times in one forward pass (shared "
+                "weights); the closed-form predictive paths need one call. Select the weights by mask "
+                "(subset_of_weights) or use hessian_structure='diag' or 'full'."
+            )
+        return self.probes[0]
 
     @property
     def input_dim(self) -> int:
@@ -89,15 +104,19 @@ class LayerRule:
             z = z + layer.bias
         perturbation = tf.zeros_like(z)
         tape.watch(perturbation)
-        self.probe = Probe(inputs=inputs, perturbation=perturbation)
+        self.probes.append(Probe(inputs=inputs, perturbation=perturbation))
         z = z + perturbation
         activation = getattr(layer, "activation", None)
         return activation(z) if activation is not None else z
 
     def input_moment(self) -> tuple[tf.Tensor, tf.Tensor]:
-        """$\\sum a a^\\top$ over the batch (a vector of counts for an Embedding) and the
-        number of positions it summed over."""
-        inputs = self.probe.inputs
+        """$\\sum a a^\\top$ over the batch and every call (a vector of counts for an Embedding)
+        and the number of positions it summed over: a layer called several times (shared
+        weights) counts each call's inputs as more positions, the "expand" convention."""
+        moments = [self._input_moment(probe.inputs) for probe in self.probes]
+        return tf.add_n([m[0] for m in moments]), tf.add_n([m[1] for m in moments])
+
+    def _input_moment(self, inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         if self.kind == "embedding":
             ids = tf.reshape(tf.cast(inputs, tf.int32), [-1])
             counts = tf.math.bincount(ids, minlength=self.input_dim, maxlength=self.input_dim, dtype=self.dtype)
@@ -107,11 +126,11 @@ class LayerRule:
         rows = tf.reshape(tf.cast(inputs, self.dtype), [-1, self.input_dim])
         return tf.matmul(rows, rows, transpose_a=True), tf.cast(tf.shape(rows)[0], self.dtype)
 
-    def output_moment(self, gradients: tf.Tensor) -> tf.Tensor:
-        """$\\sum g g^\\top$ from pre-activation gradients ``(C, B, ..., d_out)``, in the
-        variables' dtype (a mixed-precision layer computes them in float16)."""
-        rows = tf.reshape(tf.cast(gradients, self.dtype), [-1, self.output_dim])
-        return tf.matmul(rows, rows, transpose_a=True)
+    def output_moment(self, gradients: list[tf.Tensor]) -> tf.Tensor:
+        """$\\sum g g^\\top$ from each call's pre-activation gradients ``(C, B, ..., d_out)``, in
+        the variables' dtype (a mixed-precision layer computes them in float16)."""
+        rows = [tf.reshape(tf.cast(g, self.dtype), [-1, self.output_dim]) for g in gradients]
+        return tf.add_n([tf.matmul(r, r, transpose_a=True) for r in rows])
 
     @property
     def dtype(self) -> tf.DType:
@@ -145,10 +164,18 @@ def find_rules(model: keras.Model, selected_paths: set[str]) -> list[LayerRule]:
     return rules
 
 
+def in_one_graph_place(layer: keras.layers.Layer) -> bool:
+    """Whether the layer appears once in the functional graphs it belongs to (a layer shared by
+    several branches, or reused by another model, has several inbound nodes). Subclassed models
+    record none; a layer they call twice is caught when its `LayerRule.probe` is read."""
+    return len(getattr(layer, "_inbound_nodes", [])) <= 1
+
+
 @contextlib.contextmanager
 def recording(rules: list[LayerRule], tape: tf.GradientTape) -> Iterator[None]:
-    """Temporarily routes each rule's layer through `LayerRule.forward`."""
+    """Temporarily routes each rule's layer through `LayerRule.forward`, recording every call anew."""
     for rule in rules:
+        rule.probes = []
         object.__setattr__(rule.layer, "call", _make_call(rule, tape))
     try:
         yield

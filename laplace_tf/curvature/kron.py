@@ -94,9 +94,10 @@ class KronPlan:
                 f = self.params.apply(theta, x)
             columns = tf.stop_gradient(self._columns(f, y, seed))
             projected = tf.einsum("bkc,bk->c", columns, f)
-        gradients = tape.jacobian(
-            projected, [r.probe.perturbation for r in self.rules], experimental_use_pfor=self.params.vectorize
-        )
+        perturbations = [p for rule in self.rules for p in rule.perturbations]  # every call of every layer
+        flat_gradients = tape.jacobian(projected, perturbations, experimental_use_pfor=self.params.vectorize)
+        ends = np.cumsum([len(rule.probes) for rule in self.rules])
+        gradients = [flat_gradients[end - len(rule.probes) : end] for rule, end in zip(self.rules, ends, strict=True)]
         moments = [rule.input_moment() for rule in self.rules]
         sums = {
             "input": [m[0] for m in moments],
