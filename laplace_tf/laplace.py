@@ -246,7 +246,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         [`DiagPosterior`][laplace_tf.DiagPosterior], `KronPosterior` or `LowRankPosterior`."""
         self._require_fitted()
         if self._posterior is None:
-            self._posterior = self._build_posterior(self._prior_precision, self._sigma_noise)
+            with tf.init_scope():  # built eagerly even on first use inside a tf.function, then cached
+                self._posterior = self._build_posterior(self._prior_precision, self._sigma_noise)
         return self._posterior
 
     @property

@@ -62,3 +62,17 @@ def test_docstrings_have_no_control_characters():
                 if any(c in doc for c in "\t\x08\x0c\x07\x0b\r"):
                     bad.append(f"{path.name}:{getattr(node, 'name', 'module')}")
     assert not bad, bad
+
+
+def test_online_laplace_forgets_less_than_plain_training():
+    """The continual-learning example's claim, at its smoke size: averaged over the three tasks,
+    the online Laplace keeps more of the earlier tasks than plain sequential training."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import continual_learning
+    finally:
+        sys.path.pop(0)
+    history = continual_learning.run(epochs=20, n=100)
+    plain, laplace = (sum(history[name][-1]) / 3 for name in ("plain", "online Laplace"))
+    assert laplace > plain + 0.1
+    assert min(history["online Laplace"][-1]) > 0.75  # no task forgotten
