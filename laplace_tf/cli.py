@@ -109,6 +109,9 @@ def _predict(args: argparse.Namespace) -> None:
     if la.likelihood.name == LikelihoodName.REGRESSION:
         f_mean, f_var = la.predict(x, **options)
         columns = {"mean": f_mean.numpy(), "variance": f_var.numpy() + float(la.sigma_noise) ** 2}
+    elif la.likelihood.name == LikelihoodName.HETEROSCEDASTIC:
+        mean, epistemic, aleatoric = (t.numpy() for t in la.predict(x, **options))
+        columns = {"mean": mean, "variance": epistemic + aleatoric, "epistemic": epistemic, "aleatoric": aleatoric}
     else:
         columns = {"probs": la.predict(x, link_approx=args.link_approx, **options).numpy()}
     _write_predictions(args.out, columns)
@@ -167,7 +170,7 @@ def _subset(subset: str) -> str | list[str]:
 
 def _targets(y: np.ndarray, likelihood: str) -> np.ndarray:
     """Labels read as floats (from CSV) become integers for classifiers, if they are whole numbers."""
-    if likelihood == "regression" or np.issubdtype(y.dtype, np.integer):
+    if likelihood in ("regression", "heteroscedastic") or np.issubdtype(y.dtype, np.integer):
         return y
     if np.all(y == np.round(y)):
         return y.astype(np.int64)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from laplace_tf import calibration, predictive
+from laplace_tf import calibration, heteroscedastic, predictive
 from laplace_tf.inputs import n_examples
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.report import UncertaintyReport, classification_report, multilabel_report, regression_report
@@ -66,7 +66,7 @@ def evaluate(
     options = {"pred_type": pred_type, "link_approx": link_approx, "n_samples": n_samples, "seed": seed}
     inputs = {"test": x} if x_ood is None else {"test": x, "ood": la._inputs(x_ood, "x_ood")}
     settings = _settings(la, pred_type, link_approx)
-    if la.likelihood.name == LikelihoodName.REGRESSION:
+    if la.likelihood.name in (LikelihoodName.REGRESSION, LikelihoodName.HETEROSCEDASTIC):
         columns = {part: _regression_columns(la, inputs_, options) for part, inputs_ in inputs.items()}
         return regression_report(columns["test"], targets, columns.get("ood"), levels=levels, settings=settings)
     if la.likelihood.name == LikelihoodName.MULTILABEL:
@@ -94,7 +94,15 @@ def _classification_columns(la: Any, x: Any, options: dict[str, Any]) -> dict[st
 
 
 def _regression_columns(la: Any, x: Any, options: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Predictive means and variances, noise included: the MAP's and the Laplace's."""
     options = {key: value for key, value in options.items() if key != "link_approx"}
+    if la.likelihood.name == LikelihoodName.HETEROSCEDASTIC:
+        map_mean, map_noise = heteroscedastic.mean_and_variance(la.map_outputs(x))
+        mean, epistemic, aleatoric = la.predict(x, **options)
+        return {
+            "MAP": (map_mean.numpy(), map_noise.numpy()),
+            "Laplace": (mean.numpy(), (epistemic + aleatoric).numpy()),
+        }
     noise = float(tf.square(la.sigma_noise))
     f_map = la.map_outputs(x).numpy()
     f_mean, f_var = la.predict(x, **options)
@@ -115,6 +123,6 @@ def _settings(la: Any, pred_type: str, link_approx: str) -> dict[str, Any]:
     }
     if la.likelihood.name == LikelihoodName.REGRESSION:
         settings["sigma_noise"] = float(la.sigma_noise)
-    else:
+    elif la.likelihood.name != LikelihoodName.HETEROSCEDASTIC:
         settings["link_approx"] = link_approx
     return settings

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from laplace_tf import heteroscedastic
 from laplace_tf.arviz_compat import dataset, make_arviz_data
 from laplace_tf.inputs import as_input_arrays
 from laplace_tf.inputs import n_examples as count_examples
@@ -190,6 +191,10 @@ def _observation_draws(la: Any, outputs: tf.Tensor, seed: tf.Tensor) -> tf.Tenso
         uniform = tf.random.stateless_uniform(tf.shape(outputs), seed, dtype=outputs.dtype)
         draws = tf.cast(uniform < tf.sigmoid(outputs), tf.int64)
         return draws[..., 0] if name == LikelihoodName.BINARY else draws
+    if name == LikelihoodName.HETEROSCEDASTIC:
+        mean, variance = heteroscedastic.mean_and_variance(outputs)
+        draws = mean + tf.sqrt(variance) * tf.random.stateless_normal(tf.shape(mean), seed, dtype=outputs.dtype)
+        return draws[..., 0] if draws.shape[-1] == 1 else draws
     noise = tf.random.stateless_normal(tf.shape(outputs), seed, dtype=outputs.dtype)
     draws = outputs + tf.cast(la.sigma_noise, outputs.dtype) * noise
     return draws[..., 0] if outputs.shape[-1] == 1 else draws

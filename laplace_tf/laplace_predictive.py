@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from laplace_tf import kron_predictive, last_layer, predictive
+from laplace_tf import heteroscedastic, kron_predictive, last_layer, predictive
 from laplace_tf.compiled import cached
 from laplace_tf.curvature import compile_for_batches
 from laplace_tf.curvature.jacobians import output_jacobians
@@ -113,6 +113,9 @@ class LaplacePredictive:
           probability ``(N, K)``; regression:
           ``(f_mean, f_var)``, each ``(N, K)``, the function's mean and variance (no noise); with
           ``diagonal_output=False``, ``f_var`` is ``(N, K, K)``; with ``joint=True`` see above.
+          Heteroscedastic: ``(mean, epistemic, aleatoric)``, each ``(N, K)``: the predictive
+          mean, the posterior variance of the mean, and the expected noise variance
+          (`laplace_tf.heteroscedastic`).
         """
         pred = parse_option(PredType, pred_type, "pred_type")
         approx = parse_option(LinkApprox, link_approx, "link_approx")
@@ -123,6 +126,10 @@ class LaplacePredictive:
         if (joint or not diagonal_output) and not regression:
             raise ValueError("joint=True and diagonal_output=False are for likelihood='regression'.")
         x = self._inputs(x)
+        if self.likelihood.name == LikelihoodName.HETEROSCEDASTIC:
+            if pred == PredType.NN:
+                return heteroscedastic.sample_moments(self._sampled_outputs(x, n_samples, seed, verbose))
+            return heteroscedastic.glm_moments(*self.glm_output_distribution(x, verbose))
         if pred == PredType.NN:
             outputs = self._sampled_outputs(x, n_samples, seed, verbose)
             if regression:
@@ -201,7 +208,8 @@ class LaplacePredictive:
         """The predictive as a TFP distribution over targets; regression adds the noise.
 
         Classification: ``Categorical`` (batch ``N``); binary: ``Bernoulli`` (batch ``N``);
-        multilabel: ``Independent(Bernoulli)`` with event ``K``;
+        multilabel: ``Independent(Bernoulli)`` with event ``K``; heteroscedastic:
+        ``Independent(Normal(mean, sqrt(epistemic + aleatoric)))`` with event ``K``;
         regression: ``Independent(Normal(f_mean, sqrt(f_var + sigma^2)))`` with event ``K``.
         """
         prediction = self.predict(x, **predict_kwargs)
@@ -211,6 +219,9 @@ class LaplacePredictive:
             return tfd.Bernoulli(probs=prediction[:, 0], dtype=self.dtype)
         if self.likelihood.name == LikelihoodName.MULTILABEL:
             return tfd.Independent(tfd.Bernoulli(probs=prediction, dtype=self.dtype), reinterpreted_batch_ndims=1)
+        if self.likelihood.name == LikelihoodName.HETEROSCEDASTIC:
+            mean, epistemic, aleatoric = prediction
+            return tfd.Independent(tfd.Normal(mean, tf.sqrt(epistemic + aleatoric)), reinterpreted_batch_ndims=1)
         f_mean, f_var = prediction
         scale = tf.sqrt(f_var + tf.square(self._sigma_noise))
         return tfd.Independent(tfd.Normal(f_mean, scale), reinterpreted_batch_ndims=1)

@@ -14,6 +14,8 @@ $\sum_b J_b^\top \Lambda_b J_b$.
   $\Lambda = \operatorname{diag}(p) - p p^\top$.
 * binary (sigmoid of one logit): $\ell = -y \log p - (1 - y) \log(1 - p)$,
   $\Lambda = p (1 - p)$.
+* heteroscedastic (a mean and a noise per target, in natural parameters): see
+  `laplace_tf.heteroscedastic`.
 * multilabel (``K`` independent sigmoids, targets in $\{0, 1\}^K$): the binary loss summed
   over labels, $\Lambda = \operatorname{diag}(p \odot (1 - p))$.
 
@@ -250,13 +252,17 @@ class Multilabel(Binary):
 
 
 def get_likelihood(name: str | LikelihoodName) -> Likelihood:
-    """The likelihood for a name: ``"regression"``, ``"classification"``, ``"binary"`` or ``"multilabel"``."""
+    """The likelihood for a name: ``"regression"``, ``"classification"``, ``"binary"``,
+    ``"multilabel"`` or ``"heteroscedastic"``."""
+    from laplace_tf.heteroscedastic import Heteroscedastic
+
     option = parse_option(LikelihoodName, name, "likelihood")
     return {
         LikelihoodName.REGRESSION: Regression,
         LikelihoodName.CLASSIFICATION: Classification,
         LikelihoodName.BINARY: Binary,
         LikelihoodName.MULTILABEL: Multilabel,
+        LikelihoodName.HETEROSCEDASTIC: Heteroscedastic,
     }[option]()
 
 

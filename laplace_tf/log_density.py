@@ -36,7 +36,8 @@ def pointwise_log_likelihood(la: Any, outputs: tf.Tensor, targets: tf.Tensor) ->
 
     Targets are as the likelihood validates them: one-hot labels, 0/1 columns or real values.
     """
-    targets = tf.broadcast_to(tf.cast(targets, outputs.dtype), tf.shape(outputs))
+    targets = tf.cast(targets, outputs.dtype)
+    targets = tf.broadcast_to(targets, tf.concat([tf.shape(outputs)[:-1], tf.shape(targets)[-1:]], axis=0))
     negative = la.likelihood.loss(outputs, targets)
     if la.likelihood.name != LikelihoodName.REGRESSION:
         return -negative

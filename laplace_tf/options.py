@@ -22,6 +22,7 @@ class Likelihood(str, enum.Enum):
     CLASSIFICATION = "classification"
     BINARY = "binary"
     MULTILABEL = "multilabel"
+    HETEROSCEDASTIC = "heteroscedastic"
 
 
 class HessianStructure(str, enum.Enum):
