@@ -106,7 +106,7 @@ def curvature_spectrum(la: Any, structure: PriorStructure) -> CurvatureSpectrum 
     if structure == PriorStructure.SCALAR:
         groups, variable = np.zeros_like(np.asarray(groups)), np.zeros_like(variable)
     n_groups = int(variable.max()) + 1
-    offsets = np.asarray(la.mean - la.prior_mean, np.float64)
+    offsets = np.asarray(la.mean, np.float64) - np.asarray(la.prior_mean, np.float64)
     regression = la.likelihood.name == LikelihoodName.REGRESSION
     return CurvatureSpectrum(
         eigenvalues=np.maximum(np.asarray(eigenvalues, np.float64), 0.0),

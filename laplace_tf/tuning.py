@@ -30,7 +30,6 @@ from laplace_tf.evidence_spectrum import curvature_spectrum
 from laplace_tf.inputs import n_examples
 from laplace_tf.options import GridMetric, PriorStructure
 from laplace_tf.options import Likelihood as LikelihoodName
-from laplace_tf.prior import expand_prior_precision
 from laplace_tf.progress import Progress
 from laplace_tf.report import multilabel_report
 
@@ -53,14 +52,16 @@ def tune_prior_precision(
     the structure has one, else a compiled `log_marginal_likelihood`; either way scipy's L-BFGS-B
     minimises it in log space.
     """
-    log_prior = np.log(_initial_prior(la, structure).numpy()).astype(np.float64)
+    log_prior = _initial_log_prior(la, structure)
     n_prior = len(log_prior)
     start = np.append(log_prior, np.log(float(la.sigma_noise))) if optimize_sigma_noise else log_prior
 
-    def unpack(eta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None]:
-        prior = tf.exp(eta[:n_prior])
+    def unpack(eta: Any) -> tuple[Any, Any]:
+        """(prior, sigma or None) from log values: tensors inside the compiled evidence, arrays after."""
+        exp = tf.exp if isinstance(eta, tf.Tensor) else np.exp
+        prior = exp(eta[:n_prior])
         return (prior[0] if structure == PriorStructure.SCALAR else prior), (
-            tf.exp(eta[n_prior]) if optimize_sigma_noise else None
+            exp(eta[n_prior]) if optimize_sigma_noise else None
         )
 
     negative_evidence = _negative_evidence(la, structure, optimize_sigma_noise, unpack)
@@ -95,7 +96,8 @@ def tune_prior_precision(
             "start from another prior_precision.",
             stacklevel=3,
         )
-    return unpack(tf.constant(result.x, la.dtype))
+    prior, sigma = unpack(result.x)
+    return tf.constant(prior, la.dtype), None if sigma is None else tf.constant(sigma, la.dtype)
 
 
 def _negative_evidence(la: Laplace, structure: PriorStructure, optimize_sigma_noise: bool, unpack: Any) -> Any:
@@ -200,13 +202,19 @@ def _reached_optimum(result: Any, floor: float) -> bool:
     return _is_finite(result) and (bool(result.success) or float(np.linalg.norm(result.jac)) <= floor)
 
 
-def _initial_prior(la: Laplace, structure: PriorStructure) -> tf.Tensor:
-    """The current prior precision, reduced to the shape being tuned by geometric means (the
-    optimisation is in log space, where a few extreme values should not dominate the start)."""
-    per_parameter = expand_prior_precision(la.prior_precision, la.params.sizes, la.n_params)
+def _initial_log_prior(la: Laplace, structure: PriorStructure) -> np.ndarray:
+    """The log of the current prior precision, reduced to the shape being tuned by means (in log
+    space, where a few extreme values should not dominate the start); float64 NumPy."""
+    prior = np.asarray(la.prior_precision, np.float64)
+    log_per_parameter = np.log(
+        np.broadcast_to(prior, [la.n_params])
+        if prior.ndim == 0 or prior.size == la.n_params
+        else np.repeat(prior, la.params.sizes)
+    )
     if structure == PriorStructure.DIAG:
-        return per_parameter
-    log_per_variable = tf.math.segment_mean(tf.math.log(per_parameter), tf.constant(la.params.variable_index()))
+        return log_per_parameter
+    variable = la.params.variable_index()
+    log_per_variable = np.bincount(variable, log_per_parameter) / np.bincount(variable)
     if structure == PriorStructure.LAYERWISE:
-        return tf.exp(log_per_variable)
-    return tf.exp(tf.reduce_mean(log_per_variable, keepdims=True))
+        return log_per_variable
+    return np.array([log_per_variable.mean()])
