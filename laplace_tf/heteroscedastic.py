@@ -37,7 +37,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from laplace_tf.likelihoods import Likelihood
+from laplace_tf.likelihoods import Likelihood, as_columns, numbers
 from laplace_tf.options import Likelihood as LikelihoodName
 
 
@@ -53,17 +53,13 @@ class Heteroscedastic(Likelihood):
                 f"variance = exp(-b)); the model has {n_outputs}. Give its last layer 2 * K units."
             )
         targets = n_outputs // 2
-        y = np.asarray(y)
-        if y.ndim == 1 and targets == 1:
-            y = y[:, None]
-        if y.ndim != 2 or y.shape[1] != targets:
+        columns = as_columns(y, targets)
+        if columns is None:
             raise ValueError(
-                f"y (heteroscedastic targets) has shape {y.shape}; the model's {n_outputs} outputs "
+                f"y (heteroscedastic targets) has shape {np.shape(y)}; the model's {n_outputs} outputs "
                 f"describe {targets} target(s), so pass y of shape (N, {targets})."
             )
-        if not np.issubdtype(y.dtype, np.number):
-            raise ValueError(f"y (heteroscedastic targets) must be numbers, got dtype {y.dtype}.")
-        return y.astype(np.float64)
+        return numbers(columns, "y (heteroscedastic targets)")
 
     def loss(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         a, b = split_outputs(f)

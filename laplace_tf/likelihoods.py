@@ -87,17 +87,13 @@ class Regression(Likelihood):
     name = LikelihoodName.REGRESSION
 
     def validate_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
-        y = np.asarray(y)
-        if y.ndim == 1 and n_outputs == 1:
-            y = y[:, None]
-        if y.ndim != 2 or y.shape[1] != n_outputs:
+        columns = as_columns(y, n_outputs)
+        if columns is None:
             raise ValueError(
-                f"y (regression targets) has shape {y.shape} but the model has {n_outputs} output(s); "
+                f"y (regression targets) has shape {np.shape(y)} but the model has {n_outputs} output(s); "
                 f"pass y of shape (N, {n_outputs})" + (" or (N,)." if n_outputs == 1 else ".")
             )
-        if not np.issubdtype(y.dtype, np.number):
-            raise ValueError(f"y (regression targets) must be numbers, got dtype {y.dtype}.")
-        return y.astype(np.float64)
+        return numbers(columns, "y (regression targets)")
 
     def loss(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         return 0.5 * tf.reduce_sum(tf.square(y - f), axis=-1)
@@ -232,15 +228,13 @@ class Multilabel(Binary):
     name = LikelihoodName.MULTILABEL
 
     def validate_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
-        y = np.asarray(y)
-        if y.ndim == 1 and n_outputs == 1:
-            y = y[:, None]
-        if y.ndim != 2 or y.shape[1] != n_outputs:
+        columns = as_columns(y, n_outputs)
+        if columns is None:
             raise ValueError(
-                f"y (multilabel targets) has shape {y.shape}; pass one 0/1 column per label, shape "
+                f"y (multilabel targets) has shape {np.shape(y)}; pass one 0/1 column per label, shape "
                 f"(N, {n_outputs}) for a model with {n_outputs} outputs."
             )
-        labels = _integer_labels(y, "y (multilabel targets)")
+        labels = _integer_labels(columns, "y (multilabel targets)")
         bad = (labels != 0) & (labels != 1)
         if bad.any():
             rows, columns = np.nonzero(bad)
@@ -264,6 +258,21 @@ def get_likelihood(name: str | LikelihoodName) -> Likelihood:
         LikelihoodName.MULTILABEL: Multilabel,
         LikelihoodName.HETEROSCEDASTIC: Heteroscedastic,
     }[option]()
+
+
+def as_columns(y: np.ndarray, n_columns: int) -> np.ndarray | None:
+    """``y`` as an ``(N, n_columns)`` array (a vector is one column), or ``None`` if it is shaped otherwise."""
+    y = np.asarray(y)
+    if y.ndim == 1 and n_columns == 1:
+        y = y[:, None]
+    return y if y.ndim == 2 and y.shape[1] == n_columns else None
+
+
+def numbers(y: np.ndarray, what: str) -> np.ndarray:
+    """``y`` as float64, refusing non-numeric arrays."""
+    if not np.issubdtype(y.dtype, np.number):
+        raise ValueError(f"{what} must be numbers, got dtype {y.dtype}.")
+    return y.astype(np.float64)
 
 
 def _integer_labels(y: np.ndarray, what: str) -> np.ndarray:
