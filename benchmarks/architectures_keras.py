@@ -14,9 +14,8 @@ from sizes import CLASSES, EMBEDDING, HEADS, HIDDEN, LAYER_NORM_EPSILON, SEQUENC
 
 def build(name: str, state: dict, dtype: str, length: int = SEQUENCE_LENGTH) -> keras.Model:
     """The Keras model ``name`` with the torch weights ``state`` (keys without the ``torch.`` prefix)."""
-    model, weights = {"regression": _regression, "cnn": _cnn, "lstm": _lstm, "transformer": _transformer}[name](
-        state, dtype, length
-    )
+    builders = {"regression": _regression, "cnn": _cnn, "lstm": _lstm, "transformer": _transformer, "reward": _reward}
+    model, weights = builders[name](state, dtype, length)
     for layer_name, values in weights.items():
         model.get_layer(layer_name).set_weights([np.asarray(v, dtype) for v in values])
     return model
@@ -35,6 +34,18 @@ def _regression(state: dict, dtype: str, length: int) -> tuple:
         ]
     )
     return model, {"hidden": _linear(state, "0"), "out": _linear(state, "2")}
+
+
+def _reward(state: dict, dtype: str, length: int) -> tuple:
+    """The item model of the torch PairwiseReward (laplace-tf forms the pairs itself)."""
+    model = keras.Sequential(
+        [
+            keras.Input((64,), dtype=dtype),
+            keras.layers.Dense(32, activation="tanh", name="hidden", dtype=dtype),
+            keras.layers.Dense(1, name="out", dtype=dtype),
+        ]
+    )
+    return model, {"hidden": _linear(state, "net.0"), "out": _linear(state, "net.2")}
 
 
 def _cnn(state: dict, dtype: str, length: int) -> tuple:

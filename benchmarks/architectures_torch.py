@@ -39,6 +39,20 @@ class TransformerClassifier(torch.nn.Module):
         return self.out(hidden.mean(dim=1))
 
 
+class PairwiseReward(torch.nn.Module):
+    """A 64-32-1 tanh reward model; on pairs ``(B, 2, 64)`` it returns both rewards ``(B, 2)``, as
+    laplace-torch's reward modeling expects of the model (items ``(B, 64)`` give ``(B, 1)``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 3:
+            return self.net(x.reshape(-1, x.shape[-1])).reshape(-1, 2)
+        return self.net(x)
+
+
 def build(name: str) -> torch.nn.Module:
     if name == "regression":
         return torch.nn.Sequential(torch.nn.Linear(10, 50), torch.nn.Tanh(), torch.nn.Linear(50, 1))
@@ -51,4 +65,4 @@ def build(name: str) -> torch.nn.Module:
             torch.nn.Flatten(),
             torch.nn.Linear(256, 10),
         )
-    return {"lstm": LSTMClassifier, "transformer": TransformerClassifier}[name]()
+    return {"lstm": LSTMClassifier, "transformer": TransformerClassifier, "reward": PairwiseReward}[name]()

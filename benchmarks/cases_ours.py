@@ -1,8 +1,8 @@
 """laplace-tf's side of the benchmark: python cases_ours.py 'SPEC-JSON' -> JSON on the last line.
 
-SPEC: ``op`` (fit, predict, tune, pipeline, hessian), ``problem`` (a problem file's name),
-``path``, ``structure``, ``prior`` (scalar or layerwise), ``noise`` (tune sigma_noise too),
-``dtype``, ``repeats`` (0: the first call only, as in a cold run).
+SPEC: ``op`` (fit, predict, tune, pipeline, hessian, model_predict, model_train_step),
+``problem`` (a problem file's name), ``path``, ``structure``, ``prior`` (scalar or layerwise),
+``noise`` (tune sigma_noise too), ``dtype``, ``repeats`` (0: the first call only, as in a cold run).
 """
 
 import os
@@ -84,11 +84,47 @@ def hessian_case(dtype, repeats):
 
 
 def predictive(la, x):
-    """Classification probabilities, or regression mean and variance side by side, as lists."""
-    if la.likelihood.name.value == "regression":
-        mean, variance = la.predict(x)
-        return np.concatenate([mean.numpy(), variance.numpy()], axis=1).tolist()
-    return la.predict(x).numpy().tolist()
+    """Classification probabilities, or the mean and variance side by side (regression, a reward
+    model's items), as lists."""
+    prediction = la.predict(x)
+    if isinstance(prediction, tuple):
+        return np.concatenate([prediction[0].numpy(), prediction[1].numpy()], axis=1).tolist()
+    return prediction.numpy().tolist()
+
+
+def per_pair_normalised(la, x_test):
+    """The reward model's kron check against laplace-torch: the input factors A divided by the
+    number of pairs rather than of items (laplace-torch's convention; ours is per item, see
+    docs/likelihoods.md), everything else unchanged."""
+    sums = dict(la._sums)
+    sums["positions"] = [positions / 2 for positions in sums["positions"]]
+    twin = lt.Laplace(la.model, "reward_modeling", hessian_structure="kron")
+    twin._restore_fit(
+        mean=la.mean,
+        sums=sums,
+        loss=la._loss,
+        n_data=la.n_data,
+        n_outputs=la.n_outputs,
+        input_signature=la._input_signature,
+    )
+    return {
+        "log_marglik_1": float(twin.log_marginal_likelihood(1.0)),
+        "log_marglik_5": float(twin.log_marginal_likelihood(5.0)),
+        "predictive": predictive(twin, x_test[:50]),
+    }
+
+
+def model_first_call(model, op, x, y, reward):
+    """The model's own first predict on one batch, or first training step (on pairs, for a reward model)."""
+    if op == "model_predict":
+        items = x[:BATCH, 0] if reward else x[:BATCH]
+        return timed(lambda: model.predict(items, verbose=0), 0)[0]
+    if reward:  # the reward model scoring both items of a pair: two logits
+        pairs = keras.Input(x.shape[1:], dtype=model.inputs[0].dtype)
+        model = keras.Model(pairs, keras.layers.Flatten()(keras.layers.TimeDistributed(model)(pairs)))
+    loss = "mse" if y.dtype.kind == "f" else keras.losses.SparseCategoricalCrossentropy(True)
+    model.compile(optimizer="sgd", loss=loss)
+    return timed(lambda: model.train_on_batch(x[:BATCH], y[:BATCH]), 0)[0]
 
 
 def main(spec):
@@ -99,19 +135,14 @@ def main(spec):
     problem = np.load(spec["path"])
     model = build(spec, problem)
     x, y = problem["x_train"], problem["y_train"]
-    if spec["op"] == "model_predict":  # the model's own first call: Keras predict on one batch
-        first, _, _ = timed(lambda: model.predict(x[:BATCH], verbose=0), 0)
-        return {"first": first, "peak_rss_mb": peak()}
-    if spec["op"] == "model_train_step":  # the model's own first training step (forward and backward)
-        loss = "mse" if problem["y_train"].dtype.kind == "f" else keras.losses.SparseCategoricalCrossentropy(True)
-        model.compile(optimizer="sgd", loss=loss)
-        first, _, _ = timed(lambda: model.train_on_batch(x[:BATCH], problem["y_train"][:BATCH]), 0)
-        return {"first": first, "peak_rss_mb": peak()}
+    reward = spec["problem"] == "problem_reward"
+    if spec["op"] in ("model_predict", "model_train_step"):
+        return {"first": model_first_call(model, spec["op"], x, y, reward), "peak_rss_mb": peak()}
     x = x if x.dtype.kind == "i" else x.astype(spec["dtype"])
     y = y.astype(spec["dtype"]) if y.dtype.kind == "f" else y
     x_test = problem["x_test"][:N_PREDICT]
     x_test = x_test if x_test.dtype.kind == "i" else x_test.astype(spec["dtype"])
-    likelihood = "regression" if y.dtype.kind == "f" else "classification"
+    likelihood = "reward_modeling" if reward else "regression" if y.dtype.kind == "f" else "classification"
 
     def fit():
         la = lt.Laplace(model, likelihood, hessian_structure=spec["structure"])
@@ -153,6 +184,8 @@ def main(spec):
     out["log_marglik_1"] = float(la.log_marginal_likelihood(1.0))
     out["log_marglik_5"] = float(la.log_marginal_likelihood(5.0))
     out["predictive"] = predictive(la, x_test[:50])
+    if reward and spec["structure"] == "kron":
+        out["per_pair"] = per_pair_normalised(la, x_test)
     out["peak_rss_mb"] = peak()
     return out
 

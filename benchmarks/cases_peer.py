@@ -57,7 +57,7 @@ def predictive(la, x):
 
 
 def predictive_batch(la, x):
-    if la.likelihood == "regression":
+    if la.likelihood in ("regression", "reward_modeling"):  # a reward model's items: mean, variance
         mean, variance = la(x, pred_type="glm")
         return torch.cat([mean, variance.reshape(len(x), -1)], dim=1).detach()
     return la(x, pred_type="glm", link_approx="probit").detach()
@@ -82,7 +82,10 @@ def main(spec):
     problem = np.load(spec["path"])
     model = build(spec, problem, dtype)
     x, y = as_inputs(problem["x_train"], dtype), torch.tensor(problem["y_train"])
-    likelihood = "regression" if y.is_floating_point() else "classification"
+    if spec["problem"] == "problem_reward":
+        likelihood = "reward_modeling"
+    else:
+        likelihood = "regression" if y.is_floating_point() else "classification"
     y = y.to(dtype) if likelihood == "regression" else y
     loader = DataLoader(TensorDataset(x, y), batch_size=BATCH)
     x_test = as_inputs(problem["x_test"][:N_PREDICT], dtype)

@@ -8,9 +8,12 @@ NAME is one of
 * ``regression``: a 10-50-1 tanh MLP on scikit-learn's diabetes data (standardised target);
 * ``cnn``: two 3x3 Conv2D layers and a Dense layer on the 8x8 digit images;
 * ``lstm``, ``transformer``: token-sequence classifiers (an Embedding, then an LSTM or a
-  Transformer encoder block) on synthetic sequences whose class is a rule of the tokens.
+  Transformer encoder block) on synthetic sequences whose class is a rule of the tokens;
+* ``reward``: a 64-32-1 tanh reward model trained on 1,000 preference pairs of digits (the
+  larger digit is preferred with Bradley-Terry probability ``sigmoid(label_b - label_a)``);
+  ``x_test`` are single test digits, ``y_test`` their labels.
 
-The last four store the torch ``state_dict`` (keys prefixed ``torch.``); `cases_ours.py` maps it
+The last five store the torch ``state_dict`` (keys prefixed ``torch.``); `cases_ours.py` maps it
 to Keras. Both sides therefore see identical data and weights.
 """
 
@@ -24,7 +27,7 @@ from sizes import SEQUENCE_LENGTH, VOCABULARY
 from sklearn.datasets import load_diabetes, load_digits
 from sklearn.model_selection import train_test_split
 
-EPOCHS = {"regression": 40, "cnn": 60, "lstm": 30, "transformer": 30}
+EPOCHS = {"regression": 40, "cnn": 60, "lstm": 30, "transformer": 30, "reward": 40}
 
 
 def digits() -> tuple:
@@ -49,7 +52,19 @@ def sequences() -> tuple:
     return train_test_split(x, y, test_size=400, random_state=0)
 
 
+def preference_pairs() -> tuple:
+    """Pairs of training digits ``(1000, 2, 64)``, the preferred index by Bradley-Terry on the labels."""
+    x_train, x_test, y_train, y_test = digits()
+    rng = np.random.default_rng(0)
+    index = rng.integers(0, len(x_train), (1000, 2))
+    difference = y_train[index[:, 1]] - y_train[index[:, 0]]
+    preferred = (rng.uniform(size=1000) < 1 / (1 + np.exp(-difference))).astype(np.int64)
+    return x_train[index], x_test, preferred, y_test
+
+
 def data(name: str) -> tuple:
+    if name == "reward":
+        return preference_pairs()
     if name == "regression":
         return diabetes()
     if name in ("lstm", "transformer"):
@@ -99,7 +114,9 @@ def main(name: str, out: Path) -> None:
         weights = {f"kernel_{i}": m.weight.detach().numpy().T for i, m in enumerate(linears)}
         weights.update({f"bias_{i}": m.bias.detach().numpy() for i, m in enumerate(linears)})
     np.savez(out, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, **weights)
-    if regression:
+    if name == "reward":
+        score = f"reward-label correlation on test digits {np.corrcoef(prediction[:, 0].numpy(), y_test)[0, 1]:.3f}"
+    elif regression:
         score = f"test RMSE {float(torch.sqrt(torch.mean((prediction - torch.tensor(y_test)) ** 2))):.3f}"
     else:
         score = f"test accuracy {(prediction.argmax(1).numpy() == y_test).mean():.3f}"

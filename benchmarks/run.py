@@ -64,6 +64,12 @@ CASES = [
     case("Transformer: diag GLM predictive", "predict", "transformer", "diag"),
     case("Transformer: diag prior tuning (scalar)", "tune", "transformer", "diag"),
     case("Transformer: kron fit", "fit", "transformer", "kron", peer_unsupported=True),
+    case("reward model (Bradley-Terry, 64-32-1, 1,000 pairs): kron fit", "fit", "reward", "kron", BOTH),
+    case("reward model: diag fit", "fit", "reward", "diag", BOTH),
+    case("reward model: kron GLM reward mean and variance", "predict", "reward", "kron", BOTH),
+    case("reward model: diag GLM reward mean and variance", "predict", "reward", "diag", BOTH),
+    case("reward model: kron prior tuning (scalar)", "tune", "reward", "kron"),
+    case("reward model: diag prior tuning (scalar)", "tune", "reward", "diag"),
 ]
 PIPELINES = ["kron", "diag", "full"]  # Laplace + fit + scalar marglik tuning + GLM probit predictive
 
@@ -113,6 +119,9 @@ def run_versions(python: str, code: str) -> str:
 
 
 def agreement(ours: dict, peer: dict) -> dict:
+    """Relative evidence and absolute predictive differences; a reward model's kron is compared with
+    its input factors per pair, laplace-torch's convention (``per_pair``, see cases_ours.py)."""
+    ours = ours.get("per_pair", ours)
     return {
         "log_marglik": max(abs(ours[k] - peer[k]) / abs(peer[k]) for k in ("log_marglik_1", "log_marglik_5")),
         "predictive": float(np.max(np.abs(np.array(ours["predictive"]) - np.array(peer["predictive"])))),
@@ -128,19 +137,16 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/tmp/laplace-tf-bench"))
     parser.add_argument("--out", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
     parser.add_argument("--render-only", action="store_true", help="rewrite --out from results.json")
+    parser.add_argument("--only", help="re-measure the cases whose label contains this, kept with the saved rest")
     args = parser.parse_args()
     if args.render_only:
         saved = json.loads((HERE / "results.json").read_text())
         args.out.write_text(render(saved["results"], saved["machine"], args.repeats))
         return
-    args.data.mkdir(parents=True, exist_ok=True)
-    for name in sorted({c["problem"] for c in CASES}):
-        if not (args.data / f"problem_{name}.npz").exists():
-            subprocess.run(
-                [args.peer, str(HERE / "make_problem.py"), name, str(args.data / f"problem_{name}.npz")],
-                check=True,
-                cwd=HERE,
-            )
+    if args.only:
+        remeasure(args)
+        return
+    make_problems({c["problem"] for c in CASES}, args)
     rows = []
     for dtype in BOTH:
         for item in CASES:
@@ -157,6 +163,36 @@ def main() -> None:
     (HERE / "results.json").write_text(json.dumps({"results": results, "machine": machine_line}, indent=1))
     args.out.write_text(render(results, machine_line, args.repeats))
     print(f"wrote {args.out}", file=sys.stderr)
+
+
+def make_problems(names: set[str], args: argparse.Namespace) -> None:
+    args.data.mkdir(parents=True, exist_ok=True)
+    for name in sorted(names):
+        if not (args.data / f"problem_{name}.npz").exists():
+            subprocess.run(
+                [args.peer, str(HERE / "make_problem.py"), name, str(args.data / f"problem_{name}.npz")],
+                check=True,
+                cwd=HERE,
+            )
+
+
+def remeasure(args: argparse.Namespace) -> None:
+    """Measures the cases matching ``--only`` and replaces their rows in results.json (in case order)."""
+    saved = json.loads((HERE / "results.json").read_text())
+    chosen = [c for c in CASES if args.only in c["label"]]
+    make_problems({c["problem"] for c in chosen}, args)
+    fresh = {(row["case"], row["dtype"]): row for c in chosen for row in measure_dtypes(c, args)}
+    old = {(row["case"], row["dtype"]): row for row in saved["results"]["rows"]}
+    order = [(c["label"], dtype) for dtype in BOTH for c in CASES if dtype in c["dtypes"]]
+    saved["results"]["rows"] = [fresh.get(key, old.get(key)) for key in order if key in fresh or key in old]
+    for name in {c["problem"] for c in chosen}:
+        saved["results"]["model_calls"][name] = measure_model_calls(name, args)
+    (HERE / "results.json").write_text(json.dumps(saved, indent=1))
+    args.out.write_text(render(saved["results"], saved["machine"], args.repeats))
+
+
+def measure_dtypes(item: dict, args: argparse.Namespace) -> list[dict]:
+    return [measure(item, dtype, args) for dtype in BOTH if dtype in item["dtypes"]]
 
 
 def problem_spec(name: str, dtype: str, args: argparse.Namespace) -> dict:

@@ -80,7 +80,7 @@ def _fit(args: argparse.Namespace) -> None:
         raise InputError("--prior-method grid needs validation data: --val-data FILE (.npz or .csv).")
     model = read_model(args.model)
     x, y = read_data(args.data, args.target)
-    check_inputs_fit_model(x, model, args.data)
+    check_inputs_fit_model(x, model, args.data, pairs=args.likelihood == LikelihoodName.REWARD_MODELING.value)
     la = lt.Laplace(
         model,
         args.likelihood,
@@ -101,10 +101,11 @@ def _fit(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    """Writes predictions of a saved posterior: probabilities, or regression means and variances."""
+    """Writes predictions of a saved posterior: probabilities, or means and variances (regression,
+    a reward model's items)."""
     la = _load(args)
     x, _ = read_data(args.data, args.target, need_targets=False)
-    check_inputs_fit_model(x, la.model, args.data)
+    check_inputs_fit_model(x, la.model, args.data, pairs=_is_reward_model(la))
     options = {"pred_type": args.pred_type, "n_samples": args.samples, "seed": args.seed}
     if la.likelihood.name == LikelihoodName.REGRESSION:
         f_mean, f_var = la.predict(x, **options)
@@ -113,7 +114,11 @@ def _predict(args: argparse.Namespace) -> None:
         mean, epistemic, aleatoric = (t.numpy() for t in la.predict(x, **options))
         columns = {"mean": mean, "variance": epistemic + aleatoric, "epistemic": epistemic, "aleatoric": aleatoric}
     else:
-        columns = {"probs": la.predict(x, link_approx=args.link_approx, **options).numpy()}
+        prediction = la.predict(x, link_approx=args.link_approx, **options)
+        if isinstance(prediction, tuple):  # a reward model's items: the latent reward
+            columns = {"mean": prediction[0].numpy(), "variance": prediction[1].numpy()}
+        else:
+            columns = {"probs": prediction.numpy()}
     _write_predictions(args.out, columns)
     print(f"wrote predictions for {len(next(iter(columns.values())))} inputs to {args.out}")
 
@@ -122,7 +127,7 @@ def _report(args: argparse.Namespace) -> None:
     """Prints the uncertainty report (MAP vs Laplace) on test data; writes it as JSON and a plot."""
     la = _load(args)
     x, y = read_data(args.data, args.target)
-    check_inputs_fit_model(x, la.model, args.data)
+    check_inputs_fit_model(x, la.model, args.data, pairs=_is_reward_model(la))
     x_ood = None if args.ood is None else read_data(args.ood, args.target, need_targets=False)[0]
     report = la.evaluate(
         x, _targets(y, la.likelihood.name.value), x_ood, pred_type=args.pred_type, link_approx=args.link_approx
@@ -161,6 +166,10 @@ def _load(args: argparse.Namespace) -> Any:
     import laplace_tf as lt
 
     return lt.load(args.posterior, read_model(args.model))
+
+
+def _is_reward_model(la: Any) -> bool:
+    return la.likelihood.name == LikelihoodName.REWARD_MODELING
 
 
 def _subset(subset: str) -> str | list[str]:

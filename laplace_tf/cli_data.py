@@ -60,15 +60,22 @@ def read_data(path: Path, target: str | None, need_targets: bool = True) -> tupl
     return x, y
 
 
-def check_inputs_fit_model(x: Any, model, path: Path) -> None:
-    """Raises if the inputs' per-example shape differs from what the model takes (when it says)."""
+def check_inputs_fit_model(x: Any, model, path: Path, pairs: bool = False) -> None:
+    """Raises if the inputs' per-example shape differs from what the model takes (when it says);
+    with ``pairs`` (a reward model) the inputs may be pairs of such examples, ``(N, 2, ...)``."""
     if not isinstance(x, np.ndarray):
         return  # several inputs: Keras checks each against its input layer
     expected = getattr(model, "input_shape", None)
     if not isinstance(expected, tuple) or not all(d is None or isinstance(d, int) for d in expected):
         return  # several inputs, or a subclassed model that does not say
-    if len(expected) != x.ndim or any(d is not None and d != n for d, n in zip(expected[1:], x.shape[1:], strict=True)):
-        raise InputError(f"{path}: the inputs have shape {x.shape[1:]} per example but the model takes {expected[1:]}.")
+    shape = x.shape[1:]
+    if pairs and x.ndim == len(expected) + 1:
+        if x.shape[1] != 2:
+            raise InputError(f"{path}: preference pairs have shape (N, 2, ...), got {x.shape}.")
+        shape = x.shape[2:]
+    wanted = expected[1:]
+    if len(shape) != len(wanted) or any(d is not None and d != n for d, n in zip(wanted, shape, strict=True)):
+        raise InputError(f"{path}: the inputs have shape {shape} per example but the model takes {expected[1:]}.")
 
 
 def _read_npz(path: Path) -> tuple[Any, np.ndarray | None]:

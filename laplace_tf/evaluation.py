@@ -66,21 +66,24 @@ def evaluate(
     options = {"pred_type": pred_type, "link_approx": link_approx, "n_samples": n_samples, "seed": seed}
     inputs = {"test": x} if x_ood is None else {"test": x, "ood": la._inputs(x_ood, "x_ood")}
     settings = _settings(la, pred_type, link_approx)
-    if la.likelihood.name in (LikelihoodName.REGRESSION, LikelihoodName.HETEROSCEDASTIC):
+    if la.likelihood.outcome in (LikelihoodName.REGRESSION, LikelihoodName.HETEROSCEDASTIC):
         columns = {part: _regression_columns(la, inputs_, options) for part, inputs_ in inputs.items()}
         return regression_report(columns["test"], targets, columns.get("ood"), levels=levels, settings=settings)
-    if la.likelihood.name == LikelihoodName.MULTILABEL:
+    if la.likelihood.outcome == LikelihoodName.MULTILABEL:
         columns = {part: _label_probabilities(la, inputs_, options) for part, inputs_ in inputs.items()}
         return multilabel_report(columns["test"], targets, columns.get("ood"), n_bins=n_bins, settings=settings)
     columns = {part: _classification_columns(la, inputs_, options) for part, inputs_ in inputs.items()}
     labels = targets[:, 0].astype(int) if targets.shape[1] == 1 else np.argmax(targets, axis=1)
-    return classification_report(columns["test"], labels, columns.get("ood"), n_bins=n_bins, settings=settings)
+    task = "preference pairs" if la.likelihood.name == LikelihoodName.REWARD_MODELING else "classification"
+    return classification_report(
+        columns["test"], labels, columns.get("ood"), n_bins=n_bins, settings=settings, task=task
+    )
 
 
 def _label_probabilities(la: Any, x: Any, options: dict[str, Any]) -> dict[str, np.ndarray]:
     """The MAP's and the Laplace predictive's probabilities, as ``predict`` returns them."""
     return {
-        "MAP": predictive.link(la.map_outputs(x), la.likelihood.name).numpy(),
+        "MAP": predictive.link(la.map_outputs(x), la.likelihood.outcome).numpy(),
         "Laplace": la.predict(x, **options).numpy(),
     }
 
@@ -88,7 +91,7 @@ def _label_probabilities(la: Any, x: Any, options: dict[str, Any]) -> dict[str, 
 def _classification_columns(la: Any, x: Any, options: dict[str, Any]) -> dict[str, np.ndarray]:
     """Class probabilities ``(N, C)``: a binary model's ``p`` becomes ``[1 - p, p]``."""
     columns = _label_probabilities(la, x, options)
-    if la.likelihood.name == LikelihoodName.BINARY:
+    if la.likelihood.outcome == LikelihoodName.BINARY:
         columns = {name: np.concatenate([1 - p, p], axis=1) for name, p in columns.items()}
     return columns
 

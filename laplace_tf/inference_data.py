@@ -32,7 +32,6 @@ import tensorflow as tf
 
 from laplace_tf import heteroscedastic
 from laplace_tf.arviz_compat import dataset, make_arviz_data
-from laplace_tf.inputs import as_input_arrays
 from laplace_tf.inputs import n_examples as count_examples
 from laplace_tf.log_density import log_posterior_density, pointwise_log_likelihood
 from laplace_tf.options import Likelihood as LikelihoodName
@@ -75,7 +74,7 @@ def to_inference_data(
     if num_draws % num_chains:
         raise ValueError(f"num_draws={num_draws} must be a multiple of num_chains={num_chains}.")
     if x is not None:
-        x = as_input_arrays(x, "x")
+        x = la._inputs(x)
     targets = None if y is None else _checked_targets(la, x, y)
     n_examples = 0 if x is None else count_examples(x)
     check_memory(
@@ -170,18 +169,18 @@ def _predictive_groups(
 def _observed(la: Any, targets: np.ndarray) -> np.ndarray:
     """Targets as the user thinks of them: labels ``(N,)``, 0/1 ``(N,)`` or ``(N, K)`` (multilabel),
     or values ``(N,)``/``(N, K)``."""
-    if la.likelihood.name == LikelihoodName.CLASSIFICATION:
+    if la.likelihood.outcome == LikelihoodName.CLASSIFICATION:
         return np.argmax(targets, axis=1)
-    if la.likelihood.name == LikelihoodName.BINARY:
+    if la.likelihood.outcome == LikelihoodName.BINARY:
         return targets[:, 0].astype(int)
-    if la.likelihood.name == LikelihoodName.MULTILABEL:
+    if la.likelihood.outcome == LikelihoodName.MULTILABEL:
         return targets.astype(int)
     return targets[:, 0] if targets.shape[1] == 1 else targets
 
 
 def _observation_draws(la: Any, outputs: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """One draw of each observation per parameter draw: labels, 0/1, or outputs plus noise."""
-    name = la.likelihood.name
+    name = la.likelihood.outcome
     if name == LikelihoodName.CLASSIFICATION:
         n_draws, n_examples, n_classes = outputs.shape
         logits = tf.reshape(outputs, [-1, n_classes])

@@ -40,9 +40,13 @@ from laplace_tf.vectorizing import input_rank
 def dense_rules(params: ModelParameters) -> list[LayerRule] | None:
     """The Kronecker rules if every one is a Dense layer known to take 2-D inputs, else ``None``."""
     rules = find_rules(params.model, set(params.names))
-    if not rules or any(
-        r.kind != "dense" or not r.per_example or not _takes_matrices(r.layer) or not in_one_graph_place(r.layer)
-        for r in rules
+    if (
+        not rules
+        or not params.rows_are_examples
+        or any(
+            r.kind != "dense" or not r.per_example or not _takes_matrices(r.layer) or not in_one_graph_place(r.layer)
+            for r in rules
+        )
     ):
         return None
     return rules
@@ -52,7 +56,7 @@ def factors_function(params: ModelParameters, rules: list[LayerRule]) -> Callabl
     """Compiled ``(theta, x) -> (f, layer inputs, pre-activation gradients (K, B, d_out), leftover J)``."""
     covered = {r.kernel.path for r in rules} | {r.bias.path for r in rules if r.bias is not None}
     leftover = [n for n in params.names if n not in covered]
-    leftover_params = ModelParameters(params.model, leftover) if leftover else None
+    leftover_params = params.restricted(leftover) if leftover else None
 
     def factors(theta: tf.Tensor, x: tf.Tensor) -> tuple:
         with tf.GradientTape() as tape:

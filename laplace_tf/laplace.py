@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from laplace_tf.compiled import cached
 from laplace_tf.curvature import curvature_estimator, noise_power
-from laplace_tf.data import as_batches, as_inputs, check_batched, first_inputs
+from laplace_tf.data import as_batches, check_batched, first_inputs
 from laplace_tf.distribution import current_strategy
 from laplace_tf.inputs import cast_inputs, signature
 from laplace_tf.laplace_evidence import LaplaceEvidence
@@ -61,6 +61,7 @@ from laplace_tf.posterior.kron import KronPosterior, decompose
 from laplace_tf.posterior.lowrank import LowRankPosterior
 from laplace_tf.prior import expand_prior_precision, validate_prior_mean, validate_prior_precision
 from laplace_tf.progress import Progress, peak_memory_bytes
+from laplace_tf.reward import PairParameters, check_pairs
 from laplace_tf.seeds import stateless_seed
 from laplace_tf.validation import (
     check_flag,
@@ -85,7 +86,9 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
       model: a trained, built ``keras.Model`` whose outputs are logits (classification,
         binary) or means (regression), shape ``(batch, outputs)``.
       likelihood: ``"classification"`` (softmax), ``"regression"`` (Gaussian), ``"binary"``
-        (one sigmoid) or ``"multilabel"`` (one sigmoid per output, targets ``(N, K)`` of 0/1).
+        (one sigmoid), ``"multilabel"`` (one sigmoid per output, targets ``(N, K)`` of 0/1),
+        ``"heteroscedastic"`` (a mean and a noise per target) or ``"reward_modeling"`` (a ``(B, 1)``
+        reward model fitted on preference pairs ``(N, 2, ...)``; `laplace_tf.reward`).
       subset_of_weights: ``"all"`` trainable weights, ``"last_layer"``, a list of
         variable-path patterns (e.g. ``["dense_2/*"]``), or boolean masks per variable (a list,
         ``None`` for an excluded variable, or a dict from path to mask); the other weights stay
@@ -138,7 +141,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         self.subset_of_weights = subset_of_weights
         self.hessian_structure = parse_option(HessianStructure, hessian_structure, "hessian_structure")
         self.curvature_type = parse_option(CurvatureType, curvature, "curvature")
-        self.params = ModelParameters(model, subset_of_weights)
+        parameters = PairParameters if self.likelihood.name == LikelihoodName.REWARD_MODELING else ModelParameters
+        self.params = parameters(model, subset_of_weights)
         check_outputs_are_logits(model, self.likelihood.name)
         sigma_noise, temperature = (
             positive_number(sigma_noise, "sigma_noise"),
@@ -274,6 +278,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         previous = None if override else self._previous_fit()
         self.mean = self.params.theta
         first = first_inputs(data)
+        if isinstance(self.params, PairParameters):
+            check_pairs(first)
         check_batched(data, self.model)
         first_outputs = self.params.apply(self.mean, self._cast(first)).numpy()
         check_outputs_are_not_probabilities(first_outputs, self.likelihood.name)
@@ -431,9 +437,15 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         return scale
 
     def _inputs(self, x: Any, what: str = "x") -> Any:
-        """Inputs validated against those the Laplace was fitted on (``what`` names them in errors)."""
-        self._require_fitted()
-        return as_inputs(x, self._input_signature, what)
+        """Inputs validated against those the Laplace was fitted on (``what`` names them in errors),
+        for what scores predictions against targets: a reward model's pairs, not its items."""
+        view, x = self._view_and_inputs(x, what)
+        if view.items:
+            raise ValueError(
+                f"{what} holds single items, but a reward model is scored on preference pairs (N, 2, ...) "
+                "with the index of the preferred item as the target, as it was fitted."
+            )
+        return x
 
     def _cast(self, x: Any) -> Any:
         """Float inputs in the model's dtype; integer inputs (e.g. token ids) as they are."""

@@ -15,6 +15,9 @@ Example:
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -26,13 +29,16 @@ from laplace_tf import heteroscedastic, kron_predictive, last_layer, predictive
 from laplace_tf.compiled import cached
 from laplace_tf.curvature import compile_for_batches
 from laplace_tf.curvature.jacobians import output_jacobians
+from laplace_tf.data import as_inputs
 from laplace_tf.distribution import concatenated_over_replicas, current_strategy
 from laplace_tf.inputs import n_examples, take
 from laplace_tf.kron_predictive import dense_rules, factors_function
 from laplace_tf.last_layer import dense_output_rule, features_function
 from laplace_tf.options import HessianStructure, LinkApprox, PredType, parse_option
 from laplace_tf.options import Likelihood as LikelihoodName
+from laplace_tf.params import ModelParameters
 from laplace_tf.progress import batch_slices
+from laplace_tf.reward import item_signature
 from laplace_tf.validation import check_flag, check_seed, positive_int
 from laplace_tf.vectorizing import map_examples
 
@@ -45,36 +51,35 @@ class LaplacePredictive:
     """Predictive methods; [`Laplace`][laplace_tf.Laplace] provides the posterior and the model."""
 
     def _set_up_predictive(self, model: keras.Model) -> None:
-        """The predictive's compiled functions, shared per model."""
-        apply, vectorize = self.params.apply, self.params.vectorize  # no `self` in cached closures
-        self._jacobians = cached(
-            model,
-            ("jacobians", self.params.cache_key()),
-            lambda: compile_for_batches(lambda theta, x: output_jacobians(apply, theta, x, vectorize)),
-        )
-        rule = dense_output_rule(self.params)
-        self._features = (
-            None
-            if rule is None
-            else cached(model, ("features", self.params.cache_key()), lambda: features_function(self.params, rule))
-        )
-        self._dense_rules = dense_rules(self.params) if self.hessian_structure == HessianStructure.KRON else None
-        self._layer_factors = (
-            None
-            if self._features is not None or self._dense_rules is None
-            else cached(
-                model, ("factors", self.params.cache_key()), lambda: factors_function(self.params, self._dense_rules)
+        """The predictive views and their compiled functions, shared per model.
+
+        One view predicts on the inputs the Laplace was fitted on; a reward model also has an
+        item view (its inputs without the pair axis, its rewards as values; `reward`).
+        """
+        kron = self.hessian_structure == HessianStructure.KRON
+        self._fitted_view = predictive_view(model, self.params, self.likelihood.outcome, kron, items=False)
+        self._item_view = (
+            predictive_view(
+                model, ModelParameters(model, self.subset_of_weights), LikelihoodName.REWARD_MODELING, kron, items=True
             )
+            if self.likelihood.name == LikelihoodName.REWARD_MODELING
+            else None
         )
-        self._outputs_at = cached(
-            model,
-            ("outputs", self.params.cache_key()),
-            lambda: tf.function(
-                lambda thetas, x: map_examples(lambda theta: apply(theta, x), thetas, vectorize),
-                reduce_retracing=True,
-                autograph=False,
-            ),
-        )
+
+    def _view_and_inputs(self, x: Any, what: str = "x") -> tuple[PredictiveView, Any]:
+        """The view that predicts on ``x`` (a reward model's items or pairs, told by their rank) and
+        ``x`` validated against the inputs it takes."""
+        self._require_fitted()
+        view = self._fitted_view
+        if self._item_view is not None:
+            fitted_rank = len(tf.nest.flatten(self._input_signature)[0].shape) + 1
+            if np.ndim(tf.nest.flatten(x)[0]) != fitted_rank:
+                view = self._item_view
+        expected = item_signature(self._input_signature) if view.items else self._input_signature
+        return view, as_inputs(x, expected, what)
+
+    def _outputs_per_example(self, view: PredictiveView) -> int:
+        return 1 if view.items else self.n_outputs
 
     def sample(self, n_samples: int = 100, seed: int | None = None) -> tf.Tensor:
         """Parameter draws from the posterior, ``(n_samples, n_params)``."""
@@ -95,7 +100,7 @@ class LaplacePredictive:
         """The posterior predictive at inputs ``x``.
 
         Args:
-          x: inputs, ``(N, ...)``.
+          x: inputs, ``(N, ...)`` (a reward model: items, or pairs ``(N, 2, ...)``).
           pred_type: ``"glm"`` (linearised network: $f \\sim \\mathcal{N}(f_*(x),
             J \\Sigma J^\\top)$) or ``"nn"`` (the network at ``n_samples`` parameter draws).
           link_approx: for the GLM predictive of classification and binary: ``"probit"``, ``"mc"``
@@ -115,36 +120,38 @@ class LaplacePredictive:
           ``diagonal_output=False``, ``f_var`` is ``(N, K, K)``; with ``joint=True`` see above.
           Heteroscedastic: ``(mean, epistemic, aleatoric)``, each ``(N, K)``: the predictive
           mean, the posterior variance of the mean, and the expected noise variance
-          (`laplace_tf.heteroscedastic`).
+          (`laplace_tf.heteroscedastic`). Reward modeling: on items ``(N, ...)`` the reward's
+          ``(f_mean, f_var)``, each ``(N, 1)``, as regression; on pairs ``(N, 2, ...)`` the
+          probabilities ``(N, 2)`` that each item is preferred, as classification (`laplace_tf.reward`).
         """
         pred = parse_option(PredType, pred_type, "pred_type")
         approx = parse_option(LinkApprox, link_approx, "link_approx")
         n_samples = positive_int(n_samples, "n_samples")
         check_seed(seed)
         check_flag(verbose, "verbose")
-        regression = self.likelihood.name == LikelihoodName.REGRESSION
-        if (joint or not diagonal_output) and not regression:
-            raise ValueError("joint=True and diagonal_output=False are for likelihood='regression'.")
-        x = self._inputs(x)
-        if self.likelihood.name == LikelihoodName.HETEROSCEDASTIC:
+        view, x = self._view_and_inputs(x)
+        values = view.likelihood in (LikelihoodName.REGRESSION, LikelihoodName.REWARD_MODELING)
+        if (joint or not diagonal_output) and not values:
+            raise ValueError("joint=True and diagonal_output=False are for regression (and a reward model's items).")
+        if view.likelihood == LikelihoodName.HETEROSCEDASTIC:
             if pred == PredType.NN:
-                return heteroscedastic.sample_moments(self._sampled_outputs(x, n_samples, seed, verbose))
-            return heteroscedastic.glm_moments(*self.glm_output_distribution(x, verbose))
+                return heteroscedastic.sample_moments(self._sampled_outputs(view, x, n_samples, seed, verbose))
+            return heteroscedastic.glm_moments(*self._glm_output_distribution(view, x, verbose))
         if pred == PredType.NN:
-            outputs = self._sampled_outputs(x, n_samples, seed, verbose)
-            if regression:
+            outputs = self._sampled_outputs(view, x, n_samples, seed, verbose)
+            if values:
                 return _sample_moments(outputs, diagonal_output, joint)
-            return tf.reduce_mean(predictive.link(outputs, self.likelihood.name), axis=0)
+            return tf.reduce_mean(predictive.link(outputs, view.likelihood), axis=0)
         if joint:
-            return self._joint_glm_distribution(x)
-        f_mean, f_var = self.glm_output_distribution(x, verbose)
-        if regression:
+            return self._joint_glm_distribution(view, x)
+        f_mean, f_var = self._glm_output_distribution(view, x, verbose)
+        if values:
             return f_mean, (tf.linalg.diag_part(f_var) if diagonal_output else f_var)
         if approx == LinkApprox.PROBIT:
-            return predictive.probit(f_mean, f_var, self.likelihood.name)
+            return predictive.probit(f_mean, f_var, view.likelihood)
         if approx == LinkApprox.MC:
-            return predictive.monte_carlo(f_mean, f_var, self.likelihood.name, n_samples, seed)
-        if self.likelihood.name != LikelihoodName.CLASSIFICATION:
+            return predictive.monte_carlo(f_mean, f_var, view.likelihood, n_samples, seed)
+        if view.likelihood != LikelihoodName.CLASSIFICATION:
             raise ValueError(f"link_approx={approx.value!r} is for classification; use 'probit' or 'mc'.")
         return predictive.bridge(f_mean, f_var, normalize=approx == LinkApprox.BRIDGE_NORM)
 
@@ -154,80 +161,90 @@ class LaplacePredictive:
         When the posterior is over exactly a Dense output layer, this uses the penultimate
         features in closed form (`last_layer`) instead of per-example Jacobians.
         """
-        x = self._inputs(x)
-        if self._features is not None or self._layer_factors is not None:
-            batch = PREDICT_BATCH_SIZE
-        else:
-            batch = max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // (self.n_outputs * self.n_params)))
-        glm_batch = self._per_example(self._glm_batch)
+        return self._glm_output_distribution(*self._view_and_inputs(x), verbose)
+
+    def _glm_output_distribution(self, view: PredictiveView, x: Any, verbose: bool) -> tuple[tf.Tensor, tf.Tensor]:
+        glm_batch = self._per_example(functools.partial(self._glm_batch, view))
         means, covariances = [], []
-        for part in batch_slices(n_examples(x), batch, verbose, label="predict"):
+        for part in batch_slices(n_examples(x), self._batch_size(view, view.closed_form), verbose, label="predict"):
             f, covariance = glm_batch(self._cast(take(x, part)))
             means.append(f)
             covariances.append(covariance)
         return tf.concat(means, axis=0), tf.concat(covariances, axis=0)
 
-    def _joint_glm_distribution(self, x: Any) -> tuple[tf.Tensor, tf.Tensor]:
+    def _batch_size(self, view: PredictiveView, without_jacobians: bool) -> int:
+        """Examples per predictive batch: per-example Jacobians are capped in memory."""
+        if without_jacobians:
+            return PREDICT_BATCH_SIZE
+        per_example = self._outputs_per_example(view) * self.n_params
+        return max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // per_example))
+
+    def _joint_glm_distribution(self, view: PredictiveView, x: Any) -> tuple[tf.Tensor, tf.Tensor]:
         """Mean ``(N*K,)`` and covariance ``(N*K, N*K)`` of all outputs at once: $J \\Sigma J^\\top$
         with the Jacobians of all examples stacked (memory $N K P$)."""
-        outputs, jacobians = self._jacobians(self.mean, self._cast(x))
+        outputs, jacobians = view.jacobians(self.mean, self._cast(x))
         stacked = tf.reshape(jacobians, [1, -1, self.n_params])
         return tf.reshape(outputs, [-1]), self.posterior.functional_variance(stacked)[0]
 
-    def _glm_batch(self, inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _glm_batch(self, view: PredictiveView, inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Outputs and their linearised covariance, by the cheapest exact path available."""
-        if self._features is not None:
-            f, features = self._features(self.mean, inputs)
-            return f, last_layer.functional_variance(self.posterior, features, self.n_outputs)
-        if self._layer_factors is not None:
-            f, layer_inputs, gradients, leftover = self._layer_factors(self.mean, inputs)
+        if view.features is not None:
+            f, features = view.features(self.mean, inputs)
+            return f, last_layer.functional_variance(self.posterior, features, self._outputs_per_example(view))
+        if view.layer_factors is not None:
+            f, layer_inputs, gradients, leftover = view.layer_factors(self.mean, inputs)
             covariance = kron_predictive.functional_variance(
-                self.posterior, self.params, self._dense_rules, layer_inputs, gradients, leftover
+                self.posterior, view.params, view.dense_rules, layer_inputs, gradients, leftover
             )
             return f, covariance
-        f, jacobians = self._jacobians(self.mean, inputs)
+        f, jacobians = view.jacobians(self.mean, inputs)
         return f, self.posterior.functional_variance(jacobians)
 
     def predictive_samples(
         self, x: Any, n_samples: int = 100, pred_type: str = "glm", seed: int | None = None, verbose: bool = True
     ) -> tf.Tensor:
-        """Draws of the prediction, ``(n_samples, N, K)``: probabilities, or outputs for regression."""
+        """Draws of the prediction, ``(n_samples, N, K)``: probabilities, or outputs for regression
+        (and a reward model's items)."""
         pred = parse_option(PredType, pred_type, "pred_type")
         n_samples = positive_int(n_samples, "n_samples")
         check_seed(seed)
         check_flag(verbose, "verbose")
-        x = self._inputs(x)
+        view, x = self._view_and_inputs(x)
         if pred == PredType.NN:
-            outputs = self._sampled_outputs(x, n_samples, seed, verbose)
+            outputs = self._sampled_outputs(view, x, n_samples, seed, verbose)
         else:
-            f_mean, f_var = self.glm_output_distribution(x, verbose)
+            f_mean, f_var = self._glm_output_distribution(view, x, verbose)
             outputs = predictive.gaussian_output_samples(f_mean, f_var, n_samples, seed)
-        return predictive.link(outputs, self.likelihood.name)
+        return predictive.link(outputs, view.likelihood)
 
     def predictive_distribution(self, x: Any, **predict_kwargs: Any) -> tfd.Distribution:
         """The predictive as a TFP distribution over targets; regression adds the noise.
 
-        Classification: ``Categorical`` (batch ``N``); binary: ``Bernoulli`` (batch ``N``);
-        multilabel: ``Independent(Bernoulli)`` with event ``K``; heteroscedastic:
-        ``Independent(Normal(mean, sqrt(epistemic + aleatoric)))`` with event ``K``;
-        regression: ``Independent(Normal(f_mean, sqrt(f_var + sigma^2)))`` with event ``K``.
+        Classification (and a reward model's pairs): ``Categorical`` (batch ``N``); binary:
+        ``Bernoulli`` (batch ``N``); multilabel: ``Independent(Bernoulli)`` with event ``K``;
+        heteroscedastic: ``Independent(Normal(mean, sqrt(epistemic + aleatoric)))`` with event ``K``;
+        regression: ``Independent(Normal(f_mean, sqrt(f_var + sigma^2)))`` with event ``K``; a reward
+        model's items: ``Independent(Normal(f_mean, sqrt(f_var)))``, the latent reward.
         """
+        view, _ = self._view_and_inputs(x)
         prediction = self.predict(x, **predict_kwargs)
-        if self.likelihood.name == LikelihoodName.CLASSIFICATION:
+        if view.likelihood == LikelihoodName.CLASSIFICATION:
             return tfd.Categorical(probs=prediction)
-        if self.likelihood.name == LikelihoodName.BINARY:
+        if view.likelihood == LikelihoodName.BINARY:
             return tfd.Bernoulli(probs=prediction[:, 0], dtype=self.dtype)
-        if self.likelihood.name == LikelihoodName.MULTILABEL:
+        if view.likelihood == LikelihoodName.MULTILABEL:
             return tfd.Independent(tfd.Bernoulli(probs=prediction, dtype=self.dtype), reinterpreted_batch_ndims=1)
-        if self.likelihood.name == LikelihoodName.HETEROSCEDASTIC:
+        if view.likelihood == LikelihoodName.HETEROSCEDASTIC:
             mean, epistemic, aleatoric = prediction
             return tfd.Independent(tfd.Normal(mean, tf.sqrt(epistemic + aleatoric)), reinterpreted_batch_ndims=1)
         f_mean, f_var = prediction
-        scale = tf.sqrt(f_var + tf.square(self._sigma_noise))
-        return tfd.Independent(tfd.Normal(f_mean, scale), reinterpreted_batch_ndims=1)
+        noise = self._sigma_noise if view.likelihood == LikelihoodName.REGRESSION else 0.0
+        return tfd.Independent(tfd.Normal(f_mean, tf.sqrt(f_var + tf.square(noise))), reinterpreted_batch_ndims=1)
 
-    def _sampled_outputs(self, x: Any, n_samples: int, seed: int | None, verbose: bool) -> tf.Tensor:
-        return self.outputs_at_draws(self.sample(n_samples, seed), x, verbose=verbose)
+    def _sampled_outputs(
+        self, view: PredictiveView, x: Any, n_samples: int, seed: int | None, verbose: bool
+    ) -> tf.Tensor:
+        return self._outputs_at_draws(view, self.sample(n_samples, seed), x, False, verbose)
 
     def outputs_at_draws(self, thetas: tf.Tensor, x: Any, pred_type: str = "nn", verbose: bool = True) -> tf.Tensor:
         """The network's outputs ``(S, N, K)`` at parameter draws ``thetas`` ``(S, P)``.
@@ -236,16 +253,18 @@ class LaplacePredictive:
         $f(\\theta_*, x) + J(x)(\\theta_s - \\theta_*)$, the model behind the GLM predictive.
         """
         linearised = parse_option(PredType, pred_type, "pred_type") == PredType.GLM
-        x = self._inputs(x)
-        thetas = self._checked_draws(thetas)
-        if not linearised:
-            batch = PREDICT_BATCH_SIZE
-        else:
-            batch = max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // (self.n_outputs * self.n_params)))
-        outputs = self._per_example(self._linearised_outputs if linearised else self._network_outputs)
+        view, x = self._view_and_inputs(x)
+        return self._outputs_at_draws(view, self._checked_draws(thetas), x, linearised, verbose)
+
+    def _outputs_at_draws(
+        self, view: PredictiveView, thetas: tf.Tensor, x: Any, linearised: bool, verbose: bool
+    ) -> tf.Tensor:
+        outputs = self._per_example(
+            functools.partial(self._linearised_outputs if linearised else self._network_outputs, view)
+        )
         chunks = [
             outputs(self._cast(take(x, part)), thetas)
-            for part in batch_slices(n_examples(x), batch, verbose, label="predict")
+            for part in batch_slices(n_examples(x), self._batch_size(view, not linearised), verbose, label="predict")
         ]
         return tf.transpose(tf.concat(chunks, axis=0), [1, 0, 2])
 
@@ -258,13 +277,13 @@ class LaplacePredictive:
             raise ValueError("thetas contains NaN or inf; pass finite parameter draws (e.g. from la.sample).")
         return tf.convert_to_tensor(values, self.dtype)
 
-    def _network_outputs(self, inputs: tf.Tensor, thetas: tf.Tensor) -> tf.Tensor:
+    def _network_outputs(self, view: PredictiveView, inputs: tf.Tensor, thetas: tf.Tensor) -> tf.Tensor:
         """The network at each draw, examples first: ``(B, S, K)``."""
-        return tf.transpose(self._outputs_at(thetas, inputs), [1, 0, 2])
+        return tf.transpose(view.outputs_at(thetas, inputs), [1, 0, 2])
 
-    def _linearised_outputs(self, inputs: tf.Tensor, thetas: tf.Tensor) -> tf.Tensor:
+    def _linearised_outputs(self, view: PredictiveView, inputs: tf.Tensor, thetas: tf.Tensor) -> tf.Tensor:
         """The linearised network at each draw, examples first: ``(B, S, K)``."""
-        f, jacobians = self._jacobians(self.mean, inputs)
+        f, jacobians = view.jacobians(self.mean, inputs)
         return f[:, None] + tf.einsum("bkp,sp->bsk", jacobians, thetas - self.mean)
 
     def _per_example(self, fn: Any) -> Any:
@@ -275,6 +294,63 @@ class LaplacePredictive:
     def map_outputs(self, x: Any) -> tf.Tensor:
         """The network's outputs ``(N, K)`` at the MAP, in batches."""
         return self.outputs_at_draws(self.mean[None], x, verbose=False)[0]
+
+
+@dataclass(frozen=True)
+class PredictiveView:
+    """What predictions on one kind of input use: the parameters that apply the model to them, the
+    likelihood that turns outputs into predictions, and the compiled functions (shared per model)."""
+
+    params: ModelParameters
+    likelihood: LikelihoodName
+    items: bool  # a reward model's items: the fitted pairs' signature without the pair axis
+    jacobians: Callable
+    outputs_at: Callable
+    features: Callable | None  # closed-form last-layer path (`last_layer`)
+    dense_rules: list | None
+    layer_factors: Callable | None  # closed-form kron path (`kron_predictive`)
+
+    @property
+    def closed_form(self) -> bool:
+        """Whether the GLM predictive avoids per-example Jacobians."""
+        return self.features is not None or self.layer_factors is not None
+
+
+def predictive_view(
+    model: keras.Model, params: ModelParameters, likelihood: LikelihoodName, kron: bool, *, items: bool
+) -> PredictiveView:
+    """The view's compiled functions, built once per model and parameter selection."""
+    apply, vectorize, key = params.apply, params.vectorize, params.cache_key()  # no `self` in cached closures
+    rule = dense_output_rule(params)
+    features = None if rule is None else cached(model, ("features", key), lambda: features_function(params, rule))
+    rules = dense_rules(params) if kron else None
+    factors = (
+        None
+        if features is not None or rules is None
+        else cached(model, ("factors", key), lambda: factors_function(params, rules))
+    )
+    return PredictiveView(
+        params=params,
+        likelihood=likelihood,
+        items=items,
+        jacobians=cached(
+            model,
+            ("jacobians", key),
+            lambda: compile_for_batches(lambda theta, x: output_jacobians(apply, theta, x, vectorize)),
+        ),
+        outputs_at=cached(
+            model,
+            ("outputs", key),
+            lambda: tf.function(
+                lambda thetas, x: map_examples(lambda theta: apply(theta, x), thetas, vectorize),
+                reduce_retracing=True,
+                autograph=False,
+            ),
+        ),
+        features=features,
+        dense_rules=rules,
+        layer_factors=factors,
+    )
 
 
 def _sample_moments(outputs: tf.Tensor, diagonal_output: bool, joint: bool) -> tuple[tf.Tensor, tf.Tensor]:

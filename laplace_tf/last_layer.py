@@ -35,6 +35,8 @@ from laplace_tf.posterior.kron import EigenBlock, KronPosterior
 
 def dense_output_rule(params: ModelParameters) -> LayerRule | None:
     """The rule of the Dense layer whose kernel (and bias, if any) are exactly the selected weights."""
+    if not params.rows_are_examples:
+        return None
     rules = [
         r
         for r in find_rules(params.model, set(params.names))

@@ -18,6 +18,8 @@ $\sum_b J_b^\top \Lambda_b J_b$.
   `laplace_tf.heteroscedastic`.
 * multilabel (``K`` independent sigmoids, targets in $\{0, 1\}^K$): the binary loss summed
   over labels, $\Lambda = \operatorname{diag}(p \odot (1 - p))$.
+* reward modeling (Bradley-Terry preferences between two items): classification of a pair's
+  two rewards; see `laplace_tf.reward`.
 
 Example:
     ```python
@@ -44,6 +46,11 @@ class Likelihood(abc.ABC):
     """The interface every likelihood implements."""
 
     name: LikelihoodName
+
+    @property
+    def outcome(self) -> LikelihoodName:
+        """What the targets are, for reports and scores (reward modeling's are classes of pairs)."""
+        return self.name
 
     @abc.abstractmethod
     def validate_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
@@ -247,8 +254,9 @@ class Multilabel(Binary):
 
 def get_likelihood(name: str | LikelihoodName) -> Likelihood:
     """The likelihood for a name: ``"regression"``, ``"classification"``, ``"binary"``,
-    ``"multilabel"`` or ``"heteroscedastic"``."""
+    ``"multilabel"``, ``"heteroscedastic"`` or ``"reward_modeling"``."""
     from laplace_tf.heteroscedastic import Heteroscedastic
+    from laplace_tf.reward import RewardModeling
 
     option = parse_option(LikelihoodName, name, "likelihood")
     return {
@@ -257,6 +265,7 @@ def get_likelihood(name: str | LikelihoodName) -> Likelihood:
         LikelihoodName.BINARY: Binary,
         LikelihoodName.MULTILABEL: Multilabel,
         LikelihoodName.HETEROSCEDASTIC: Heteroscedastic,
+        LikelihoodName.REWARD_MODELING: RewardModeling,
     }[option]()
 
 

@@ -23,6 +23,7 @@ class Likelihood(str, enum.Enum):
     BINARY = "binary"
     MULTILABEL = "multilabel"
     HETEROSCEDASTIC = "heteroscedastic"
+    REWARD_MODELING = "reward_modeling"
 
 
 class HessianStructure(str, enum.Enum):

@@ -53,6 +53,8 @@ class ModelParameters:
         for none of it) or a dict from variable path to mask.
     """
 
+    rows_are_examples = True  # each input row is one example (`reward.PairParameters`: two rows per pair)
+
     def __init__(self, model: keras.Model, subset: Subset = "all"):
         if not isinstance(model, keras.Model):
             raise TypeError(f"model must be a keras.Model, got {type(model).__name__}.")
@@ -83,6 +85,10 @@ class ModelParameters:
         if model is None:
             raise ReferenceError("The model of these parameters has been deleted.")
         return model
+
+    def restricted(self, subset: list[str]) -> ModelParameters:
+        """The same model's parameters, over the variables matching ``subset`` only."""
+        return type(self)(self.model, subset)
 
     def cache_key(self) -> tuple:
         """What identifies this selection of this model's weights in compiled-function caches."""

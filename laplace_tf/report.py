@@ -44,7 +44,8 @@ class UncertaintyReport:
     """Metrics of several predictives on the same data.
 
     Attributes:
-      task: ``"classification"``, ``"multilabel"`` or ``"regression"``.
+      task: ``"classification"``, ``"multilabel"``, ``"regression"`` or ``"preference pairs"`` (a
+        reward model's pairs scored as classification: ``accuracy`` is the pairwise accuracy).
       n_examples: the number of test examples; ``n_ood`` of out-of-distribution ones (0 if none).
       metrics: per column (e.g. ``"MAP"``, ``"Laplace"``), metric name to value.
       curves: per column, the plotted curve: ``confidence``, ``accuracy`` and ``count`` per
@@ -130,6 +131,7 @@ def classification_report(
     *,
     n_bins: int = 15,
     settings: Mapping[str, Any] | None = None,
+    task: str = "classification",
 ) -> UncertaintyReport:
     """A report on class probabilities ``(N, C)`` per predictive, with integer ``labels`` ``(N,)``.
 
@@ -140,6 +142,7 @@ def classification_report(
         AUROC of telling them apart by entropy and by confidence, and their mean entropy.
       n_bins: bins of the ECE, MCE, adaptive ECE and reliability diagram.
       settings: recorded in the report as they are.
+      task: what the classes are, for the title (``"preference pairs"`` for a reward model).
     """
     metrics, curves = {}, {}
     for column, probs in predictions.items():
@@ -162,7 +165,7 @@ def classification_report(
         bins = calibration.calibration_bins(probs, labels, n_bins)
         curves[column] = {key: bins[key].tolist() for key in ("confidence", "accuracy", "count")}
     n_ood = len(next(iter(ood_predictions.values()))) if ood_predictions else 0
-    return UncertaintyReport("classification", len(labels), metrics, curves, dict(settings or {}), n_ood)
+    return UncertaintyReport(task, len(labels), metrics, curves, dict(settings or {}), n_ood)
 
 
 def multilabel_report(

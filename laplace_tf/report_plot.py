@@ -30,7 +30,7 @@ def plot_report(report: Any, path: str | None = None, dpi: int = 120) -> Any:
         raise ImportError(MATPLOTLIB_MISSING) from error
     figure = Figure(figsize=(10, 4.2), layout="constrained")
     left, right = figure.subplots(1, 2)
-    if report.task in ("classification", "multilabel"):
+    if report.task in ("classification", "multilabel", "preference pairs"):
         _reliability(report, left, right)
     else:
         _coverage(report, left, right)

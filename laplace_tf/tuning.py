@@ -166,7 +166,7 @@ def grid_search_prior_precision(
 
 def _scorer(la: Laplace, metric: GridMetric):
     """``(x, one-hot or (N, K) targets) -> score`` for the likelihood (lower is better)."""
-    name = la.likelihood.name
+    name = la.likelihood.outcome
     if name in (LikelihoodName.REGRESSION, LikelihoodName.HETEROSCEDASTIC):
         if metric != GridMetric.NLL:
             raise ValueError(f"metric={metric.value!r} is for classification; regression uses 'nll'.")

@@ -152,10 +152,10 @@ def test_compiled_functions_are_shared_per_model_and_freed_with_it():
     x, y = _data("classification")
     first = lt.Laplace(model, "classification", hessian_structure="diag").fit((x, y), verbose=False)
     second = lt.Laplace(model, "classification", hessian_structure="diag").fit((x, y), verbose=False)
-    assert first._estimator is second._estimator and first._jacobians is second._jacobians
+    assert first._estimator is second._estimator and first._fitted_view.jacobians is second._fitted_view.jacobians
     np.testing.assert_allclose(second.curvature, first.curvature)
     other = lt.Laplace(model, "classification", hessian_structure="full")
-    assert other._estimator is not first._estimator and other._jacobians is first._jacobians
+    assert other._estimator is not first._estimator and other._fitted_view.jacobians is first._fitted_view.jacobians
     model_ref = weakref.ref(model)
     del model, first, second, other
     gc.collect()

@@ -216,7 +216,7 @@ def test_kron_glm_from_layer_factors_equals_the_jacobian_one(classification_data
     )
     la = lt.Laplace(model, "classification", hessian_structure="kron", prior_precision=0.8)
     la.fit(classification_data, verbose=False)
-    assert la._layer_factors is not None  # the path under test is the one taken
+    assert la._fitted_view.layer_factors is not None  # the path under test is the one taken
     x = classification_data[0][:6]
     expected = la.posterior.functional_variance(naive_jacobians(model, x))
     f_mean, f_var = la.glm_output_distribution(x)

@@ -98,7 +98,7 @@ def test_last_layer_predictive_from_features_equals_the_jacobian_one(model, clas
     options = {"rank": 10} if structure == "lowrank" else {}
     la = lt.Laplace(model, "classification", subset_of_weights="last_layer", hessian_structure=structure, **options)
     la.fit(classification_data, verbose=False)
-    assert la._features is not None  # the closed-form path is the one taken
+    assert la._fitted_view.features is not None  # the closed-form path is the one taken
     x = classification_data[0][:6]
     index = _indices(model, chosen_paths={v.path for v in model.layers[-1].trainable_variables})
     jacobians = naive_jacobians(model, x)[:, :, index]

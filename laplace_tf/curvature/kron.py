@@ -74,7 +74,7 @@ class KronPlan:
         self.rules = find_rules(params.model, set(params.names))
         covered = {r.kernel.path for r in self.rules} | {r.bias.path for r in self.rules if r.bias is not None}
         self.leftover = [n for n in params.names if n not in covered]
-        self.leftover_params = ModelParameters(params.model, self.leftover) if self.leftover else None
+        self.leftover_params = params.restricted(self.leftover) if self.leftover else None
 
     def elements(self) -> int:
         """The curvature's size in numbers: every factor, and the diagonal blocks."""
