@@ -87,6 +87,34 @@ def test_fit_report_predict_sample(workspace):
     assert data["log_likelihood"]["y"].shape == (4, 10, 90)
 
 
+def test_a_reward_model_fits_on_pairs_and_predicts_items_and_pairs(tmp_path):
+    rng = np.random.default_rng(0)
+    pairs = rng.normal(size=(60, 2, 3)).astype("float32")
+    preferred = (pairs[:, 1, 0] > pairs[:, 0, 0]).astype(int)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)])
+    model.save(tmp_path / "reward.keras")
+    np.savez(tmp_path / "pairs.npz", x=pairs, y=preferred)
+    np.savez(tmp_path / "items.npz", x=pairs[:, 0])
+    status, _, err = run(
+        "fit", "reward.keras", "pairs.npz", "--likelihood", "reward_modeling", "--structure", "kron", "--out",
+        "post.npz", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, err
+    la = lt.load(tmp_path / "post.npz", keras.saving.load_model(tmp_path / "reward.keras"))
+    status, _, err = run("predict", "post.npz", "reward.keras", "items.npz", "--out", "r.npz", cwd=tmp_path)
+    assert status == 0, err
+    with np.load(tmp_path / "r.npz") as written:
+        mean, variance = la.predict(pairs[:, 0])
+        np.testing.assert_allclose(written["mean"], mean, rtol=1e-6)
+        np.testing.assert_allclose(written["variance"], variance, rtol=1e-6)
+    status, out, err = run("report", "post.npz", "reward.keras", "pairs.npz", "--json", "r.json", cwd=tmp_path)
+    assert status == 0, err
+    assert "preference pairs" in out
+    written = json.loads((tmp_path / "r.json").read_text())["metrics"]["Laplace"]
+    assert written == pytest.approx(la.evaluate(pairs, preferred).metrics["Laplace"], rel=1e-6)
+
+
 def test_errors_are_one_line_with_a_nonzero_status(workspace):
     path, x, _ = workspace
     status, _, err = run(

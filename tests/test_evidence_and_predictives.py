@@ -138,7 +138,7 @@ def test_joint_and_full_output_covariances(regression_data):
     set_flat_weights(model, la.mean.numpy())
     np.testing.assert_allclose(nn_mean, np.mean(outputs, axis=0), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(nn_cov, np.cov(np.stack(outputs).T, bias=True), rtol=1e-8, atol=1e-12)
-    with pytest.raises(ValueError, match="for likelihood='regression'"):
+    with pytest.raises(ValueError, match="are for regression"):
         lt.Laplace(make_mlp(3, 2), "classification").fit((x, np.array([0, 1, 0, 1])), verbose=False).predict(
             x, joint=True
         )
