@@ -2,7 +2,8 @@
 
 Items are points x; a hidden reward r(x) = 2 sin(2x) + x decides which of two items a rater
 prefers, with probability sigmoid(r(x_b) - r(x_a)). A 1-32-32-1 network learns r from 1,000 pairs
-of items in [-2, 2], with weight decay matching a unit Gaussian prior. The Laplace approximation (kron, prior tuned by the evidence) then gives:
+of items in [-2, 2], with weight decay matching a unit Gaussian prior. The Laplace approximation
+(kron, prior tuned by the evidence) then gives:
 
 * on pairs: preference probabilities, scored against the MAP on fresh pairs inside the training
   range and beyond it (items in [2, 4]);
@@ -24,7 +25,6 @@ import keras
 import numpy as np
 
 import laplace_tf as lt
-
 
 N_PAIRS = 1000
 
