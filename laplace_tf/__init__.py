@@ -47,6 +47,9 @@ _EXPORTS = {
     "multilabel_report": "laplace_tf.report",
     "regression_report": "laplace_tf.report",
     "subnetwork_mask": "laplace_tf.subnetwork",
+    "MarglikCallback": "laplace_tf.training",
+    "MarglikResult": "laplace_tf.training",
+    "marglik_training": "laplace_tf.training",
 }
 
 
@@ -84,6 +87,7 @@ if TYPE_CHECKING:
     from laplace_tf.posterior import DiagPosterior, FullPosterior, NotPositiveDefiniteError
     from laplace_tf.report import UncertaintyReport, classification_report, multilabel_report, regression_report
     from laplace_tf.subnetwork import subnetwork_mask
+    from laplace_tf.training import MarglikCallback, MarglikResult, marglik_training
 
 __version__ = "0.1.0"
 
@@ -97,6 +101,8 @@ __all__ = [
     "LaplaceResult",
     "Likelihood",
     "LinkApprox",
+    "MarglikCallback",
+    "MarglikResult",
     "NotFittedError",
     "NotPositiveDefiniteError",
     "PredType",
@@ -111,6 +117,7 @@ __all__ = [
     "hvp",
     "laplace_approximation",
     "load",
+    "marglik_training",
     "multilabel_report",
     "regression_report",
     "split_hessian",

@@ -19,6 +19,8 @@ end of a fixed number of steps.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,6 +39,38 @@ if TYPE_CHECKING:
     from laplace_tf.laplace import Laplace
 
 
+@dataclass
+class EvidenceObjective:
+    r"""The negative log evidence per example as a function of $\eta = (\log \lambda, [\log \sigma])$.
+
+    Attributes:
+      start: $\eta$ at the Laplace's current prior precision (and noise), float64.
+      value_and_gradient: $\eta \mapsto (-\log Z / N, \nabla_\eta)$ on float64 arrays.
+      unpack: $\eta \mapsto$ (prior precision in the tuned shape, noise or ``None``).
+    """
+
+    start: np.ndarray
+    value_and_gradient: Callable[[np.ndarray], tuple[float, np.ndarray]]
+    unpack: Callable[[Any], tuple[Any, Any]]
+
+
+def evidence_objective(la: Laplace, structure: PriorStructure, optimize_sigma_noise: bool) -> EvidenceObjective:
+    """The evidence of a fitted Laplace over a prior of ``structure`` (and the noise, if asked)."""
+    log_prior = _initial_log_prior(la, structure)
+    n_prior = len(log_prior)
+    start = np.append(log_prior, np.log(float(la.sigma_noise))) if optimize_sigma_noise else log_prior
+
+    def unpack(eta: Any) -> tuple[Any, Any]:
+        """(prior, sigma or None) from log values: tensors inside the compiled evidence, arrays after."""
+        exp = tf.exp if isinstance(eta, tf.Tensor) else np.exp
+        prior = exp(eta[:n_prior])
+        return (prior[0] if structure == PriorStructure.SCALAR else prior), (
+            exp(eta[n_prior]) if optimize_sigma_noise else None
+        )
+
+    return EvidenceObjective(start, _negative_evidence(la, structure, optimize_sigma_noise, unpack), unpack)
+
+
 def tune_prior_precision(
     la: Laplace,
     structure: PriorStructure,
@@ -52,19 +86,9 @@ def tune_prior_precision(
     the structure has one, else a compiled `log_marginal_likelihood`; either way scipy's L-BFGS-B
     minimises it in log space.
     """
-    log_prior = _initial_log_prior(la, structure)
-    n_prior = len(log_prior)
-    start = np.append(log_prior, np.log(float(la.sigma_noise))) if optimize_sigma_noise else log_prior
-
-    def unpack(eta: Any) -> tuple[Any, Any]:
-        """(prior, sigma or None) from log values: tensors inside the compiled evidence, arrays after."""
-        exp = tf.exp if isinstance(eta, tf.Tensor) else np.exp
-        prior = exp(eta[:n_prior])
-        return (prior[0] if structure == PriorStructure.SCALAR else prior), (
-            exp(eta[n_prior]) if optimize_sigma_noise else None
-        )
-
-    negative_evidence = _negative_evidence(la, structure, optimize_sigma_noise, unpack)
+    objective = evidence_objective(la, structure, optimize_sigma_noise)
+    start, negative_evidence, unpack = objective.start, objective.value_and_gradient, objective.unpack
+    n_prior = len(start) - int(optimize_sigma_noise)
     progress = Progress(None, verbose, unit="evaluation", label="prior tuning (marginal likelihood)")
 
     def value_and_gradient(position: np.ndarray) -> tuple[float, np.ndarray]:

@@ -1,4 +1,4 @@
-"""tf.distribute: curvature, evidence and predictives under a strategy equal those on one device.
+"""tf.distribute: curvature, evidence, predictives and marglik training under a strategy equal those on one device.
 
 Each case runs in fresh processes (tests/scripts/distributed_fit.py): logical devices and
 multi-worker collectives must be set up before TensorFlow initialises.
@@ -32,6 +32,8 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_device():
     result = _result(done.stdout)
     assert result["replicas"] == 2
     assert all(value < 1e-10 for structure in ("full", "diag", "kron") for value in result[structure].values())
+    trained = result["marglik_training"]  # float32 training steps, so to float32 round-off
+    assert trained["strategy_used"] and trained["prior"] < 1e-4 and trained["evidence"] < 1e-4
 
 
 def test_multi_worker_strategy_on_two_processes_matches_one_device():

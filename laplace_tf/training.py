@@ -1,0 +1,399 @@
+r"""Training with the marginal likelihood: weights and prior (and noise) learned together.
+
+Algorithm 1 of Immer et al. 2021, "Scalable marginal likelihood estimation for model selection
+in deep learning". The network's weights $\theta$ follow the negative log joint per example,
+
+$$
+\frac{1}{N}\Big(\sum_{n=1}^{N} \ell(f(\theta, x_n), y_n) + \tfrac12 \theta^\top \operatorname{diag}(\lambda)\,
+\theta\Big), \qquad \ell = \text{the likelihood's negative log density (regression: }
+\tfrac{1}{2\sigma^2}\lVert y - f \rVert^2),
+$$
+
+by the optimiser, a mini-batch at a time (the prior's share enters every step as a Keras weight
+regulariser). Every ``marglik_frequency`` epochs from epoch ``burnin`` on, a Laplace approximation
+is fitted at the current weights and ``hyper_steps`` Adam steps are taken on
+$-\log Z(\lambda, \sigma) / N$ in $\eta = (\log \lambda, \log \sigma)$: the prior precision
+(scalar, one per variable, or one per weight) and, for regression, the noise. The weights of the
+best evidence are kept, with their Laplace approximation.
+
+The prior's mean is zero; the user's own weight decay (regularisers, the optimiser's
+``weight_decay``) must be off, since the learned prior replaces it.
+
+Example:
+    ```python
+    >>> result = lt.marglik_training(model, (x, y), "regression", epochs=300, learning_rate=1e-2)
+    >>> result.laplace.sigma_noise, result.history["log_marginal_likelihood"][-1]
+    >>> callback = lt.MarglikCallback((x, y), "classification")   # the same inside model.fit
+    >>> model.compile(optimizer="adam", loss=callback.loss)
+    >>> model.fit(x, y, epochs=50, callbacks=[callback])
+    >>> callback.laplace.predict(x_test)
+    ```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from laplace_tf.data import DEFAULT_BATCH_SIZE, as_batches, first_inputs
+from laplace_tf.likelihoods import get_likelihood
+from laplace_tf.options import HessianStructure, PriorStructure, parse_option
+from laplace_tf.options import Likelihood as LikelihoodName
+from laplace_tf.params import ModelParameters
+from laplace_tf.prior import expand_prior_precision, validate_prior_precision
+from laplace_tf.progress import Progress
+from laplace_tf.validation import check_flag, positive_int, positive_number
+
+HISTORY_KEYS = ("loss", "log_marginal_likelihood", "prior_precision", "sigma_noise")
+
+
+class MarglikCallback(keras.callbacks.Callback):
+    """Learns the prior precision (and noise) by the evidence while ``model.fit`` learns the weights.
+
+    Compile the model with this callback's `loss` and no weight decay, then pass the callback
+    to ``model.fit``. After training the model holds the weights of the best evidence, `laplace`
+    is their fitted Laplace approximation (prior and noise tuned), and `history` has one entry per
+    epoch; the evidence also appears in Keras's logs as ``log_marginal_likelihood`` (NaN on
+    epochs without a Laplace fit).
+
+    Args:
+      data: the training data, for the Laplace fits: ``(x, y)`` arrays or a batched
+        ``tf.data.Dataset`` (the same data ``model.fit`` trains on).
+      likelihood: ``"classification"``, ``"regression"``, ``"binary"``, ``"multilabel"`` or
+        ``"heteroscedastic"``.
+      hessian_structure: of the Laplace fits: ``"kron"``, ``"diag"``, ``"full"`` or ``"lowrank"``.
+      prior_structure: ``"scalar"``, ``"layerwise"`` (one per trainable variable) or ``"diag"``
+        (one per weight; not with kron).
+      burnin: epochs before the first Laplace fit.
+      hyper_steps: Adam steps on the hyperparameters after each fit.
+      marglik_frequency: fit every this many epochs.
+      hyper_learning_rate: the hyperparameters' Adam learning rate.
+      prior_precision: the starting prior precision (scalar).
+      sigma_noise: the starting noise (regression).
+      batch_size: examples per batch of the Laplace fits, for arrays.
+      verbose: a progress bar over epochs with the evidence.
+      laplace_options: passed on to [`Laplace`][laplace_tf.Laplace] (e.g. ``curvature``,
+        ``temperature``, ``memory_limit``).
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        likelihood: str,
+        *,
+        hessian_structure: str = "kron",
+        prior_structure: str = "layerwise",
+        burnin: int = 0,
+        hyper_steps: int = 10,
+        marglik_frequency: int = 1,
+        hyper_learning_rate: float = 0.1,
+        prior_precision: float = 1.0,
+        sigma_noise: float = 1.0,
+        batch_size: int | None = None,
+        verbose: bool = True,
+        **laplace_options: Any,
+    ):
+        super().__init__()
+        self.likelihood = get_likelihood(likelihood)
+        if self.likelihood.name == LikelihoodName.REWARD_MODELING:
+            raise ValueError(
+                "marglik training does not take likelihood='reward_modeling' yet; train the reward model, "
+                "then fit lt.Laplace(model, 'reward_modeling') and call optimize_prior_precision()."
+            )
+        self.hessian_structure = parse_option(HessianStructure, hessian_structure, "hessian_structure")
+        self.prior_structure = parse_option(PriorStructure, prior_structure, "prior_structure")
+        if self.hessian_structure == HessianStructure.KRON and self.prior_structure == PriorStructure.DIAG:
+            raise ValueError("hessian_structure='kron' takes prior_structure='scalar' or 'layerwise', not 'diag'.")
+        self.burnin = _non_negative_int(burnin, "burnin")
+        self.hyper_steps = positive_int(hyper_steps, "hyper_steps")
+        self.marglik_frequency = positive_int(marglik_frequency, "marglik_frequency")
+        self.hyper_learning_rate = positive_number(hyper_learning_rate, "hyper_learning_rate")
+        self.initial_prior = positive_number(prior_precision, "prior_precision")
+        self.initial_sigma = positive_number(sigma_noise, "sigma_noise")
+        self.learns_noise = self.likelihood.name == LikelihoodName.REGRESSION
+        if not self.learns_noise and sigma_noise != 1.0:
+            raise ValueError("sigma_noise applies to likelihood='regression' only; leave it at 1.0.")
+        check_flag(verbose, "verbose")
+        self.data, self.batch_size, self.verbose = data, batch_size, verbose
+        self.laplace_options = laplace_options
+        self.laplace: Any = None
+        self.history: dict[str, list] = {"epoch": [], **{key: [] for key in HISTORY_KEYS}}
+        self._state: _TrainingState | None = None
+        self._sigma = tf.Variable(self.initial_sigma, trainable=False, dtype=tf.float64, name="marglik_sigma_noise")
+
+    # ------------------------------------------------------------------------------ the loss
+    def loss(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        """Per-example negative log-likelihood for ``model.compile(loss=...)``: the likelihood's,
+        divided by $\\sigma^2$ for regression (the current learned noise)."""
+        f = tf.cast(y_pred, tf.float64 if y_pred.dtype == tf.float64 else tf.float32)
+        f = f[:, None] if f.shape.rank == 1 else f
+        nll = self.likelihood.loss(f, _targets(self.likelihood.name, y_true, f))
+        if self.learns_noise:
+            nll = nll / tf.cast(tf.square(self._sigma), f.dtype)
+        return nll
+
+    # ----------------------------------------------------------------------- Keras's hooks
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        model = self.model
+        _check_compiled_for_marglik(model, self.loss)
+        params = ModelParameters(model)
+        n_data = self._checked_data_size(model)
+        prior = expand_prior_precision(
+            validate_prior_precision(self.initial_prior, params.sizes, tf.float64), params.sizes, params.n_params
+        )
+        self._state = _TrainingState(
+            params=params,
+            n_data=n_data,
+            precision=tf.Variable(tf.cast(prior, params.dtype), trainable=False),
+            prior=self.initial_prior,
+        )
+        self._sigma.assign(self.initial_sigma)
+        _attach_prior(params, self._state.precision, n_data)
+        model.make_train_function(force=True)  # a train step traced before would lack the prior
+        self._state.progress = Progress(self.params.get("epochs"), self.verbose, unit="epoch", label="marglik training")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        number = epoch + 1
+        evidence = float("nan")
+        if number >= self.burnin and number % self.marglik_frequency == 0:
+            evidence = self._fit_and_tune()
+        logs["log_marginal_likelihood"] = evidence
+        self._record(number, logs.get("loss", float("nan")), evidence)
+        values = [("loss", logs.get("loss", float("nan")))]
+        if self._state.best_evidence > -np.inf:
+            values.append(("best log evidence", self._state.best_evidence))
+        self._state.progress.add(1, values=values)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._state.progress.close()
+        if self._state.best_weights is None:  # training ended before any Laplace fit
+            self._fit_and_tune()
+        self.model.set_weights(self._state.best_weights)
+        self.laplace = self._state.best_laplace
+        _detach_prior(self._state.params)
+
+    # ------------------------------------------------------------------------------ internals
+    def _fit_and_tune(self) -> float:
+        """A Laplace at the current weights, ``hyper_steps`` Adam steps on the evidence; its value."""
+        from laplace_tf.laplace import Laplace
+        from laplace_tf.tuning import evidence_objective
+
+        state = self._state
+        options = dict(self.laplace_options)
+        if self.model.distribute_strategy.num_replicas_in_sync > 1:  # fit where the model trains
+            options.setdefault("strategy", self.model.distribute_strategy)
+        la = Laplace(
+            self.model,
+            self.likelihood.name,
+            hessian_structure=self.hessian_structure,
+            prior_precision=state.prior,
+            sigma_noise=float(self._sigma.numpy()) if self.learns_noise else 1.0,
+            **options,
+        )
+        la.fit(self.data, self.batch_size, verbose=False)
+        objective = evidence_objective(la, self.prior_structure, self.learns_noise)
+        if state.eta is None:
+            state.eta = keras.Variable(objective.start, dtype="float64", trainable=False, name="marglik_log_hypers")
+            state.optimizer = keras.optimizers.Adam(self.hyper_learning_rate)
+        for _ in range(self.hyper_steps):
+            _, gradient = objective.value_and_gradient(np.asarray(state.eta.numpy()))
+            state.optimizer.apply([tf.constant(gradient)], [state.eta])
+        prior, sigma = objective.unpack(np.asarray(state.eta.numpy()))
+        la.prior_precision = prior
+        if sigma is not None:
+            la.sigma_noise = float(sigma)
+            self._sigma.assign(float(sigma))
+        state.prior = prior
+        per_weight = expand_prior_precision(la.prior_precision, state.params.sizes, state.params.n_params)
+        state.precision.assign(tf.cast(per_weight, state.precision.dtype))
+        evidence = float(la.log_marginal_likelihood())
+        if evidence > state.best_evidence:
+            state.best_evidence, state.best_laplace = evidence, la
+            state.best_weights = [np.array(w) for w in self.model.get_weights()]
+        return evidence
+
+    def _record(self, epoch: int, loss: float, evidence: float) -> None:
+        self.history["epoch"].append(epoch)
+        self.history["loss"].append(float(loss))
+        self.history["log_marginal_likelihood"].append(evidence)
+        self.history["prior_precision"].append(np.array(self._state.prior, dtype=np.float64))
+        self.history["sigma_noise"].append(float(self._sigma.numpy()))
+
+    def _checked_data_size(self, model: keras.Model) -> int:
+        """Validates the fits' data before any training and counts its examples."""
+        first = first_inputs(self.data, 2)
+        outputs = np.asarray(model(first, training=False))
+        n_outputs = 1 if outputs.ndim == 1 else outputs.shape[-1]
+        batches = as_batches(self.data, self.batch_size, lambda y: self.likelihood.validate_targets(y, n_outputs))
+        return sum(len(y) for _, y in batches.iterate())
+
+
+@dataclass
+class _TrainingState:
+    """What the callback keeps during one ``model.fit``."""
+
+    params: ModelParameters
+    n_data: int
+    precision: tf.Variable  # per weight, read by the regularisers
+    prior: Any  # as tuned: a scalar, or one value per variable or per weight
+    eta: Any = None
+    optimizer: Any = None
+    best_evidence: float = -np.inf
+    best_laplace: Any = None
+    best_weights: list | None = None
+    progress: Any = field(default=None, repr=False)
+
+
+@dataclass
+class MarglikResult:
+    """What [`marglik_training`][laplace_tf.marglik_training] returns.
+
+    Attributes:
+      laplace: the Laplace approximation at the best weights, with the learned prior (and noise).
+      model: the trained model (the same object), holding the best weights.
+      history: per epoch: ``epoch``, ``loss``, ``log_marginal_likelihood`` (NaN without a fit),
+        ``prior_precision`` and ``sigma_noise``.
+    """
+
+    laplace: Any
+    model: keras.Model
+    history: dict[str, list]
+
+
+def marglik_training(
+    model: keras.Model,
+    data: Any,
+    likelihood: str,
+    *,
+    hessian_structure: str = "kron",
+    prior_structure: str = "layerwise",
+    epochs: int = 100,
+    learning_rate: float = 1e-3,
+    optimizer: keras.optimizers.Optimizer | None = None,
+    burnin: int = 0,
+    hyper_steps: int = 10,
+    marglik_frequency: int = 1,
+    hyper_learning_rate: float = 0.1,
+    batch_size: int | None = None,
+    prior_precision: float = 1.0,
+    sigma_noise: float = 1.0,
+    verbose: bool = True,
+    **laplace_options: Any,
+) -> MarglikResult:
+    """Trains ``model`` on ``data`` with the prior precision (and noise) learned by the evidence.
+
+    Compiles the model with the likelihood's loss and ``optimizer`` (default Adam with
+    ``learning_rate``), trains it for ``epochs`` with a [`MarglikCallback`][laplace_tf.MarglikCallback]
+    (see there for the other arguments), and returns the best weights' Laplace.
+
+    Args:
+      model: a built Keras model without weight regularisers; trained in place.
+      data: ``(x, y)`` arrays (shuffled each epoch, ``batch_size`` per step, default 128) or a
+        batched ``tf.data.Dataset``.
+      likelihood: as for [`Laplace`][laplace_tf.Laplace] (not reward modeling).
+      epochs: passes over the data.
+      learning_rate: of the default Adam optimiser.
+      optimizer: a Keras optimiser (without ``weight_decay``) instead.
+      verbose: a progress bar over epochs.
+
+    Returns:
+      A `MarglikResult`: ``laplace``, ``model`` and ``history``.
+    """
+    positive_int(epochs, "epochs")
+    callback = MarglikCallback(
+        data,
+        likelihood,
+        hessian_structure=hessian_structure,
+        prior_structure=prior_structure,
+        burnin=burnin,
+        hyper_steps=hyper_steps,
+        marglik_frequency=marglik_frequency,
+        hyper_learning_rate=hyper_learning_rate,
+        prior_precision=prior_precision,
+        sigma_noise=sigma_noise,
+        batch_size=batch_size,
+        verbose=verbose,
+        **laplace_options,
+    )
+    model.compile(
+        optimizer=optimizer or keras.optimizers.Adam(positive_number(learning_rate, "learning_rate")),
+        loss=callback.loss,
+    )
+    if isinstance(data, tf.data.Dataset):
+        model.fit(data, epochs=epochs, callbacks=[callback], shuffle=False, verbose=0)
+    else:
+        batches, steps = _shuffled_batches(data, batch_size or DEFAULT_BATCH_SIZE)
+        model.fit(batches, epochs=epochs, steps_per_epoch=steps, callbacks=[callback], shuffle=False, verbose=0)
+    return MarglikResult(laplace=callback.laplace, model=model, history=callback.history)
+
+
+def _shuffled_batches(data: tuple, batch_size: int) -> tuple[tf.data.Dataset, int]:
+    """Arrays as one endless, reshuffled stream of batches and the steps of one pass: Keras then
+    keeps one iterator for all epochs instead of building one per epoch."""
+    x, y = data
+    n = len(np.asarray(y))
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(n, seed=0, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).repeat().prefetch(tf.data.AUTOTUNE), -(-n // batch_size)
+
+
+def _targets(name: LikelihoodName, y: tf.Tensor, f: tf.Tensor) -> tf.Tensor:
+    """Keras's ``y_true`` as the likelihood's float ``(B, K)`` targets (labels one-hot)."""
+    if name == LikelihoodName.CLASSIFICATION:
+        if y.shape.rank == f.shape.rank and y.shape[-1] == f.shape[-1] and f.shape[-1] > 1:
+            return tf.cast(y, f.dtype)
+        return tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), tf.shape(f)[-1], dtype=f.dtype)
+    columns = f.shape[-1] // 2 if name == LikelihoodName.HETEROSCEDASTIC else f.shape[-1]
+    return tf.reshape(tf.cast(y, f.dtype), [-1, columns])
+
+
+def _check_compiled_for_marglik(model: keras.Model, loss: Any) -> None:
+    """The model must be compiled with the callback's loss, without weight decay of its own."""
+    if getattr(model, "loss", None) != loss:
+        raise ValueError(
+            "MarglikCallback needs the model compiled with its loss: model.compile(optimizer=..., "
+            "loss=callback.loss). The learned noise and prior only make sense with that likelihood."
+        )
+    decayed = [v.path for v in model.trainable_variables if getattr(v, "regularizer", None) is not None]
+    if decayed:
+        raise ValueError(
+            f"The model has weight regularisers on {decayed[:3]}{' ...' if len(decayed) > 3 else ''}; marglik "
+            "training learns the prior (the weight decay) itself: build the model without kernel_regularizer."
+        )
+    if getattr(model.optimizer, "weight_decay", None):
+        raise ValueError(
+            "The optimizer has weight_decay set; marglik training learns the prior (the weight decay) "
+            "itself: use an optimizer without weight_decay (e.g. keras.optimizers.Adam, not AdamW)."
+        )
+
+
+def _attach_prior(params: ModelParameters, precision: tf.Variable, n_data: int) -> None:
+    """Each trainable variable's share of the prior, $\\tfrac12 \\sum \\lambda_i \\theta_i^2 / N$,
+    as its Keras regulariser (added to every training step's loss)."""
+    offsets = np.concatenate([[0], np.cumsum(params.sizes)])
+    for variable, start, end in zip(params.variables, offsets[:-1], offsets[1:], strict=True):
+        variable.regularizer = _prior_share(precision, int(start), int(end), n_data)
+
+
+def _prior_share(precision: tf.Variable, start: int, end: int, n_data: int) -> Any:
+    def penalty(value: Any) -> tf.Tensor:
+        weights = tf.reshape(tf.cast(tf.convert_to_tensor(value), precision.dtype), [-1])
+        penalty = 0.5 * tf.reduce_sum(precision[start:end] * tf.square(weights)) / n_data
+        return tf.cast(penalty, keras.config.floatx())  # Keras sums the losses in floatx
+
+    return penalty
+
+
+def _detach_prior(params: ModelParameters) -> None:
+    for variable in params.variables:
+        variable.regularizer = None
+
+
+def _non_negative_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}.")
+    return int(value)
