@@ -90,8 +90,9 @@ class CurvatureSpectrum:
 
 def curvature_spectrum(la: Any, structure: PriorStructure) -> CurvatureSpectrum | None:
     """The spectrum of a fitted Laplace for a scalar or layerwise prior, or ``None`` when its
-    evidence has no such closed form (a per-parameter prior on kron or full, a layerwise prior on
-    full, lowrank, or an exact Hessian, which need not be positive semi-definite)."""
+    evidence has no such closed form (a per-parameter prior on kron or full, a layerwise or
+    per-parameter prior on full, lowrank or gp, or an exact Hessian, which need not be positive
+    semi-definite)."""
     if structure == PriorStructure.DIAG or la.curvature_type == CurvatureType.HESSIAN:
         return None
     variable = la.params.variable_index()
@@ -101,6 +102,9 @@ def curvature_spectrum(la: Any, structure: PriorStructure) -> CurvatureSpectrum 
         eigenvalues, groups = _kron_eigenvalues(la._kron_eigenblocks())
     elif la.hessian_structure == HessianStructure.FULL and structure == PriorStructure.SCALAR:
         eigenvalues, groups = la._curvature_eigenvalues(), np.zeros(la.n_params, np.int64)
+    elif la.hessian_structure in (HessianStructure.LOWRANK, HessianStructure.GP) and structure == PriorStructure.SCALAR:
+        kept = np.asarray(la.curvature.eigenvalues, np.float64)  # the rest of the spectrum is zero
+        eigenvalues, groups = np.pad(kept, (0, la.n_params - len(kept))), np.zeros(la.n_params, np.int64)
     else:
         return None
     if structure == PriorStructure.SCALAR:

@@ -94,7 +94,9 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         ``None`` for an excluded variable, or a dict from path to mask); the other weights stay
         at their trained values.
       hessian_structure: ``"full"`` (dense ``P x P``), ``"diag"``, ``"kron"`` (Kronecker-factored
-        per layer) or ``"lowrank"`` (top ``rank`` eigenpairs plus the prior).
+        per layer), ``"lowrank"`` (top ``rank`` eigenpairs plus the prior) or ``"gp"`` (function
+        space: the linearised network as a Gaussian process conditioned on ``n_subset`` training
+        points, exact in rank ``n_subset * outputs``; `laplace_tf.curvature.gp`).
       curvature: ``"ggn"`` (generalised Gauss-Newton), ``"ef"`` (empirical Fisher) or
         ``"hessian"`` (exact, by nested tapes).
       prior_precision: a scalar, one value per trainable variable, or one per parameter.
@@ -110,7 +112,9 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
       num_samples: draws per example for ``stochastic=True``.
       rank: the number of GGN eigenpairs kept by ``hessian_structure="lowrank"`` (at most the
         number of parameters).
-      seed: seeds the Monte-Carlo Fisher's draws.
+      n_subset: the training points a ``"gp"`` Laplace conditions on (all of them if fewer).
+      balanced_subset: draw the ``"gp"`` subset evenly across classes (classification).
+      seed: seeds the Monte-Carlo Fisher's draws and the ``"gp"`` subset.
       strategy: a ``tf.distribute`` strategy for ``fit`` and the predictives (each batch's examples
         split across replicas, results summed or gathered; `distribution`); by
         default the strategy whose scope is active when they run, if any.
@@ -132,6 +136,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         stochastic: bool = False,
         num_samples: int = 1,
         rank: int = 100,
+        n_subset: int = 1000,
+        balanced_subset: bool = False,
         seed: int | None = 0,
         strategy: tf.distribute.Strategy | None = None,
     ):
@@ -166,6 +172,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
             "stochastic": stochastic,
             "num_samples": num_samples,
             "rank": rank,
+            "n_subset": n_subset,
+            "balanced_subset": balanced_subset,
             "seed": seed,
         }
         self.temperature = float(temperature)
@@ -184,10 +192,13 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         self._eigenpairs: tuple[tf.Tensor, tf.Tensor] | None = None
         self._input_signature: Any = None  # what predictions' inputs must look like, set by fit
         positive_int(num_samples, "num_samples")
-        self._set_up_compiled_functions(model, num_samples if stochastic else None, rank)
+        check_flag(balanced_subset, "balanced_subset")
+        self._set_up_compiled_functions(model, num_samples if stochastic else None, rank, (n_subset, balanced_subset))
         check_curvature(self.hessian_structure, self.n_params, self._estimator.elements, self.dtype, memory_limit)
 
-    def _set_up_compiled_functions(self, model: keras.Model, mc_samples: int | None, rank: int) -> None:
+    def _set_up_compiled_functions(
+        self, model: keras.Model, mc_samples: int | None, rank: int, subset: tuple[int, bool]
+    ) -> None:
         """The curvature estimator and the predictive's compiled functions, shared per model."""
         key = (
             self.hessian_structure,
@@ -195,6 +206,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
             self.likelihood.name,
             mc_samples,
             rank,
+            subset,
             self.params.cache_key(),
         )
         self._estimator = cached(
@@ -207,6 +219,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
                 self.likelihood,
                 mc_samples=mc_samples,
                 rank=rank,
+                n_subset=subset[0],
+                balanced_subset=subset[1],
             ),
         )
         self._set_up_predictive(model)
@@ -365,7 +379,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         scale = self._curvature_scale(sigma_noise)
         if self.hessian_structure == HessianStructure.KRON:
             return KronPosterior(self.mean, self._kron_eigenblocks(), scale, prior)
-        if self.hessian_structure == HessianStructure.LOWRANK:
+        if self.hessian_structure in (HessianStructure.LOWRANK, HessianStructure.GP):
             return LowRankPosterior(self.mean, self._curvature, scale, prior)
         try:
             return build_posterior(self.hessian_structure, self.mean, self._curvature, scale, prior)

@@ -29,6 +29,7 @@ _SUGGESTIONS = {
     HessianStructure.FULL: "use hessian_structure='diag' or 'kron', subset_of_weights='last_layer'",
     HessianStructure.KRON: "use hessian_structure='diag', subset_of_weights='last_layer', or fewer or smaller layers",
     HessianStructure.LOWRANK: "use a smaller rank, hessian_structure='diag' or 'kron'",
+    HessianStructure.GP: "use a smaller n_subset, hessian_structure='kron' or 'diag'",
     HessianStructure.DIAG: "use subset_of_weights='last_layer' or a subnetwork",
 }
 

@@ -33,6 +33,7 @@ class HessianStructure(str, enum.Enum):
     DIAG = "diag"
     KRON = "kron"
     LOWRANK = "lowrank"
+    GP = "gp"
 
 
 class CurvatureType(str, enum.Enum):

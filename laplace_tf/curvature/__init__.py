@@ -15,7 +15,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from laplace_tf.curvature import diag, full, lowrank
+from laplace_tf.curvature import diag, full, gp, lowrank
 from laplace_tf.curvature.jacobians import loss_gradients, output_jacobians
 from laplace_tf.curvature.kron import KronPlan
 from laplace_tf.distribution import summed_over_replicas
@@ -60,12 +60,16 @@ def curvature_estimator(
     likelihood: Likelihood,
     mc_samples: int | None = None,
     rank: int | None = None,
+    n_subset: int | None = None,
+    balanced_subset: bool = False,
 ) -> CurvatureEstimator:
     """The estimator for a structure and curvature type.
 
     Args:
       mc_samples: Monte-Carlo Fisher draws per example (kron only); ``None`` for exact.
       rank: the number of eigenpairs kept (lowrank only).
+      n_subset: the training points the GP conditions on (gp only).
+      balanced_subset: draw them evenly across classes (gp only).
     """
     if mc_samples is not None and structure != HessianStructure.KRON:
         raise ValueError("stochastic=True (Monte-Carlo Fisher) is available with hessian_structure='kron'.")
@@ -77,6 +81,19 @@ def curvature_estimator(
             elements=plan.elements(),
             jacobian_params=plan.leftover_params.n_params if plan.leftover_params else 0,
             treatment=plan.treatment(),
+        )
+    if structure == HessianStructure.GP:
+        if curvature_type != CurvatureType.GGN:
+            raise ValueError("hessian_structure='gp' works with curvature='ggn'.")
+        if isinstance(n_subset, bool) or not isinstance(n_subset, int) or n_subset < 1:
+            raise ValueError(f"n_subset must be a positive integer, got {n_subset!r}.")
+        return CurvatureEstimator(
+            gp.gp_fit(params, likelihood, n_subset, balanced_subset, compile_for_batches),
+            _identity,
+            elements=params.n_params * n_subset * gp.output_count(params.model),
+            jacobian_params=params.n_params,
+            passes=2,
+            accumulates=False,
         )
     if structure == HessianStructure.LOWRANK:
         if curvature_type != CurvatureType.GGN:
