@@ -40,13 +40,14 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from laplace_tf.curvature.gp import NystromCurvature
 from laplace_tf.curvature.lowrank import LowRankCurvature
 from laplace_tf.files import write_atomically
 from laplace_tf.inputs import signature_from_json, signature_to_json
 
 FORMAT = "laplace-tf"
 FORMAT_VERSION = 2
-_DATACLASSES = {cls.__name__: cls for cls in (LowRankCurvature,)}
+_DATACLASSES = {cls.__name__: cls for cls in (LowRankCurvature, NystromCurvature)}
 _REQUIRED_METADATA = ("format", "format_version", "checksums")
 
 

@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from laplace_tf.compiled import cached
 from laplace_tf.curvature import curvature_estimator, noise_power
+from laplace_tf.curvature.gp import NystromCurvature
 from laplace_tf.data import as_batches, check_batched, first_inputs
 from laplace_tf.distribution import current_strategy
 from laplace_tf.inputs import cast_inputs, signature
@@ -59,6 +60,7 @@ from laplace_tf.posterior import (
 )
 from laplace_tf.posterior.kron import KronPosterior, decompose
 from laplace_tf.posterior.lowrank import LowRankPosterior
+from laplace_tf.posterior.nystrom import NystromPosterior
 from laplace_tf.prior import expand_prior_precision, validate_prior_mean, validate_prior_precision
 from laplace_tf.progress import Progress, peak_memory_bytes
 from laplace_tf.reward import PairParameters, check_pairs
@@ -114,6 +116,9 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         number of parameters).
       n_subset: the training points a ``"gp"`` Laplace conditions on (all of them if fewer).
       balanced_subset: draw the ``"gp"`` subset evenly across classes (classification).
+      n_eigenvalues: with ``"gp"``, keep this many eigenfunctions of the kernel on the subset as
+        features and fit the posterior over them to all the data (Nyström, ELLA; no evidence, so
+        tune the prior by grid search); ``None`` is the exact GP on the subset.
       seed: seeds the Monte-Carlo Fisher's draws and the ``"gp"`` subset.
       strategy: a ``tf.distribute`` strategy for ``fit`` and the predictives (each batch's examples
         split across replicas, results summed or gathered; `distribution`); by
@@ -138,6 +143,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         rank: int = 100,
         n_subset: int = 1000,
         balanced_subset: bool = False,
+        n_eigenvalues: int | None = None,
         seed: int | None = 0,
         strategy: tf.distribute.Strategy | None = None,
     ):
@@ -174,6 +180,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
             "rank": rank,
             "n_subset": n_subset,
             "balanced_subset": balanced_subset,
+            "n_eigenvalues": n_eigenvalues,
             "seed": seed,
         }
         self.temperature = float(temperature)
@@ -193,11 +200,12 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         self._input_signature: Any = None  # what predictions' inputs must look like, set by fit
         positive_int(num_samples, "num_samples")
         check_flag(balanced_subset, "balanced_subset")
-        self._set_up_compiled_functions(model, num_samples if stochastic else None, rank, (n_subset, balanced_subset))
+        subset = (n_subset, balanced_subset, n_eigenvalues)
+        self._set_up_compiled_functions(model, num_samples if stochastic else None, rank, subset)
         check_curvature(self.hessian_structure, self.n_params, self._estimator.elements, self.dtype, memory_limit)
 
     def _set_up_compiled_functions(
-        self, model: keras.Model, mc_samples: int | None, rank: int, subset: tuple[int, bool]
+        self, model: keras.Model, mc_samples: int | None, rank: int, subset: tuple[int, bool, int | None]
     ) -> None:
         """The curvature estimator and the predictive's compiled functions, shared per model."""
         key = (
@@ -221,6 +229,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
                 rank=rank,
                 n_subset=subset[0],
                 balanced_subset=subset[1],
+                n_eigenvalues=subset[2],
             ),
         )
         self._set_up_predictive(model)
@@ -379,6 +388,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         scale = self._curvature_scale(sigma_noise)
         if self.hessian_structure == HessianStructure.KRON:
             return KronPosterior(self.mean, self._kron_eigenblocks(), scale, prior)
+        if isinstance(self._curvature, NystromCurvature):
+            return NystromPosterior(self.mean, self._curvature, scale, prior)
         if self.hessian_structure in (HessianStructure.LOWRANK, HessianStructure.GP):
             return LowRankPosterior(self.mean, self._curvature, scale, prior)
         try:

@@ -106,3 +106,48 @@ def test_gp_saves_loads_and_refuses_what_it_cannot_do(data, tmp_path):
     wide = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2000), keras.layers.Dense(10)])
     with pytest.raises(MemoryError, match="n_subset"):
         lt.Laplace(wide, "classification", hessian_structure="gp", n_subset=10**6, memory_limit=10**9)
+
+
+def test_nystrom_with_all_eigenfunctions_is_the_full_ggn_laplace(data):
+    """With the subset the whole data set and K = P (the Jacobians of 40 points span all 43
+    weights), the features span the weight space and the Nyström posterior is exact."""
+    x, labels, targets = data
+    for model, likelihood, y in (
+        (make_mlp(4, 3), "classification", labels),
+        (make_mlp(4, 2, seed=1), "regression", targets),
+    ):
+        full = lt.Laplace(model, likelihood, hessian_structure="full", prior_precision=0.7).fit((x, y), verbose=False)
+        nystrom = lt.Laplace(
+            model, likelihood, hessian_structure="gp", n_subset=40, n_eigenvalues=full.n_params, prior_precision=0.7
+        ).fit((x, y), batch_size=16, verbose=False)
+        np.testing.assert_allclose(nystrom.posterior.covariance, full.posterior.covariance, atol=1e-10)
+        np.testing.assert_allclose(
+            nystrom.glm_output_distribution(x)[1], full.glm_output_distribution(x)[1], atol=1e-10
+        )
+
+
+def test_nystrom_features_are_the_subset_kernels_top_eigenfunctions(data, tmp_path):
+    """K < P: the posterior V (I + V^T G V / delta)^-1 V^T / delta with V the top right singular
+    vectors of the subset's Jacobians and G the GGN of all the data, built in NumPy."""
+    x, labels, _ = data
+    model, prior, k = make_mlp(4, 3), 0.7, 12
+    la = lt.Laplace(
+        model, "classification", hessian_structure="gp", n_subset=15, n_eigenvalues=k, prior_precision=prior, seed=2
+    ).fit((x, labels), batch_size=16, verbose=False)
+    chosen = choose_subset(labels, 15, 2, balanced=False)
+    basis = np.linalg.svd(naive_jacobians(model, x[chosen]).reshape(45, -1))[2][:k].T  # (P, K)
+    jacobians = naive_jacobians(model, x)
+    ggn = np.einsum("nkp,nkl,nlq->pq", jacobians, output_hessians_np(model(x).numpy(), "classification"), jacobians)
+    covariance = basis @ np.linalg.inv(np.eye(k) + basis.T @ ggn @ basis / prior) @ basis.T / prior
+    np.testing.assert_allclose(la.posterior.covariance, covariance, atol=1e-10)
+    draws = la.sample(20000, seed=0).numpy() - la.mean.numpy()
+    scale = np.sqrt(np.diag(covariance)).max()
+    np.testing.assert_allclose(np.cov(draws.T), covariance, atol=0.05 * scale**2)
+    with pytest.raises(ValueError, match="no density over the weights and no marginal likelihood"):
+        la.log_marginal_likelihood()
+    with pytest.raises(ValueError, match="scalar prior precision"):
+        la.prior_precision = np.arange(1.0, len(la.params.sizes) + 1)
+        la.predict(x)
+    la.prior_precision = prior
+    la.save(tmp_path / "nystrom.npz")
+    np.testing.assert_allclose(lt.load(tmp_path / "nystrom.npz", model).predict(x), la.predict(x), rtol=1e-12)

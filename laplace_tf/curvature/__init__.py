@@ -62,6 +62,7 @@ def curvature_estimator(
     rank: int | None = None,
     n_subset: int | None = None,
     balanced_subset: bool = False,
+    n_eigenvalues: int | None = None,
 ) -> CurvatureEstimator:
     """The estimator for a structure and curvature type.
 
@@ -70,6 +71,7 @@ def curvature_estimator(
       rank: the number of eigenpairs kept (lowrank only).
       n_subset: the training points the GP conditions on (gp only).
       balanced_subset: draw them evenly across classes (gp only).
+      n_eigenvalues: the Nyström features kept (gp only; ``None`` for the exact subset GP).
     """
     if mc_samples is not None and structure != HessianStructure.KRON:
         raise ValueError("stochastic=True (Monte-Carlo Fisher) is available with hessian_structure='kron'.")
@@ -87,13 +89,17 @@ def curvature_estimator(
             raise ValueError("hessian_structure='gp' works with curvature='ggn'.")
         if isinstance(n_subset, bool) or not isinstance(n_subset, int) or n_subset < 1:
             raise ValueError(f"n_subset must be a positive integer, got {n_subset!r}.")
+        subset_elements = params.n_params * n_subset * gp.output_count(params.model)
+        if n_eigenvalues is None:
+            fit = gp.gp_fit(params, likelihood, n_subset, balanced_subset, compile_for_batches)
+            return CurvatureEstimator(
+                fit, _identity, elements=subset_elements, jacobian_params=params.n_params, passes=2, accumulates=False
+            )
+        if isinstance(n_eigenvalues, bool) or not isinstance(n_eigenvalues, int) or n_eigenvalues < 1:
+            raise ValueError(f"n_eigenvalues must be a positive integer or None, got {n_eigenvalues!r}.")
+        fit = gp.nystrom_fit(params, likelihood, n_subset, balanced_subset, n_eigenvalues, compile_for_batches)
         return CurvatureEstimator(
-            gp.gp_fit(params, likelihood, n_subset, balanced_subset, compile_for_batches),
-            _identity,
-            elements=params.n_params * n_subset * gp.output_count(params.model),
-            jacobian_params=params.n_params,
-            passes=2,
-            accumulates=False,
+            fit, _identity, elements=subset_elements, jacobian_params=params.n_params, passes=3, accumulates=False
         )
     if structure == HessianStructure.LOWRANK:
         if curvature_type != CurvatureType.GGN:

@@ -20,11 +20,16 @@ set as the subset it equals the full GGN Laplace. Memory: $P \cdot MC$ numbers, 
 The subset is drawn with the Laplace's ``seed``, uniformly or (``balanced_subset=True``,
 classification) as equal numbers per class as the data allow. The evidence's log-likelihood is
 summed over all the data; its log-determinant is the subset's.
+
+With ``n_eigenvalues`` the subset only chooses features (`nystrom_fit`): the kernel's top
+eigenpairs on the subset span a feature space in which the posterior is fitted to all the data,
+in time linear in $N$ (ELLA, Deng et al. 2022).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,36 +49,51 @@ def gp_fit(
     loss and labels of every example, then the Jacobian factors $W$ of the chosen subset."""
     apply, vectorize = params.apply, params.vectorize
 
-    def batch_loss(theta: tf.Tensor, x: Any, y: tf.Tensor) -> tf.Tensor:
-        return tf.reduce_sum(likelihood.loss(apply(theta, x), y))
-
     def batch_factors(theta: tf.Tensor, x: Any, y: tf.Tensor) -> tf.Tensor:
         f, jacobians = output_jacobians(apply, theta, x, vectorize)
         roots = likelihood.hessian_sqrt(f)  # (B, K, C)
         return tf.reshape(tf.einsum("bkp,bkc->pbc", jacobians, roots), [tf.shape(jacobians)[-1], -1])
 
-    loss_of, factors_of = compile_fn(batch_loss), compile_fn(batch_factors)
+    loss_of, factors_of = compile_fn(summed_loss(params, likelihood)), compile_fn(batch_factors)
 
     def fit(theta: tf.Tensor, batches: Callable, seed: tf.Tensor, previous: Any = None, strategy: Any = None) -> tuple:
-        loss, labels = tf.zeros([], theta.dtype), []
-        for x, y in batches():
-            loss += loss_of(theta, x, y)
-            labels.append(np.argmax(y.numpy(), axis=1) if y.shape[-1] > 1 else np.zeros(len(y), np.int64))
-        if not labels:
-            raise ValueError("The dataset yielded no batches; nothing to fit.")
-        labels = np.concatenate(labels)
-        chosen = choose_subset(labels, n_subset, int(seed.numpy()[0]), balanced)
-        pieces, start = [], 0
-        for x, y in batches():
-            end = start + n_examples(x)
-            rows = chosen[(chosen >= start) & (chosen < end)] - start
-            if len(rows):
-                pick = lambda t, rows=rows: tf.gather(t, rows)  # noqa: E731
-                pieces.append(factors_of(theta, tf.nest.map_structure(pick, x), pick(y)))
-            start = end
-        return loss, exact_eigenpairs(tf.concat(pieces, axis=1)), len(labels)
+        loss, chosen, n_data = loss_and_subset(theta, batches, loss_of, n_subset, seed, balanced)
+        factors = tf.concat(on_subset(theta, batches, chosen, factors_of), axis=1)
+        return loss, exact_eigenpairs(factors), n_data
 
     return fit
+
+
+def summed_loss(params: ModelParameters, likelihood: Likelihood) -> Callable:
+    """``(theta, x, y) -> the batch's summed loss``, uncompiled."""
+    return lambda theta, x, y: tf.reduce_sum(likelihood.loss(params.apply(theta, x), y))
+
+
+def loss_and_subset(
+    theta: tf.Tensor, batches: Callable, loss_of: Callable, n_subset: int, seed: tf.Tensor, balanced: bool
+) -> tuple[tf.Tensor, np.ndarray, int]:
+    """One pass: the summed loss of all the data, the chosen subset's indices and the data's size."""
+    loss, labels = tf.zeros([], theta.dtype), []
+    for x, y in batches():
+        loss += loss_of(theta, x, y)
+        labels.append(np.argmax(y.numpy(), axis=1) if y.shape[-1] > 1 else np.zeros(len(y), np.int64))
+    if not labels:
+        raise ValueError("The dataset yielded no batches; nothing to fit.")
+    labels = np.concatenate(labels)
+    return loss, choose_subset(labels, n_subset, int(seed.numpy()[0]), balanced), len(labels)
+
+
+def on_subset(theta: tf.Tensor, batches: Callable, chosen: np.ndarray, fn: Callable) -> list[tf.Tensor]:
+    """``fn(theta, x, y)`` on the chosen examples of each batch (another pass over the data)."""
+    results, start = [], 0
+    for x, y in batches():
+        end = start + n_examples(x)
+        rows = chosen[(chosen >= start) & (chosen < end)] - start
+        if len(rows):
+            pick = lambda t, rows=rows: tf.gather(t, rows)  # noqa: E731
+            results.append(fn(theta, tf.nest.map_structure(pick, x), pick(y)))
+        start = end
+    return results
 
 
 def output_count(model: Any) -> int:
@@ -118,3 +138,53 @@ def exact_eigenpairs(factors: tf.Tensor) -> LowRankCurvature:
     kept = values > tolerance
     values, vectors = tf.boolean_mask(values, kept), tf.boolean_mask(vectors, kept, axis=1)
     return LowRankCurvature(eigenvalues=values, eigenvectors=tf.matmul(factors, vectors) * tf.math.rsqrt(values))
+
+
+@dataclass
+class NystromCurvature:
+    """The GGN of all the data in the span of the Nyström features: ``basis`` ``(P, K)``
+    (orthonormal) and ``projected`` $V^\\top G V$ ``(K, K)`` (unit noise, untempered)."""
+
+    basis: tf.Tensor
+    projected: tf.Tensor
+
+
+def nystrom_fit(
+    params: ModelParameters,
+    likelihood: Likelihood,
+    n_subset: int,
+    balanced: bool,
+    n_eigenvalues: int,
+    compile_fn: Callable,
+) -> Callable:
+    r"""``fit`` of the Nyström (ELLA) variant: three passes.
+
+    The kernel on the subset, $K_{MM} = J_M J_M^\top / \delta$, has top eigenpairs
+    $(\lambda_i, u_i)$; the Nyström features $\phi(x) = J(x) V / \sqrt\delta$ with
+    $V = J_M^\top U \Lambda^{-1/2}$ (the top right singular vectors of $J_M$, orthonormal) give
+    $k(x, x') \approx \phi(x)\phi(x')^\top$. A Gaussian over the feature weights, prior
+    $\mathcal{N}(0, I)$, is then fitted to all $N$ examples in batches:
+    $S^{-1} = I + V^\top G V / \delta$ with $G = \sum_n J_n^\top \Lambda_n J_n$ (cost linear in
+    $N$), and the predictive covariance is $\phi_* S \phi_*^\top$ (Deng et al. 2022).
+    """
+    apply, vectorize, n_params = params.apply, params.vectorize, params.n_params
+
+    def subset_jacobians(theta: tf.Tensor, x: Any, y: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(output_jacobians(apply, theta, x, vectorize)[1], [-1, n_params])
+
+    def projected_ggn(theta: tf.Tensor, x: Any, y: tf.Tensor, basis: tf.Tensor) -> tf.Tensor:
+        f, jacobians = output_jacobians(apply, theta, x, vectorize)
+        features = tf.einsum("bkp,pm->bkm", jacobians, basis)
+        return tf.einsum("bkm,bkn->mn", features, likelihood.hessian_times(f, features))
+
+    loss_of, jacobians_of = compile_fn(summed_loss(params, likelihood)), compile_fn(subset_jacobians)
+    projected_of = compile_fn(projected_ggn)
+
+    def fit(theta: tf.Tensor, batches: Callable, seed: tf.Tensor, previous: Any = None, strategy: Any = None) -> tuple:
+        loss, chosen, n_data = loss_and_subset(theta, batches, loss_of, n_subset, seed, balanced)
+        top = exact_eigenpairs(tf.transpose(tf.concat(on_subset(theta, batches, chosen, jacobians_of), axis=0)))
+        basis = top.eigenvectors[:, -n_eigenvalues:]  # eigh orders ascending: the largest last
+        projected = tf.add_n([projected_of(theta, x, y, basis) for x, y in batches()])
+        return loss, NystromCurvature(basis=basis, projected=projected), n_data
+
+    return fit

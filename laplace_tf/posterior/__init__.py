@@ -9,8 +9,9 @@ from laplace_tf.posterior.diag import DiagPosterior
 from laplace_tf.posterior.full import FullPosterior, NotPositiveDefiniteError, log_det_with_scalar_prior
 from laplace_tf.posterior.kron import KronPosterior
 from laplace_tf.posterior.lowrank import LowRankPosterior
+from laplace_tf.posterior.nystrom import NystromPosterior
 
-Posterior = FullPosterior | DiagPosterior | KronPosterior | LowRankPosterior
+Posterior = FullPosterior | DiagPosterior | KronPosterior | LowRankPosterior | NystromPosterior
 
 __all__ = [
     "DiagPosterior",
@@ -18,6 +19,7 @@ __all__ = [
     "KronPosterior",
     "LowRankPosterior",
     "NotPositiveDefiniteError",
+    "NystromPosterior",
     "Posterior",
     "build_posterior",
     "log_det_with_scalar_prior",
