@@ -56,7 +56,7 @@ def main() -> None:
         usual.fit(x, y, epochs=epochs, batch_size=50, verbose=0)
         post_hoc = lt.Laplace(usual, "regression", hessian_structure="kron").fit((x, y), verbose=False)
         post_hoc.optimize_prior_precision(prior_structure="layerwise", optimize_sigma_noise=True)
-        rows[f"weight decay ({name}) + post-hoc"] = post_hoc
+        rows[f"decay ({name}) + post-hoc Laplace"] = post_hoc
 
     result = lt.marglik_training(
         network(), (x, y), "regression", epochs=epochs, learning_rate=1e-2, batch_size=50, marglik_frequency=10,
