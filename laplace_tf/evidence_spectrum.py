@@ -39,6 +39,7 @@ import numpy as np
 
 from laplace_tf.curvature import noise_power
 from laplace_tf.curvature.kron import DiagBlock
+from laplace_tf.curvature.lowrank import LowRankCurvature
 from laplace_tf.options import CurvatureType, HessianStructure, PriorStructure
 from laplace_tf.options import Likelihood as LikelihoodName
 
@@ -102,7 +103,11 @@ def curvature_spectrum(la: Any, structure: PriorStructure) -> CurvatureSpectrum 
         eigenvalues, groups = _kron_eigenvalues(la._kron_eigenblocks())
     elif la.hessian_structure == HessianStructure.FULL and structure == PriorStructure.SCALAR:
         eigenvalues, groups = la._curvature_eigenvalues(), np.zeros(la.n_params, np.int64)
-    elif la.hessian_structure in (HessianStructure.LOWRANK, HessianStructure.GP) and structure == PriorStructure.SCALAR:
+    elif (
+        la.hessian_structure in (HessianStructure.LOWRANK, HessianStructure.GP)
+        and structure == PriorStructure.SCALAR
+        and isinstance(la.curvature, LowRankCurvature)  # not one GP per output, not Nystrom
+    ):
         kept = np.asarray(la.curvature.eigenvalues, np.float64)  # the rest of the spectrum is zero
         eigenvalues, groups = np.pad(kept, (0, la.n_params - len(kept))), np.zeros(la.n_params, np.int64)
     else:

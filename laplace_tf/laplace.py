@@ -58,6 +58,7 @@ from laplace_tf.posterior import (
     build_posterior,
     log_det_with_scalar_prior,
 )
+from laplace_tf.posterior.independent_outputs import IndependentOutputsPosterior
 from laplace_tf.posterior.kron import KronPosterior, decompose
 from laplace_tf.posterior.lowrank import LowRankPosterior
 from laplace_tf.posterior.nystrom import NystromPosterior
@@ -119,6 +120,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
       n_eigenvalues: with ``"gp"``, keep this many eigenfunctions of the kernel on the subset as
         features and fit the posterior over them to all the data (Nyström, ELLA; no evidence, so
         tune the prior by grid search); ``None`` is the exact GP on the subset.
+      independent_outputs: with ``"gp"``, one GP per output (the output Hessian's diagonal; cheaper,
+        GLM predictions and the evidence only).
       seed: seeds the Monte-Carlo Fisher's draws and the ``"gp"`` subset.
       strategy: a ``tf.distribute`` strategy for ``fit`` and the predictives (each batch's examples
         split across replicas, results summed or gathered; `distribution`); by
@@ -144,6 +147,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         n_subset: int = 1000,
         balanced_subset: bool = False,
         n_eigenvalues: int | None = None,
+        independent_outputs: bool = False,
         seed: int | None = 0,
         strategy: tf.distribute.Strategy | None = None,
     ):
@@ -181,6 +185,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
             "n_subset": n_subset,
             "balanced_subset": balanced_subset,
             "n_eigenvalues": n_eigenvalues,
+            "independent_outputs": independent_outputs,
             "seed": seed,
         }
         self.temperature = float(temperature)
@@ -200,12 +205,13 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         self._input_signature: Any = None  # what predictions' inputs must look like, set by fit
         positive_int(num_samples, "num_samples")
         check_flag(balanced_subset, "balanced_subset")
-        subset = (n_subset, balanced_subset, n_eigenvalues)
+        check_flag(independent_outputs, "independent_outputs")
+        subset = (n_subset, balanced_subset, n_eigenvalues, independent_outputs)
         self._set_up_compiled_functions(model, num_samples if stochastic else None, rank, subset)
         check_curvature(self.hessian_structure, self.n_params, self._estimator.elements, self.dtype, memory_limit)
 
     def _set_up_compiled_functions(
-        self, model: keras.Model, mc_samples: int | None, rank: int, subset: tuple[int, bool, int | None]
+        self, model: keras.Model, mc_samples: int | None, rank: int, subset: tuple[int, bool, int | None, bool]
     ) -> None:
         """The curvature estimator and the predictive's compiled functions, shared per model."""
         key = (
@@ -230,6 +236,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
                 n_subset=subset[0],
                 balanced_subset=subset[1],
                 n_eigenvalues=subset[2],
+                independent_outputs=subset[3],
             ),
         )
         self._set_up_predictive(model)
@@ -390,6 +397,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
             return KronPosterior(self.mean, self._kron_eigenblocks(), scale, prior)
         if isinstance(self._curvature, NystromCurvature):
             return NystromPosterior(self.mean, self._curvature, scale, prior)
+        if isinstance(self._curvature, list):  # gp with independent outputs
+            return IndependentOutputsPosterior(self.mean, self._curvature, scale, prior)
         if self.hessian_structure in (HessianStructure.LOWRANK, HessianStructure.GP):
             return LowRankPosterior(self.mean, self._curvature, scale, prior)
         try:

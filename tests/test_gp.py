@@ -151,3 +151,39 @@ def test_nystrom_features_are_the_subset_kernels_top_eigenfunctions(data, tmp_pa
     la.prior_precision = prior
     la.save(tmp_path / "nystrom.npz")
     np.testing.assert_allclose(lt.load(tmp_path / "nystrom.npz", model).predict(x), la.predict(x), rtol=1e-12)
+
+
+def test_independent_outputs_give_one_gp_per_output(data):
+    """Output k: Sigma_k = (delta I + sum_m Lambda_mkk J_mk^T J_mk)^-1 over the subset, its variance
+    J_*k Sigma_k J_*k^T, no cross-output covariance; the evidence sums the outputs' log-det ratios."""
+    x, labels, _ = data
+    model, prior = make_mlp(4, 3), 0.9
+    la = lt.Laplace(
+        model, "classification", hessian_structure="gp", n_subset=20, independent_outputs=True, prior_precision=prior
+    ).fit((x, labels), batch_size=16, verbose=False)
+    chosen = choose_subset(labels, 20, 0, balanced=False)
+    jacobians = naive_jacobians(model, x[chosen])
+    hessians = output_hessians_np(model(x[chosen]).numpy(), "classification")
+    jac_star = naive_jacobians(model, x[:6])
+    covariance = la.glm_output_distribution(x[:6])[1].numpy()
+    log_det_ratio = 0.0
+    for k in range(3):
+        precision = prior * np.eye(la.n_params) + np.einsum(
+            "m,mp,mq->pq", hessians[:, k, k], jacobians[:, k], jacobians[:, k]
+        )
+        expected = np.einsum("np,pq,nq->n", jac_star[:, k], np.linalg.inv(precision), jac_star[:, k])
+        np.testing.assert_allclose(covariance[:, k, k], expected, rtol=1e-8)
+        log_det_ratio += np.linalg.slogdet(precision)[1] - la.n_params * np.log(prior)
+    off_diagonal = covariance - np.einsum("nkk->nk", covariance)[:, :, None] * np.eye(3)
+    assert np.all(off_diagonal == 0)
+    theta = la.mean.numpy()
+    evidence = -float(la._loss) - 0.5 * (log_det_ratio + prior * theta @ theta)
+    np.testing.assert_allclose(la.log_marginal_likelihood(), evidence, rtol=1e-10)
+    la.optimize_prior_precision()  # the compiled evidence, differentiable in the prior
+    assert float(la.log_marginal_likelihood()) > evidence
+    with pytest.raises(ValueError, match="independent_outputs=True each output has its own Gaussian"):
+        la.sample(3)
+    with pytest.raises(ValueError, match="independent_outputs=True is for the exact GP"):
+        lt.Laplace(model, "classification", hessian_structure="gp", n_eigenvalues=5, independent_outputs=True)
+    with pytest.raises(ValueError, match="independent_outputs=True is for hessian_structure='gp'"):
+        lt.Laplace(model, "classification", hessian_structure="full", independent_outputs=True)

@@ -63,6 +63,7 @@ def curvature_estimator(
     n_subset: int | None = None,
     balanced_subset: bool = False,
     n_eigenvalues: int | None = None,
+    independent_outputs: bool = False,
 ) -> CurvatureEstimator:
     """The estimator for a structure and curvature type.
 
@@ -72,6 +73,7 @@ def curvature_estimator(
       n_subset: the training points the GP conditions on (gp only).
       balanced_subset: draw them evenly across classes (gp only).
       n_eigenvalues: the Nyström features kept (gp only; ``None`` for the exact subset GP).
+      independent_outputs: one GP per output (exact gp only).
     """
     if mc_samples is not None and structure != HessianStructure.KRON:
         raise ValueError("stochastic=True (Monte-Carlo Fisher) is available with hessian_structure='kron'.")
@@ -84,6 +86,8 @@ def curvature_estimator(
             jacobian_params=plan.leftover_params.n_params if plan.leftover_params else 0,
             treatment=plan.treatment(),
         )
+    if independent_outputs and structure != HessianStructure.GP:
+        raise ValueError("independent_outputs=True is for hessian_structure='gp'.")
     if structure == HessianStructure.GP:
         if curvature_type != CurvatureType.GGN:
             raise ValueError("hessian_structure='gp' works with curvature='ggn'.")
@@ -91,10 +95,12 @@ def curvature_estimator(
             raise ValueError(f"n_subset must be a positive integer, got {n_subset!r}.")
         subset_elements = params.n_params * n_subset * gp.output_count(params.model)
         if n_eigenvalues is None:
-            fit = gp.gp_fit(params, likelihood, n_subset, balanced_subset, compile_for_batches)
+            fit = gp.gp_fit(params, likelihood, n_subset, balanced_subset, compile_for_batches, independent_outputs)
             return CurvatureEstimator(
                 fit, _identity, elements=subset_elements, jacobian_params=params.n_params, passes=2, accumulates=False
             )
+        if independent_outputs:
+            raise ValueError("independent_outputs=True is for the exact GP; leave n_eigenvalues=None.")
         if isinstance(n_eigenvalues, bool) or not isinstance(n_eigenvalues, int) or n_eigenvalues < 1:
             raise ValueError(f"n_eigenvalues must be a positive integer or None, got {n_eigenvalues!r}.")
         fit = gp.nystrom_fit(params, likelihood, n_subset, balanced_subset, n_eigenvalues, compile_for_batches)

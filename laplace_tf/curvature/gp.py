@@ -43,14 +43,27 @@ from laplace_tf.params import ModelParameters
 
 
 def gp_fit(
-    params: ModelParameters, likelihood: Likelihood, n_subset: int, balanced: bool, compile_fn: Callable
+    params: ModelParameters,
+    likelihood: Likelihood,
+    n_subset: int,
+    balanced: bool,
+    compile_fn: Callable,
+    independent_outputs: bool = False,
 ) -> Callable:
-    """``fit(theta, batches, seed, previous, strategy)`` of the GP structure: two passes, the
-    loss and labels of every example, then the Jacobian factors $W$ of the chosen subset."""
+    r"""``fit(theta, batches, seed, previous, strategy)`` of the GP structure: two passes, the
+    loss and labels of every example, then the Jacobian factors $W$ of the chosen subset.
+
+    With ``independent_outputs`` each output ``k`` gets its own GP, kernel $J_k J_k^\top / \delta$
+    and the output Hessian's diagonal $\Lambda_{kk}$ (cross-output terms dropped): the curvature
+    is a list of ``K`` low-rank curvatures of rank at most ``M`` each.
+    """
     apply, vectorize = params.apply, params.vectorize
 
     def batch_factors(theta: tf.Tensor, x: Any, y: tf.Tensor) -> tf.Tensor:
         f, jacobians = output_jacobians(apply, theta, x, vectorize)
+        if independent_outputs:  # (K, P, B)
+            roots = tf.sqrt(tf.maximum(tf.linalg.diag_part(likelihood.output_hessian(f)), 0.0))
+            return tf.einsum("bkp,bk->kpb", jacobians, roots)
         roots = likelihood.hessian_sqrt(f)  # (B, K, C)
         return tf.reshape(tf.einsum("bkp,bkc->pbc", jacobians, roots), [tf.shape(jacobians)[-1], -1])
 
@@ -58,8 +71,11 @@ def gp_fit(
 
     def fit(theta: tf.Tensor, batches: Callable, seed: tf.Tensor, previous: Any = None, strategy: Any = None) -> tuple:
         loss, chosen, n_data = loss_and_subset(theta, batches, loss_of, n_subset, seed, balanced)
-        factors = tf.concat(on_subset(theta, batches, chosen, factors_of), axis=1)
-        return loss, exact_eigenpairs(factors), n_data
+        pieces = on_subset(theta, batches, chosen, factors_of)
+        if independent_outputs:
+            factors = tf.concat(pieces, axis=2)
+            return loss, [exact_eigenpairs(per_output) for per_output in tf.unstack(factors)], n_data
+        return loss, exact_eigenpairs(tf.concat(pieces, axis=1)), n_data
 
     return fit
 
