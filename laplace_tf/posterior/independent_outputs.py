@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from laplace_tf.curvature.lowrank import LowRankCurvature
 from laplace_tf.posterior.lowrank import LowRankPosterior
+from laplace_tf.posterior.without_density import WithoutDensity
 
 NO_WEIGHT_SPACE = (
     "With independent_outputs=True each output has its own Gaussian over the weights, so there are no "
@@ -27,7 +28,7 @@ NO_WEIGHT_SPACE = (
 )
 
 
-class IndependentOutputsPosterior:
+class IndependentOutputsPosterior(WithoutDensity):
     """``K`` low-rank posteriors, one per output, sharing the mean and the prior.
 
     Args:
@@ -38,6 +39,7 @@ class IndependentOutputsPosterior:
     """
 
     structure = "gp (independent outputs)"
+    reason = NO_WEIGHT_SPACE
 
     def __init__(
         self,
@@ -72,13 +74,4 @@ class IndependentOutputsPosterior:
         raise ValueError(NO_WEIGHT_SPACE)
 
     def sample(self, n_samples: int, seed: int | None = None) -> tf.Tensor:
-        raise ValueError(NO_WEIGHT_SPACE)
-
-    def log_prob(self, theta: tf.Tensor) -> tf.Tensor:
-        raise ValueError(NO_WEIGHT_SPACE)
-
-    def distribution(self) -> None:
-        raise ValueError(NO_WEIGHT_SPACE)
-
-    def precision_operator(self) -> None:
         raise ValueError(NO_WEIGHT_SPACE)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from laplace_tf.curvature.gp import NystromCurvature
+from laplace_tf.posterior.without_density import WithoutDensity
 from laplace_tf.seeds import stateless_seed
 
 NO_DENSITY = (
@@ -29,7 +30,7 @@ NO_DENSITY = (
 )
 
 
-class NystromPosterior:
+class NystromPosterior(WithoutDensity):
     """$\\mathcal{N}(\\theta_*, F F^\\top)$ on the span of the Nyström features.
 
     Args:
@@ -40,6 +41,7 @@ class NystromPosterior:
     """
 
     structure = "nystrom"
+    reason = NO_DENSITY
 
     def __init__(
         self, mean: tf.Tensor, curvature: NystromCurvature, curvature_scale: tf.Tensor, prior_precision: tf.Tensor
@@ -79,16 +81,3 @@ class NystromPosterior:
             [n_samples, self.factor.shape[1]], seed=stateless_seed(seed), dtype=self.mean.dtype
         )
         return self.mean[None, :] + tf.matmul(z, self.factor, transpose_b=True)
-
-    @property
-    def log_det_precision(self) -> tf.Tensor:
-        raise ValueError(NO_DENSITY)
-
-    def log_prob(self, theta: tf.Tensor) -> tf.Tensor:
-        raise ValueError(NO_DENSITY)
-
-    def distribution(self) -> None:
-        raise ValueError(NO_DENSITY)
-
-    def precision_operator(self) -> None:
-        raise ValueError(NO_DENSITY)
