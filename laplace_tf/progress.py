@@ -50,7 +50,7 @@ class Progress:
     def close(self) -> None:
         """Ends the task: in a log, its one line."""
         if self.verbose and self._bar is None:
-            plural = "" if self.count == 1 else ("es" if self.unit.endswith("h") else "s")
+            plural = "" if self.count == 1 else ("es" if self.unit.endswith(("tch", "sh", "s", "x")) else "s")
             elapsed = time.perf_counter() - self._started
             print(f"{self.label}: {self.count} {self.unit}{plural} in {elapsed:.1f} s", flush=True)
 
