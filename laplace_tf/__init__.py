@@ -47,6 +47,7 @@ _EXPORTS = {
     "multilabel_report": "laplace_tf.report",
     "regression_report": "laplace_tf.report",
     "subnetwork_mask": "laplace_tf.subnetwork",
+    "LikelihoodLoss": "laplace_tf.likelihood_loss",
     "MarglikCallback": "laplace_tf.training",
     "MarglikResult": "laplace_tf.training",
     "marglik_training": "laplace_tf.training",
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
     from laplace_tf.io import load
     from laplace_tf.laplace import Laplace, NotFittedError
     from laplace_tf.laplace_result import LaplaceResult
+    from laplace_tf.likelihood_loss import LikelihoodLoss
     from laplace_tf.models import fit_laplace, laplace_approximation
     from laplace_tf.options import (
         CurvatureType,
@@ -100,6 +102,7 @@ __all__ = [
     "Laplace",
     "LaplaceResult",
     "Likelihood",
+    "LikelihoodLoss",
     "LinkApprox",
     "MarglikCallback",
     "MarglikResult",

@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from laplace_tf.data import DEFAULT_BATCH_SIZE, as_batches, first_inputs
+from laplace_tf.likelihood_loss import LikelihoodLoss
 from laplace_tf.likelihoods import get_likelihood
 from laplace_tf.options import HessianStructure, PriorStructure, parse_option
 from laplace_tf.options import Likelihood as LikelihoodName
@@ -123,18 +124,8 @@ class MarglikCallback(keras.callbacks.Callback):
         self.laplace: Any = None
         self.history: dict[str, list] = {"epoch": [], **{key: [] for key in HISTORY_KEYS}}
         self._state: _TrainingState | None = None
-        self._sigma = tf.Variable(self.initial_sigma, trainable=False, dtype=tf.float64, name="marglik_sigma_noise")
-
-    # ------------------------------------------------------------------------------ the loss
-    def loss(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        """Per-example negative log-likelihood for ``model.compile(loss=...)``: the likelihood's,
-        divided by $\\sigma^2$ for regression (the current learned noise)."""
-        f = tf.cast(y_pred, tf.float64 if y_pred.dtype == tf.float64 else tf.float32)
-        f = f[:, None] if f.shape.rank == 1 else f
-        nll = self.likelihood.loss(f, _targets(self.likelihood.name, y_true, f))
-        if self.learns_noise:
-            nll = nll / tf.cast(tf.square(self._sigma), f.dtype)
-        return nll
+        self.loss = LikelihoodLoss(self.likelihood.name.value, self.initial_sigma)
+        """The loss to compile the model with (`LikelihoodLoss`; for regression at the learned noise)."""
 
     # ----------------------------------------------------------------------- Keras's hooks
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -151,7 +142,7 @@ class MarglikCallback(keras.callbacks.Callback):
             precision=tf.Variable(tf.cast(prior, params.dtype), trainable=False),
             prior=self.initial_prior,
         )
-        self._sigma.assign(self.initial_sigma)
+        self.loss.sigma_noise.assign(self.initial_sigma)
         _attach_prior(params, self._state.precision, n_data)
         model.make_train_function(force=True)  # a train step traced before would lack the prior
         self._state.progress = Progress(self.params.get("epochs"), self.verbose, unit="epoch", label="marglik training")
@@ -192,7 +183,7 @@ class MarglikCallback(keras.callbacks.Callback):
             self.likelihood.name,
             hessian_structure=self.hessian_structure,
             prior_precision=state.prior,
-            sigma_noise=float(self._sigma.numpy()) if self.learns_noise else 1.0,
+            sigma_noise=float(self.loss.sigma_noise.numpy()) if self.learns_noise else 1.0,
             **options,
         )
         la.fit(self.data, self.batch_size, verbose=False)
@@ -207,7 +198,7 @@ class MarglikCallback(keras.callbacks.Callback):
         la.prior_precision = prior
         if sigma is not None:
             la.sigma_noise = float(sigma)
-            self._sigma.assign(float(sigma))
+            self.loss.sigma_noise.assign(float(sigma))
         state.prior = prior
         per_weight = expand_prior_precision(la.prior_precision, state.params.sizes, state.params.n_params)
         state.precision.assign(tf.cast(per_weight, state.precision.dtype))
@@ -222,7 +213,7 @@ class MarglikCallback(keras.callbacks.Callback):
         self.history["loss"].append(float(loss))
         self.history["log_marginal_likelihood"].append(evidence)
         self.history["prior_precision"].append(np.array(self._state.prior, dtype=np.float64))
-        self.history["sigma_noise"].append(float(self._sigma.numpy()))
+        self.history["sigma_noise"].append(float(self.loss.sigma_noise.numpy()))
 
     def _checked_data_size(self, model: keras.Model) -> int:
         """Validates the fits' data before any training and counts its examples."""
@@ -341,19 +332,9 @@ def _shuffled_batches(data: tuple, batch_size: int) -> tuple[tf.data.Dataset, in
     return dataset.batch(batch_size).repeat().prefetch(tf.data.AUTOTUNE), -(-n // batch_size)
 
 
-def _targets(name: LikelihoodName, y: tf.Tensor, f: tf.Tensor) -> tf.Tensor:
-    """Keras's ``y_true`` as the likelihood's float ``(B, K)`` targets (labels one-hot)."""
-    if name == LikelihoodName.CLASSIFICATION:
-        if y.shape.rank == f.shape.rank and y.shape[-1] == f.shape[-1] and f.shape[-1] > 1:
-            return tf.cast(y, f.dtype)
-        return tf.one_hot(tf.cast(tf.reshape(y, [-1]), tf.int32), tf.shape(f)[-1], dtype=f.dtype)
-    columns = f.shape[-1] // 2 if name == LikelihoodName.HETEROSCEDASTIC else f.shape[-1]
-    return tf.reshape(tf.cast(y, f.dtype), [-1, columns])
-
-
 def _check_compiled_for_marglik(model: keras.Model, loss: Any) -> None:
     """The model must be compiled with the callback's loss, without weight decay of its own."""
-    if getattr(model, "loss", None) != loss:
+    if getattr(model, "loss", None) is not loss:
         raise ValueError(
             "MarglikCallback needs the model compiled with its loss: model.compile(optimizer=..., "
             "loss=callback.loss). The learned noise and prior only make sense with that likelihood."

@@ -67,7 +67,7 @@ def test_the_sinusoid_learns_its_noise_and_covers_fresh_data():
 
 
 @pytest.mark.parametrize(("likelihood", "structure"), [("classification", "kron"), ("binary", "diag")])
-def test_the_callback_inside_model_fit_keeps_the_weights_of_the_best_evidence(likelihood, structure):
+def test_the_callback_inside_model_fit_keeps_the_weights_of_the_best_evidence(likelihood, structure, tmp_path):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(120, 2)).astype("float32")
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int) + (likelihood == "classification") * (x[:, 1] > 1)
@@ -87,6 +87,10 @@ def test_the_callback_inside_model_fit_keeps_the_weights_of_the_best_evidence(li
     assert float(la.log_marginal_likelihood()) == pytest.approx(evidence[best], rel=1e-6)
     np.testing.assert_array_equal(la.mean, np.concatenate([np.ravel(v.value) for v in model.trainable_variables]))
     assert all(v.regularizer is None for v in model.trainable_variables)  # the prior is detached after training
+    model.save(tmp_path / "trained.keras")  # the likelihood's loss is saved with the model
+    reloaded = keras.saving.load_model(tmp_path / "trained.keras")
+    assert isinstance(reloaded.loss, lt.LikelihoodLoss) and reloaded.loss.likelihood.name.value == likelihood
+    np.testing.assert_allclose(reloaded.evaluate(x, y, verbose=0), model.evaluate(x, y, verbose=0), rtol=1e-6)
     expected = lt.Laplace(model, likelihood, hessian_structure=structure, prior_precision=la.prior_precision)
     expected.fit((x, y), verbose=False)
     np.testing.assert_allclose(la.log_marginal_likelihood(), expected.log_marginal_likelihood(), rtol=1e-6)
