@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +46,6 @@ from laplace_tf.likelihoods import get_likelihood
 from laplace_tf.options import HessianStructure, PriorStructure, parse_option
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.params import ModelParameters
-from laplace_tf.prior import expand_prior_precision, validate_prior_precision
 from laplace_tf.progress import Progress
 from laplace_tf.validation import check_flag, positive_int, positive_number
 
@@ -133,13 +133,12 @@ class MarglikCallback(keras.callbacks.Callback):
         _check_compiled_for_marglik(model, self.loss)
         params = ModelParameters(model)
         n_data = self._checked_data_size(model)
-        prior = expand_prior_precision(
-            validate_prior_precision(self.initial_prior, params.sizes, tf.float64), params.sizes, params.n_params
-        )
         self._state = _TrainingState(
             params=params,
             n_data=n_data,
-            precision=tf.Variable(tf.cast(prior, params.dtype), trainable=False),
+            precision=tf.Variable(
+                _per_weight(self.initial_prior, params.sizes).astype(params.dtype.name), trainable=False
+            ),
             prior=self.initial_prior,
         )
         self.loss.sigma_noise.assign(self.initial_sigma)
@@ -188,21 +187,20 @@ class MarglikCallback(keras.callbacks.Callback):
         )
         la.fit(self.data, self.batch_size, verbose=False)
         objective = evidence_objective(la, self.prior_structure, self.learns_noise)
-        if state.eta is None:
-            state.eta = keras.Variable(objective.start, dtype="float64", trainable=False, name="marglik_log_hypers")
-            state.optimizer = keras.optimizers.Adam(self.hyper_learning_rate)
+        if state.hyper_step is None:
+            state.hyper_step = _compiled_adam_step(objective.start, self.hyper_learning_rate)
         for _ in range(self.hyper_steps):
-            _, gradient = objective.value_and_gradient(np.asarray(state.eta.numpy()))
-            state.optimizer.apply([tf.constant(gradient)], [state.eta])
-        prior, sigma = objective.unpack(np.asarray(state.eta.numpy()))
+            _, gradient = objective.value_and_gradient(state.hyper_step.eta.numpy())
+            state.hyper_step(tf.constant(gradient))
+        eta = state.hyper_step.eta.numpy()
+        prior, sigma = objective.unpack(eta)
         la.prior_precision = prior
         if sigma is not None:
             la.sigma_noise = float(sigma)
             self.loss.sigma_noise.assign(float(sigma))
         state.prior = prior
-        per_weight = expand_prior_precision(la.prior_precision, state.params.sizes, state.params.n_params)
-        state.precision.assign(tf.cast(per_weight, state.precision.dtype))
-        evidence = float(la.log_marginal_likelihood())
+        state.precision.assign(_per_weight(prior, state.params.sizes).astype(state.precision.dtype.name))
+        evidence = -objective.value_and_gradient(eta)[0] * la.n_data  # the objective is -evidence / N
         if evidence > state.best_evidence:
             state.best_evidence, state.best_laplace = evidence, la
             state.best_weights = [np.array(w) for w in self.model.get_weights()]
@@ -232,8 +230,7 @@ class _TrainingState:
     n_data: int
     precision: tf.Variable  # per weight, read by the regularisers
     prior: Any  # as tuned: a scalar, or one value per variable or per weight
-    eta: Any = None
-    optimizer: Any = None
+    hyper_step: Any = None  # Adam on (log prior, log noise), compiled
     best_evidence: float = -np.inf
     best_laplace: Any = None
     best_weights: list | None = None
@@ -311,14 +308,14 @@ def marglik_training(
         verbose=verbose,
         **laplace_options,
     )
-    model.compile(
-        optimizer=optimizer or keras.optimizers.Adam(positive_number(learning_rate, "learning_rate")),
-        loss=callback.loss,
-    )
+    optimizer = optimizer or keras.optimizers.Adam(positive_number(learning_rate, "learning_rate"))
     if isinstance(data, tf.data.Dataset):
+        model.compile(optimizer=optimizer, loss=callback.loss)
         model.fit(data, epochs=epochs, callbacks=[callback], shuffle=False, verbose=0)
     else:
         batches, steps = _shuffled_batches(data, batch_size or DEFAULT_BATCH_SIZE)
+        # a whole epoch per compiled call: Keras's per-call overhead dominates small data sets
+        model.compile(optimizer=optimizer, loss=callback.loss, steps_per_execution=steps)
         model.fit(batches, epochs=epochs, steps_per_epoch=steps, callbacks=[callback], shuffle=False, verbose=0)
     return MarglikResult(laplace=callback.laplace, model=model, history=callback.history)
 
@@ -350,6 +347,31 @@ def _check_compiled_for_marglik(model: keras.Model, loss: Any) -> None:
             "The optimizer has weight_decay set; marglik training learns the prior (the weight decay) "
             "itself: use an optimizer without weight_decay (e.g. keras.optimizers.Adam, not AdamW)."
         )
+
+
+@dataclass
+class _HyperStep:
+    """Keras Adam on the hyperparameters ``eta``, one step per call, compiled once (the vector is a
+    handful of numbers, so an eager step would be all overhead)."""
+
+    eta: keras.Variable
+    step: Callable[[tf.Tensor], Any]
+
+    def __call__(self, gradient: tf.Tensor) -> None:
+        self.step(gradient)
+
+
+def _compiled_adam_step(start: np.ndarray, learning_rate: float) -> _HyperStep:
+    eta = keras.Variable(start, dtype="float64", trainable=False, name="marglik_log_hypers")
+    optimizer = keras.optimizers.Adam(learning_rate)
+    optimizer.build([eta])
+    return _HyperStep(eta, tf.function(lambda gradient: optimizer.apply([gradient], [eta]), autograph=False))
+
+
+def _per_weight(prior: Any, sizes: list[int]) -> np.ndarray:
+    """A scalar, per-variable or per-weight prior precision as one value per weight."""
+    values = np.atleast_1d(np.asarray(prior, np.float64))
+    return np.repeat(values, sizes) if len(values) == len(sizes) else np.broadcast_to(values, [sum(sizes)])
 
 
 def _attach_prior(params: ModelParameters, precision: tf.Variable, n_data: int) -> None:
