@@ -238,8 +238,9 @@ class LaplacePredictive:
             mean, epistemic, aleatoric = prediction
             return tfd.Independent(tfd.Normal(mean, tf.sqrt(epistemic + aleatoric)), reinterpreted_batch_ndims=1)
         f_mean, f_var = prediction
-        noise = self._sigma_noise if view.likelihood == LikelihoodName.REGRESSION else 0.0
-        return tfd.Independent(tfd.Normal(f_mean, tf.sqrt(f_var + tf.square(noise))), reinterpreted_batch_ndims=1)
+        if view.likelihood == LikelihoodName.REGRESSION:  # a reward model's items: the latent reward, no noise
+            f_var = f_var + tf.square(self._sigma_noise)
+        return tfd.Independent(tfd.Normal(f_mean, tf.sqrt(f_var)), reinterpreted_batch_ndims=1)
 
     def _sampled_outputs(
         self, view: PredictiveView, x: Any, n_samples: int, seed: int | None, verbose: bool

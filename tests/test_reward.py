@@ -93,6 +93,9 @@ def test_kron_equals_a_classifier_of_the_pair_as_a_two_step_sequence(reward_mode
         np.testing.assert_allclose(ours.output_factor, expected.output_factor, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(la.log_marginal_likelihood(), reference.log_marginal_likelihood(), rtol=1e-10)
     np.testing.assert_allclose(la.predict(pairs), reference.predict(pairs), rtol=1e-9)
+    latent = la.predictive_distribution(pairs[:, 0])  # the reward itself: no observation noise
+    np.testing.assert_allclose(latent.stddev() ** 2, la.predict(pairs[:, 0])[1], rtol=1e-12)
+    np.testing.assert_allclose(la.predictive_distribution(pairs).probs_parameter(), la.predict(pairs), rtol=1e-12)
     # the item predictive takes the closed-form kron path; the pair one per-example Jacobians
     items = pairs[:, 0]
     jacobians = naive_jacobians(reward_model, items)
