@@ -200,7 +200,7 @@ class MarglikCallback(keras.callbacks.Callback):
             self.loss.sigma_noise.assign(float(sigma))
         state.prior = prior
         state.precision.assign(_per_weight(prior, state.params.sizes).astype(state.precision.dtype.name))
-        evidence = -objective.value_and_gradient(eta)[0] * la.n_data  # the objective is -evidence / N
+        evidence = -float(objective.value_and_gradient(eta)[0]) * la.n_data  # the objective is -evidence / N
         if evidence > state.best_evidence:
             state.best_evidence, state.best_laplace = evidence, la
             state.best_weights = [np.array(w) for w in self.model.get_weights()]
