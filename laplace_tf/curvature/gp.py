@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from laplace_tf.curvature.jacobians import output_jacobians
 from laplace_tf.curvature.lowrank import LowRankCurvature
+from laplace_tf.distribution import concatenated_over_replicas, summed_over_replicas
 from laplace_tf.inputs import n_examples
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.params import ModelParameters
@@ -60,24 +61,33 @@ def gp_fit(
     apply, vectorize = params.apply, params.vectorize
 
     def batch_factors(theta: tf.Tensor, x: Any, y: tf.Tensor) -> tf.Tensor:
+        """Each example's rows of $W^\top$, examples first: ``(B, C, P)``."""
         f, jacobians = output_jacobians(apply, theta, x, vectorize)
-        if independent_outputs:  # (K, P, B)
+        if independent_outputs:  # one row per output, scaled by the diagonal of Lambda
             roots = tf.sqrt(tf.maximum(tf.linalg.diag_part(likelihood.output_hessian(f)), 0.0))
-            return tf.einsum("bkp,bk->kpb", jacobians, roots)
-        roots = likelihood.hessian_sqrt(f)  # (B, K, C)
-        return tf.reshape(tf.einsum("bkp,bkc->pbc", jacobians, roots), [tf.shape(jacobians)[-1], -1])
+            return jacobians * roots[:, :, None]
+        return tf.einsum("bkp,bkc->bcp", jacobians, likelihood.hessian_sqrt(f))
 
     loss_of, factors_of = compile_fn(summed_loss(params, likelihood)), compile_fn(batch_factors)
 
     def fit(theta: tf.Tensor, batches: Callable, seed: tf.Tensor, previous: Any = None, strategy: Any = None) -> tuple:
-        loss, chosen, n_data = loss_and_subset(theta, batches, loss_of, n_subset, seed, balanced)
-        pieces = on_subset(theta, batches, chosen, factors_of)
+        summed, rows = distributed(strategy, loss_of), distributed(strategy, factors_of, concatenate=True)
+        loss, chosen, n_data = loss_and_subset(theta, batches, summed, n_subset, seed, balanced)
+        factors = tf.concat(on_subset(theta, batches, chosen, rows), axis=0)  # (M, C, P)
         if independent_outputs:
-            factors = tf.concat(pieces, axis=2)
-            return loss, [exact_eigenpairs(per_output) for per_output in tf.unstack(factors)], n_data
-        return loss, exact_eigenpairs(tf.concat(pieces, axis=1)), n_data
+            return loss, [exact_eigenpairs(tf.transpose(factors[:, k])) for k in range(factors.shape[1])], n_data
+        return loss, exact_eigenpairs(tf.transpose(tf.reshape(factors, [-1, factors.shape[-1]]))), n_data
 
     return fit
+
+
+def distributed(strategy: Any, fn: Callable, concatenate: bool = False) -> Callable:
+    """``fn(theta, x, y, ...)`` with each batch split across the strategy's replicas, the results
+    summed (or, per example, concatenated); ``fn`` itself without a strategy."""
+    if strategy is None:
+        return fn
+    combine = concatenated_over_replicas if concatenate else summed_over_replicas
+    return combine(strategy, fn, sharded=(1, 2))
 
 
 def summed_loss(params: ModelParameters, likelihood: Likelihood) -> Callable:
@@ -186,7 +196,7 @@ def nystrom_fit(
     apply, vectorize, n_params = params.apply, params.vectorize, params.n_params
 
     def subset_jacobians(theta: tf.Tensor, x: Any, y: tf.Tensor) -> tf.Tensor:
-        return tf.reshape(output_jacobians(apply, theta, x, vectorize)[1], [-1, n_params])
+        return output_jacobians(apply, theta, x, vectorize)[1]  # (B, K, P)
 
     def projected_ggn(theta: tf.Tensor, x: Any, y: tf.Tensor, basis: tf.Tensor) -> tf.Tensor:
         f, jacobians = output_jacobians(apply, theta, x, vectorize)
@@ -197,10 +207,14 @@ def nystrom_fit(
     projected_of = compile_fn(projected_ggn)
 
     def fit(theta: tf.Tensor, batches: Callable, seed: tf.Tensor, previous: Any = None, strategy: Any = None) -> tuple:
-        loss, chosen, n_data = loss_and_subset(theta, batches, loss_of, n_subset, seed, balanced)
-        top = exact_eigenpairs(tf.transpose(tf.concat(on_subset(theta, batches, chosen, jacobians_of), axis=0)))
+        summed, rows = distributed(strategy, loss_of), distributed(strategy, jacobians_of, concatenate=True)
+        loss, chosen, n_data = loss_and_subset(theta, batches, summed, n_subset, seed, balanced)
+        top = exact_eigenpairs(
+            tf.transpose(tf.reshape(tf.concat(on_subset(theta, batches, chosen, rows), 0), [-1, n_params]))
+        )
         basis = top.eigenvectors[:, -n_eigenvalues:]  # eigh orders ascending: the largest last
-        projected = tf.add_n([projected_of(theta, x, y, basis) for x, y in batches()])
+        projected_run = distributed(strategy, projected_of)
+        projected = tf.add_n([projected_run(theta, x, y, basis) for x, y in batches()])
         return loss, NystromCurvature(basis=basis, projected=projected), n_data
 
     return fit

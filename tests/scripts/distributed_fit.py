@@ -64,6 +64,19 @@ def differences(structure, model, x, y):
     }
 
 
+def gp_differences(model, x, y, **options):
+    """The function-space Laplace (a subset of 15 points, shared unevenly by the replicas): predictions
+    (eigenvectors are compared through them, their signs being arbitrary)."""
+    one = lt.Laplace(model, "classification", hessian_structure="gp", n_subset=15, **options)
+    many = lt.Laplace(model, "classification", hessian_structure="gp", n_subset=15, strategy=STRATEGY, **options)
+    one.fit((x, y), batch_size=10, verbose=False)
+    many.fit((x, y), batch_size=10, verbose=False)
+    return {
+        "glm": float(np.max(np.abs(one.predict(x, verbose=False) - many.predict(x, verbose=False)))),
+        "nn": float(np.max(np.abs(one.predict(x, pred_type="nn", seed=1) - many.predict(x, pred_type="nn", seed=1)))),
+    }
+
+
 def marglik_training_difference(x, y):
     """Marglik training (full-batch SGD, float32) of a model built under the strategy and of one
     built without: the learned prior precisions and evidences, relative differences."""
@@ -90,6 +103,8 @@ def main():
     report = {"replicas": STRATEGY.num_replicas_in_sync}
     for structure in ("full", "diag", "kron"):
         report[structure] = differences(structure, model, x, y)
+    report["gp"] = gp_differences(model, x, y)
+    report["gp_nystrom"] = gp_differences(model, x, y, n_eigenvalues=10)
     with STRATEGY.scope():  # the strategy of the active scope is used without strategy=
         scoped = lt.Laplace(model, "classification").fit((x, y), batch_size=10, verbose=False)
     plain = lt.Laplace(model, "classification").fit((x, y), batch_size=10, verbose=False)
@@ -100,7 +115,8 @@ def main():
         differences_ = report["marglik_training"]
         trained_alike = differences_["strategy_used"] and max(differences_["prior"], differences_["evidence"]) < 1e-4
     print(json.dumps(report))
-    worst = max([report["scope"], *(v for s in ("full", "diag", "kron") for v in report[s].values())])
+    structures = ("full", "diag", "kron", "gp", "gp_nystrom")
+    worst = max([report["scope"], *(v for s in structures for v in report[s].values())])
     sys.exit(0 if worst < TOLERANCE and report["replicas"] == 2 and trained_alike else 1)
 
 
