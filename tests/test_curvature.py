@@ -93,6 +93,37 @@ def test_diag_equals_the_diagonal_of_full(curvature, likelihood):
     np.testing.assert_allclose(diag.curvature, np.diag(full.curvature), rtol=1e-10, atol=1e-12)
 
 
+class _SharedDense(keras.Model):
+    """One Dense layer applied to both halves of the input (shared weights, subclassed)."""
+
+    def __init__(self):
+        super().__init__(dtype="float64")
+        self.shared = keras.layers.Dense(3, activation="tanh", dtype="float64")
+        self.out = keras.layers.Dense(N_CLASSES, dtype="float64")
+
+    def call(self, x):
+        return self.out(self.shared(x[:, :2]) + self.shared(x[:, 2:]))
+
+
+def test_diag_by_probes_equals_the_jacobian_diagonal_beside_other_layers_and_shared_weights():
+    """Dense layers take the probe path (no per-example Jacobians), a LayerNormalization the
+    Jacobian one, and a layer called twice sends the whole batch down the Jacobian path."""
+    inputs = keras.Input((4,), dtype="float64")
+    hidden = keras.layers.Dense(5, activation="tanh", dtype="float64")(inputs)
+    hidden = keras.layers.LayerNormalization(dtype="float64")(hidden)
+    mixed = keras.Model(inputs, keras.layers.Dense(N_CLASSES, dtype="float64")(hidden))
+    shared = _SharedDense()
+    shared(np.zeros((1, 4)))
+    x, y = _data("classification")
+    for model in (mixed, shared):
+        jacobians = naive_jacobians(model, x)
+        hessians = output_hessians_np(model(x).numpy(), "classification")
+        expected = np.einsum("nkp,nkl,nlp->p", jacobians, hessians, jacobians)
+        la = lt.Laplace(model, "classification", hessian_structure="diag").fit((x, y), batch_size=7, verbose=False)
+        np.testing.assert_allclose(la.curvature, expected, rtol=1e-10, atol=1e-13)
+    assert lt.Laplace(mixed, "classification", hessian_structure="diag")._estimator.jacobian_params == 10  # the norm
+
+
 def test_batching_and_datasets_give_the_same_curvature():
     model = make_mlp(4, N_CLASSES)
     x, y = _data("classification", n=30)

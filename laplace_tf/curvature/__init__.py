@@ -16,6 +16,7 @@ from typing import Any
 import tensorflow as tf
 
 from laplace_tf.curvature import diag, full, gp, lowrank
+from laplace_tf.curvature.diag_probes import ProbedDiagonal
 from laplace_tf.curvature.jacobians import loss_gradients, output_jacobians
 from laplace_tf.curvature.kron import KronPlan
 from laplace_tf.distribution import summed_over_replicas
@@ -122,9 +123,17 @@ def curvature_estimator(
             passes=2 + lowrank.POWER_ITERATIONS,
             accumulates=False,
         )
-    batch = compile_for_batches(_dense_batch_function(STRUCTURES[structure], curvature_type, params, likelihood))
+    by_jacobians = _dense_batch_function(STRUCTURES[structure], curvature_type, params, likelihood)
+    batch_fn = by_jacobians
     elements = params.n_params**2 if structure == HessianStructure.FULL else params.n_params
     jacobian_params = params.n_params if curvature_type == CurvatureType.GGN else 0
+    if structure == HessianStructure.DIAG and curvature_type != CurvatureType.HESSIAN:
+        probed = ProbedDiagonal(params, likelihood, curvature_type, lambda theta, x, y: by_jacobians(theta, x, y, None))
+        if probed.rules:
+            leftover = probed.leftover_params
+            jacobian_params = leftover.n_params if leftover is not None and jacobian_params else 0
+            batch_fn = lambda theta, x, y, seed: probed.batch(theta, x, y)  # noqa: E731
+    batch = compile_for_batches(batch_fn)
     return CurvatureEstimator(_summed_fit(batch), _identity, elements=elements, jacobian_params=jacobian_params)
 
 
