@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from laplace_tf.curvature import compile_for_batches
@@ -38,10 +39,13 @@ from laplace_tf.vectorizing import input_rank
 
 
 def dense_rules(params: ModelParameters) -> list[LayerRule] | None:
-    """The Kronecker rules if every one is a Dense layer known to take 2-D inputs, else ``None``."""
+    """The layer rules if every one is a Dense layer known to take 2-D inputs and every selected
+    variable is whole (no masks), else ``None``."""
     rules = find_rules(params.model, set(params.names))
+    whole = all(size == int(np.prod(shape)) for size, shape in zip(params.sizes, params.shapes, strict=True))
     if (
         not rules
+        or not whole
         or not params.rows_are_examples
         or any(
             r.kind != "dense" or not r.per_example or not _takes_matrices(r.layer) or not in_one_graph_place(r.layer)

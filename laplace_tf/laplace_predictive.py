@@ -3,7 +3,7 @@
 The GLM predictive linearises the network at the MAP, $f(\\theta, x) \\approx f(\\theta_*, x)
 + J(x)(\\theta - \\theta_*)$, so the outputs are Gaussian with covariance $J \\Sigma J^\\top$,
 computed by the cheapest exact path available: penultimate features for a last-layer posterior
-(`last_layer`), Dense-layer factors for kron (`kron_predictive`),
+(`last_layer`), Dense-layer factors for kron and diag (`kron_predictive`, `diag_predictive`),
 or per-example Jacobians. The ``nn`` predictive runs the network at posterior draws.
 
 Example:
@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from laplace_tf import heteroscedastic, kron_predictive, last_layer, predictive
+from laplace_tf import diag_predictive, heteroscedastic, kron_predictive, last_layer, predictive
 from laplace_tf.compiled import cached
 from laplace_tf.curvature import compile_for_batches
 from laplace_tf.curvature.jacobians import output_jacobians
@@ -56,11 +56,15 @@ class LaplacePredictive:
         One view predicts on the inputs the Laplace was fitted on; a reward model also has an
         item view (its inputs without the pair axis, its rewards as values; `reward`).
         """
-        kron = self.hessian_structure == HessianStructure.KRON
-        self._fitted_view = predictive_view(model, self.params, self.likelihood.outcome, kron, items=False)
+        factored = self.hessian_structure in (HessianStructure.KRON, HessianStructure.DIAG)
+        self._fitted_view = predictive_view(model, self.params, self.likelihood.outcome, factored, items=False)
         self._item_view = (
             predictive_view(
-                model, ModelParameters(model, self.subset_of_weights), LikelihoodName.REWARD_MODELING, kron, items=True
+                model,
+                ModelParameters(model, self.subset_of_weights),
+                LikelihoodName.REWARD_MODELING,
+                factored,
+                items=True,
             )
             if self.likelihood.name == LikelihoodName.REWARD_MODELING
             else None
@@ -193,7 +197,12 @@ class LaplacePredictive:
             return f, last_layer.functional_variance(self.posterior, features, self._outputs_per_example(view))
         if view.layer_factors is not None:
             f, layer_inputs, gradients, leftover = view.layer_factors(self.mean, inputs)
-            covariance = kron_predictive.functional_variance(
+            variance_from_factors = (
+                diag_predictive.functional_variance
+                if self.hessian_structure == HessianStructure.DIAG
+                else kron_predictive.functional_variance
+            )
+            covariance = variance_from_factors(
                 self.posterior, view.params, view.dense_rules, layer_inputs, gradients, leftover
             )
             return f, covariance
@@ -309,7 +318,7 @@ class PredictiveView:
     outputs_at: Callable
     features: Callable | None  # closed-form last-layer path (`last_layer`)
     dense_rules: list | None
-    layer_factors: Callable | None  # closed-form kron path (`kron_predictive`)
+    layer_factors: Callable | None  # closed-form kron and diag path (`kron_predictive`, `diag_predictive`)
 
     @property
     def closed_form(self) -> bool:
@@ -318,13 +327,13 @@ class PredictiveView:
 
 
 def predictive_view(
-    model: keras.Model, params: ModelParameters, likelihood: LikelihoodName, kron: bool, *, items: bool
+    model: keras.Model, params: ModelParameters, likelihood: LikelihoodName, factored: bool, *, items: bool
 ) -> PredictiveView:
     """The view's compiled functions, built once per model and parameter selection."""
     apply, vectorize, key = params.apply, params.vectorize, params.cache_key()  # no `self` in cached closures
     rule = dense_output_rule(params)
     features = None if rule is None else cached(model, ("features", key), lambda: features_function(params, rule))
-    rules = dense_rules(params) if kron else None
+    rules = dense_rules(params) if factored else None
     factors = (
         None
         if features is not None or rules is None

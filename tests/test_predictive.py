@@ -102,3 +102,24 @@ def test_predictions_are_batched_without_changing_values(classifier, monkeypatch
     monkeypatch.setattr("laplace_tf.laplace_predictive.PREDICT_BATCH_SIZE", 3)
     np.testing.assert_allclose(la.predict(x), whole, rtol=1e-12)
     assert tf.is_tensor(la.predict(x, pred_type="nn", n_samples=3, seed=0))
+
+
+def test_the_diag_glm_predictive_from_dense_factors_equals_jacobians():
+    """Dense layers on matrices: J Sigma J^T from the layers' inputs and output gradients, no
+    per-example Jacobians; with masks (parts of variables) the Jacobian path, equal too."""
+    model = make_mlp(4, 3, hidden=(5, 6))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 4)), rng.integers(0, 3, 30)
+    masks = [np.ones(v.shape, bool) for v in model.trainable_variables]
+    masks[0] = np.arange(masks[0].size).reshape(masks[0].shape) % 2 == 0
+    for subset, factored in (("all", True), (masks, False)):
+        la = lt.Laplace(
+            model, "classification", hessian_structure="diag", subset_of_weights=subset, prior_precision=0.5
+        )
+        la.fit((x, y), verbose=False)
+        assert (la._fitted_view.layer_factors is not None) == factored
+        offsets = np.cumsum([0] + [int(np.prod(v.shape)) for v in model.trainable_variables])
+        columns = np.concatenate([o + i for o, i in zip(offsets, la.params.selected_indices(), strict=False)])
+        jacobians = naive_jacobians(model, x)[:, :, columns]  # the selected entries, variable by variable
+        expected = la.posterior.functional_variance(jacobians)
+        np.testing.assert_allclose(la.glm_output_distribution(x, verbose=False)[1], expected, rtol=1e-10, atol=1e-14)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import tensorflow as tf
 
 from laplace_tf.curvature import diag
@@ -90,29 +91,13 @@ class ProbedDiagonal:
 
 
 def matrix_dense_rules(params: ModelParameters) -> list[LayerRule]:
-    """The probe rules of the selected Dense layers whose rows are examples: 2-D inputs, called once,
-    whole kernels (and biases) selected."""
-    if not params.rows_are_examples:
+    """The probe rules of the selected Dense layers whose rows are examples (2-D inputs, called once),
+    when every selected variable is whole; none otherwise."""
+    whole = all(size == int(np.prod(shape)) for size, shape in zip(params.sizes, params.shapes, strict=True))
+    if not params.rows_are_examples or not whole:  # masks select parts of variables: the Jacobian path
         return []
-    full = {
-        name
-        for name, size, shape in zip(params.names, params.sizes, params.shapes, strict=True)
-        if size == _count(shape)
-    }
     return [
         rule
         for rule in find_rules(params.model, set(params.names))
-        if rule.kind == "dense"
-        and rule.per_example
-        and in_one_graph_place(rule.layer)
-        and input_rank(rule.layer) == 2
-        and rule.kernel.path in full
-        and (rule.bias is None or rule.bias.path in full)
+        if rule.kind == "dense" and rule.per_example and in_one_graph_place(rule.layer) and input_rank(rule.layer) == 2
     ]
-
-
-def _count(shape: tuple[int, ...]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
