@@ -61,7 +61,7 @@ def gp_fit(
     apply, vectorize = params.apply, params.vectorize
 
     def batch_factors(theta: tf.Tensor, x: Any, y: tf.Tensor) -> tf.Tensor:
-        """Each example's rows of $W^\top$, examples first: ``(B, C, P)``."""
+        """Each example's rows of $W^\\top$, examples first: ``(B, C, P)``."""
         f, jacobians = output_jacobians(apply, theta, x, vectorize)
         if independent_outputs:  # one row per output, scaled by the diagonal of Lambda
             roots = tf.sqrt(tf.maximum(tf.linalg.diag_part(likelihood.output_hessian(f)), 0.0))
