@@ -30,9 +30,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from laplace_tf.curvature import diag
-from laplace_tf.curvature.jacobians import loss_gradients, output_jacobians
 from laplace_tf.curvature.kfac_layers import LayerRule, find_rules, in_one_graph_place, recording
+from laplace_tf.curvature.kron import jacobian_diagonal
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType
 from laplace_tf.params import ModelParameters
@@ -71,7 +70,8 @@ class ProbedDiagonal:
             if rule.bias is not None:
                 pieces[rule.bias.path] = tf.reduce_sum(squared, axis=0)
         if self.leftover_params is not None:
-            leftover = tf.split(self._leftover_diagonal(x, y), self.leftover_params.sizes)
+            leftover_diagonal = jacobian_diagonal(self.leftover_params, self.likelihood, self.curvature_type, x, y)
+            leftover = tf.split(leftover_diagonal, self.leftover_params.sizes)
             pieces.update(zip(self.leftover_params.names, leftover, strict=True))
         diagonal = tf.concat([pieces[name] for name in self.params.names], axis=0)
         return tf.reduce_sum(self.likelihood.loss(f, y)), diagonal
@@ -80,14 +80,6 @@ class ProbedDiagonal:
         if self.curvature_type == CurvatureType.EF:
             return self.likelihood.loss_gradient(f, y)[:, :, None]
         return self.likelihood.hessian_sqrt(f)
-
-    def _leftover_diagonal(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        params = self.leftover_params
-        if self.curvature_type == CurvatureType.EF:
-            gradients = loss_gradients(params.apply, self.likelihood, params.theta, x, y, params.vectorize)[1]
-            return diag.from_gradients(gradients)
-        f, jacobians = output_jacobians(params.apply, params.theta, x, params.vectorize)
-        return diag.from_jacobians(jacobians, self.likelihood.hessian_times(f, jacobians))
 
 
 def matrix_dense_rules(params: ModelParameters) -> list[LayerRule]:

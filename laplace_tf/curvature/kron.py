@@ -136,10 +136,15 @@ class KronPlan:
     def _leftover_diagonal(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         if not self.leftover:
             return tf.zeros([0], self.params.dtype)
-        params = self.leftover_params
-        if self.curvature_type == CurvatureType.EF:
-            return diag.from_gradients(
-                loss_gradients(params.apply, self.likelihood, params.theta, x, y, params.vectorize)[1]
-            )
-        f, jacobians = output_jacobians(params.apply, params.theta, x, params.vectorize)
-        return diag.from_jacobians(jacobians, self.likelihood.hessian_times(f, jacobians))
+        return jacobian_diagonal(self.leftover_params, self.likelihood, self.curvature_type, x, y)
+
+
+def jacobian_diagonal(
+    params: ModelParameters, likelihood: Likelihood, curvature_type: CurvatureType, x: tf.Tensor, y: tf.Tensor
+) -> tf.Tensor:
+    """The exact GGN (or empirical Fisher) diagonal of ``params`` over a batch, from per-example
+    Jacobians (or gradients): for the variables a layer rule does not cover."""
+    if curvature_type == CurvatureType.EF:
+        return diag.from_gradients(loss_gradients(params.apply, likelihood, params.theta, x, y, params.vectorize)[1])
+    f, jacobians = output_jacobians(params.apply, params.theta, x, params.vectorize)
+    return diag.from_jacobians(jacobians, likelihood.hessian_times(f, jacobians))
