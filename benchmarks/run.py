@@ -262,9 +262,12 @@ READING_NOTES = """
   "A per pair" compare laplace-torch with our factors divided by the pairs instead; the timed
   runs and the tuned evidences use our default, so the two tuned kron evidences differ.
 - First calls: a cold `fit` or GLM `predict` pays for tracing its `tf.function` once per model and
-  configuration (a second `Laplace` on the same model traces nothing, as a test checks). Those
-  functions differentiate the network per example (nested `pfor` for `diag`, `full` and the GLM
-  Jacobians; a `pfor` over the output Hessian's columns for `kron`), and tracing them costs
+  configuration (a second `Laplace` on the same model traces nothing, as a test checks). The
+  cold-pipeline table's `diag` row was measured before `diag` took the probe path for Dense layers
+  (it has not been re-run since), so it overstates today's `diag` cost. Those
+  functions differentiate the network per example (nested `pfor` for `full` and the GLM
+  Jacobians; a `pfor` over the output Hessian's columns for `kron`, and for `diag` of Dense
+  layers, whose other layers take the Jacobians), and tracing them costs
   more than Keras's own first call, which traces the model once: the cold time is within 1.5x
   warm plus the model's first call for the full GGN, the LSTM and most Transformer cases, and up
   to twice that budget for the small `kron` and `diag` fits, whose warm times are tens of

@@ -73,14 +73,17 @@ class LaplacePredictive:
     def _view_and_inputs(self, x: Any, what: str = "x") -> tuple[PredictiveView, Any]:
         """The view that predicts on ``x`` (a reward model's items or pairs, told by their rank) and
         ``x`` validated against the inputs it takes."""
-        self._require_fitted()
-        view = self._fitted_view
-        if self._item_view is not None:
-            fitted_rank = len(tf.nest.flatten(self._input_signature)[0].shape) + 1
-            if np.ndim(tf.nest.flatten(x)[0]) != fitted_rank:
-                view = self._item_view
+        view = self._view_for(x)
         expected = item_signature(self._input_signature) if view.items else self._input_signature
         return view, as_inputs(x, expected, what)
+
+    def _view_for(self, x: Any) -> PredictiveView:
+        """The view for ``x`` by its rank alone (no validation): items or pairs of a reward model."""
+        self._require_fitted()
+        if self._item_view is None:
+            return self._fitted_view
+        fitted_rank = len(tf.nest.flatten(self._input_signature)[0].shape) + 1
+        return self._fitted_view if np.ndim(tf.nest.flatten(x)[0]) == fitted_rank else self._item_view
 
     def _outputs_per_example(self, view: PredictiveView) -> int:
         return 1 if view.items else self.n_outputs
@@ -235,7 +238,7 @@ class LaplacePredictive:
         regression: ``Independent(Normal(f_mean, sqrt(f_var + sigma^2)))`` with event ``K``; a reward
         model's items: ``Independent(Normal(f_mean, sqrt(f_var)))``, the latent reward.
         """
-        view, _ = self._view_and_inputs(x)
+        view = self._view_for(x)  # predict validates x
         prediction = self.predict(x, **predict_kwargs)
         if view.likelihood == LikelihoodName.CLASSIFICATION:
             return tfd.Categorical(probs=prediction)
