@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from laplace_tf.curvature.kfac_layers import LayerRule
+from laplace_tf.curvature.kfac_layers import LayerRule, covered_paths
 from laplace_tf.params import ModelParameters
 from laplace_tf.posterior.diag import DiagPosterior
 
@@ -45,7 +45,7 @@ def functional_variance(
         if rule.bias is not None:
             weights += variances[rule.bias.path]
         total += tf.einsum("kbj,bj,lbj->bkl", g, weights, g)
-    covered = {r.kernel.path for r in rules} | {r.bias.path for r in rules if r.bias is not None}
+    covered = covered_paths(rules)
     rest = [variances[name] for name in params.names if name not in covered]
     if rest:
         total += tf.einsum("bkp,p,blp->bkl", leftover, tf.concat(rest, axis=0), leftover)

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from laplace_tf.curvature import compile_for_batches
 from laplace_tf.curvature.jacobians import output_jacobians
-from laplace_tf.curvature.kfac_layers import LayerRule, find_rules, in_one_graph_place, recording
+from laplace_tf.curvature.kfac_layers import LayerRule, covered_paths, find_rules, in_one_graph_place, recording
 from laplace_tf.params import ModelParameters
 from laplace_tf.posterior.kron import EigenBlock, KronPosterior
 from laplace_tf.vectorizing import input_rank
@@ -58,7 +58,7 @@ def dense_rules(params: ModelParameters) -> list[LayerRule] | None:
 
 def factors_function(params: ModelParameters, rules: list[LayerRule]) -> Callable:
     """Compiled ``(theta, x) -> (f, layer inputs, pre-activation gradients (K, B, d_out), leftover J)``."""
-    covered = {r.kernel.path for r in rules} | {r.bias.path for r in rules if r.bias is not None}
+    covered = covered_paths(rules)
     leftover = [n for n in params.names if n not in covered]
     leftover_params = params.restricted(leftover) if leftover else None
 
@@ -102,7 +102,7 @@ def functional_variance(
             total += _rank_one_variance(
                 posterior.blocks[index], posterior.eigenvalues[index], tf.ones_like(a[:, :1]), g
             )
-    covered = {r.kernel.path for r in rules} | {r.bias.path for r in rules if r.bias is not None}
+    covered = covered_paths(rules)
     diagonal = [posterior.eigenvalues[position[n]] for n in params.names if n not in covered]
     if diagonal:
         total += tf.matmul(leftover / tf.concat(diagonal, axis=0), leftover, transpose_b=True)

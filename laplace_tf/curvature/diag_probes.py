@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from laplace_tf.curvature.kfac_layers import LayerRule, find_rules, in_one_graph_place, recording
+from laplace_tf.curvature.kfac_layers import LayerRule, covered_paths, find_rules, in_one_graph_place, recording
 from laplace_tf.curvature.kron import jacobian_diagonal
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType
@@ -47,7 +47,7 @@ class ProbedDiagonal:
         self.params, self.likelihood, self.curvature_type = params, likelihood, curvature_type
         self.by_jacobians = by_jacobians  # (theta, x, y) -> (loss, diagonal), for a layer called twice
         self.rules = matrix_dense_rules(params)
-        covered = {r.kernel.path for r in self.rules} | {r.bias.path for r in self.rules if r.bias is not None}
+        covered = covered_paths(self.rules)
         leftover = [n for n in params.names if n not in covered]
         self.leftover_params = params.restricted(leftover) if leftover else None
 

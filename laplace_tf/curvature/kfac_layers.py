@@ -137,6 +137,11 @@ class LayerRule:
         return tf.as_dtype(self.kernel.dtype)
 
 
+def covered_paths(rules: list[LayerRule]) -> set[str]:
+    """The paths of the variables the rules give blocks: each kernel, and each bias with a block."""
+    return {r.kernel.path for r in rules} | {r.bias.path for r in rules if r.bias is not None}
+
+
 def find_rules(model: keras.Model, selected_paths: set[str]) -> list[LayerRule]:
     """The K-FAC rules for the model's supported layers whose kernel is among ``selected_paths``."""
     layers = list(model._flatten_layers(include_self=False))

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from laplace_tf.curvature import diag
 from laplace_tf.curvature.jacobians import loss_gradients, output_jacobians
-from laplace_tf.curvature.kfac_layers import find_rules, recording
+from laplace_tf.curvature.kfac_layers import covered_paths, find_rules, recording
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType
 from laplace_tf.params import ModelParameters
@@ -72,7 +72,7 @@ class KronPlan:
         self.params, self.likelihood = params, likelihood
         self.curvature_type, self.mc_samples = curvature_type, mc_samples
         self.rules = find_rules(params.model, set(params.names))
-        covered = {r.kernel.path for r in self.rules} | {r.bias.path for r in self.rules if r.bias is not None}
+        covered = covered_paths(self.rules)
         self.leftover = [n for n in params.names if n not in covered]
         self.leftover_params = params.restricted(self.leftover) if self.leftover else None
 
