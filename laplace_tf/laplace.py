@@ -311,7 +311,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         if isinstance(self.params, PairParameters):
             check_pairs(first)
         check_batched(data, self.model)
-        first_outputs = self.params.apply(self.mean, self._cast(first)).numpy()
+        prepare = self._estimator.prepare or self.params.apply
+        first_outputs = prepare(self.mean, self._cast(first)).numpy()
         check_outputs_are_not_probabilities(first_outputs, self.likelihood.name)
         self.n_outputs = int(first_outputs.shape[-1])
         batches = as_batches(data, batch_size, self._validate_targets)

@@ -105,23 +105,43 @@ class _SharedDense(keras.Model):
         return self.out(self.shared(x[:, :2]) + self.shared(x[:, 2:]))
 
 
+class _RowsPerPosition(keras.Model):
+    """A Dense layer applied to ``(B * 2, 2)`` rows (a reshape), and one to time-major ``(2, B, 2)``."""
+
+    def __init__(self, time_major: bool):
+        super().__init__(dtype="float64")
+        self.time_major = time_major
+        self.inner = keras.layers.Dense(3, activation="tanh", dtype="float64")
+        self.out = keras.layers.Dense(N_CLASSES, dtype="float64")
+
+    def call(self, x):
+        if self.time_major:
+            steps = tf.transpose(tf.reshape(x, [-1, 2, 2]), [1, 0, 2])
+            hidden = tf.transpose(self.inner(steps), [1, 0, 2])
+        else:
+            hidden = self.inner(tf.reshape(x, [-1, 2]))
+        return self.out(tf.reshape(hidden, [-1, 6]))
+
+
 def test_diag_by_probes_equals_the_jacobian_diagonal_beside_other_layers_and_shared_weights():
-    """Dense layers take the probe path (no per-example Jacobians), a LayerNormalization the
-    Jacobian one, and a layer called twice sends the whole batch down the Jacobian path."""
+    """Dense and LayerNormalization layers take the probe path (no per-example Jacobians), a PReLU
+    (no probe rule) the Jacobian one, and a layer called twice sums its calls as positions."""
     inputs = keras.Input((4,), dtype="float64")
     hidden = keras.layers.Dense(5, activation="tanh", dtype="float64")(inputs)
     hidden = keras.layers.LayerNormalization(dtype="float64")(hidden)
+    hidden = keras.layers.PReLU(dtype="float64")(hidden)
     mixed = keras.Model(inputs, keras.layers.Dense(N_CLASSES, dtype="float64")(hidden))
-    shared = _SharedDense()
-    shared(np.zeros((1, 4)))
+    others = [_SharedDense(), _RowsPerPosition(time_major=False), _RowsPerPosition(time_major=True)]
+    for model in others:
+        model(np.zeros((1, 4)))
     x, y = _data("classification")
-    for model in (mixed, shared):
+    for model in (mixed, *others):
         jacobians = naive_jacobians(model, x)
         hessians = output_hessians_np(model(x).numpy(), "classification")
         expected = np.einsum("nkp,nkl,nlp->p", jacobians, hessians, jacobians)
         la = lt.Laplace(model, "classification", hessian_structure="diag").fit((x, y), batch_size=7, verbose=False)
         np.testing.assert_allclose(la.curvature, expected, rtol=1e-10, atol=1e-13)
-    assert lt.Laplace(mixed, "classification", hessian_structure="diag")._estimator.jacobian_params == 10  # the norm
+    assert lt.Laplace(mixed, "classification", hessian_structure="diag")._estimator.jacobian_params == 5  # PReLU
 
 
 def test_batching_and_datasets_give_the_same_curvature():

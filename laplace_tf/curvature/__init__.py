@@ -16,7 +16,7 @@ from typing import Any
 import tensorflow as tf
 
 from laplace_tf.curvature import diag, full, gp, lowrank
-from laplace_tf.curvature.diag_probes import ProbedDiagonal
+from laplace_tf.curvature.diag_probes import ProbedDiagonal, per_example_memory
 from laplace_tf.curvature.jacobians import loss_gradients, output_jacobians
 from laplace_tf.curvature.kron import KronPlan
 from laplace_tf.distribution import summed_over_replicas
@@ -52,6 +52,7 @@ class CurvatureEstimator:
     passes: int = 1
     accumulates: bool = True
     treatment: dict[str, str] | None = None
+    prepare: Callable[[tf.Tensor, Any], tf.Tensor] | None = None
 
 
 def curvature_estimator(
@@ -128,13 +129,20 @@ def curvature_estimator(
     elements = params.n_params**2 if structure == HessianStructure.FULL else params.n_params
     jacobian_params = params.n_params if curvature_type == CurvatureType.GGN else 0
     if structure == HessianStructure.DIAG and curvature_type != CurvatureType.HESSIAN:
-        probed = ProbedDiagonal(params, likelihood, curvature_type, lambda theta, x, y: by_jacobians(theta, x, y, None))
+        probed = ProbedDiagonal(params, likelihood, curvature_type)
         if probed.rules:
-            leftover = probed.leftover_params
-            jacobian_params = leftover.n_params if leftover is not None and jacobian_params else 0
+            leftover = probed.leftover_params.n_params if probed.leftover_params is not None else 0
+            per_example = per_example_memory(probed.rules, params)
+            jacobian_params = max(leftover, per_example) if jacobian_params else 0
             batch_fn = lambda theta, x, y, seed: probed.batch(theta, x, y)  # noqa: E731
     batch = compile_for_batches(batch_fn)
-    return CurvatureEstimator(_summed_fit(batch), _identity, elements=elements, jacobian_params=jacobian_params)
+    return CurvatureEstimator(
+        _summed_fit(batch),
+        _identity,
+        elements=elements,
+        jacobian_params=jacobian_params,
+        prepare=probed.prepare if batch_fn is not by_jacobians else None,
+    )
 
 
 def _identity(sums: Any) -> Any:

@@ -1,37 +1,41 @@
-r"""The exact diagonal GGN (or empirical Fisher) of Dense layers from K-FAC's probes, without per-example Jacobians.
+r"""The exact diagonal GGN (or empirical Fisher) from layer probes, without per-example Jacobians.
 
-For a Dense layer on ``(batch, d_in)`` inputs, example $n$'s Jacobian of $v_{nc}^\top f_n$ in the
-kernel is the outer product $a_n g_{nc}^\top$ of the layer's input and the gradient in its
-pre-activation (`curvature.kfac_layers`). With the columns $v_{nc}$ of a square root of the output
-Hessian ($\Lambda_n = V_n V_n^\top$; for the empirical Fisher the loss gradient), the diagonal of
-$\sum_n J_n^\top \Lambda_n J_n$ is therefore
+Each supported layer (Dense, EinsumDense, convolutions, Embedding: `curvature.kfac_layers`;
+LayerNormalization and BatchNormalization: `curvature.norm_layers`) is re-run with a watched zero
+perturbation on its output, so one backward pass of the batch per column $v_{nc}$ of a square root
+of the output Hessian ($\Lambda_n = V_n V_n^\top$; the loss gradient for the empirical Fisher)
+gives every example's gradient at the layer's output. Example $n$'s gradient in the layer's
+weights follows from those and the layer's inputs, and the diagonal is the sum of their squares
+(`curvature.probe_squares`); for a Dense layer on ``(batch, d_in)`` inputs,
 
 $$
 \operatorname{diag}_W = \sum_n (a_n \odot a_n) \Big(\sum_c g_{nc} \odot g_{nc}\Big)^\top, \qquad
-\operatorname{diag}_b = \sum_{n, c} g_{nc} \odot g_{nc},
+\operatorname{diag}_b = \sum_{n, c} g_{nc} \odot g_{nc}.
 $$
 
-exactly: one backward pass of the batch per column, as for K-FAC, instead of a ``(B, K, P)``
-Jacobian (which costs ``K`` backward passes per example and a nested ``pfor`` to trace). Layers
-without such a rule (convolutions, normalisation, recurrent kernels, Dense layers on sequences,
-whose per-example Jacobian sums over positions) keep the per-example Jacobian diagonal, and a
-model that calls a layer twice (shared weights; found while tracing) takes the Jacobian path whole.
+That is exact and costs ``C`` backward passes of the batch, where a ``(B, K, P)`` Jacobian costs
+``K`` backward passes per example and a nested ``pfor`` to trace. Variables of other layers
+(recurrent kernels, custom layers) keep the per-example Jacobian diagonal, and so does a layer
+whose inputs are not grouped by example (`probe_squares.rows_grouped_by_example`).
 
 Example:
     ```python
-    >>> la = lt.Laplace(mlp, "classification", hessian_structure="diag").fit((x, y))   # this path
+    >>> la = lt.Laplace(cnn, "classification", hessian_structure="diag").fit((x, y))   # this path
     ```
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from laplace_tf.curvature.kfac_layers import LayerRule, covered_paths, find_rules, in_one_graph_place, recording
-from laplace_tf.curvature.kron import jacobian_diagonal
+from laplace_tf.curvature import diag
+from laplace_tf.curvature.jacobians import loss_gradients, output_jacobians
+from laplace_tf.curvature.kfac_layers import covered_paths, find_rules, recording
+from laplace_tf.curvature.norm_layers import scale_shift_rules
+from laplace_tf.curvature.probe_squares import rows_grouped_by_example, squared_gradient_sums
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType
 from laplace_tf.params import ModelParameters
@@ -41,55 +45,114 @@ from laplace_tf.vectorizing import input_rank
 class ProbedDiagonal:
     """The diagonal curvature's per-batch computation by probes, where the model allows it."""
 
-    def __init__(
-        self, params: ModelParameters, likelihood: Likelihood, curvature_type: CurvatureType, by_jacobians: Callable
-    ):
+    def __init__(self, params: ModelParameters, likelihood: Likelihood, curvature_type: CurvatureType):
         self.params, self.likelihood, self.curvature_type = params, likelihood, curvature_type
-        self.by_jacobians = by_jacobians  # (theta, x, y) -> (loss, diagonal), for a layer called twice
-        self.rules = matrix_dense_rules(params)
+        self.rules = probe_rules(params)
         covered = covered_paths(self.rules)
         leftover = [n for n in params.names if n not in covered]
         self.leftover_params = params.restricted(leftover) if leftover else None
+        self.one_position: dict[int, bool] = {}  # by id(rule), learnt by `prepare`
+
+    def prepare(self, theta: tf.Tensor, x: Any) -> tf.Tensor:
+        """The outputs on a batch, run eagerly, noting which Dense layers see one row per example
+        (a model may reshape ``(B, T, D)`` to ``(B * T, D)``, which tracing cannot tell apart)."""
+        with tf.GradientTape() as tape, recording(self.rules, tape):
+            f = self.params.apply(theta, x)
+        for rule in self.rules:
+            probe = rule.probes[0] if len(rule.probes) == 1 else None
+            matrix = probe is not None and rule.kind == "dense" and probe.inputs.shape.rank == 2
+            self.one_position[id(rule)] = matrix and probe.inputs.shape[0] == f.shape[0]
+        return f
 
     def batch(self, theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The summed loss and the diagonal ``(P,)`` over one batch."""
         with tf.GradientTape() as tape:
             with recording(self.rules, tape):
                 f = self.params.apply(theta, x)
-            if any(len(rule.probes) != 1 for rule in self.rules):  # shared weights: Jacobians sum over calls
-                return self.by_jacobians(theta, x, y)
-            columns = tf.stop_gradient(self._columns(f, y))  # (B, K, C)
+            columns = tf.stop_gradient(probe_columns(self.likelihood, self.curvature_type, f, y))
             projected = tf.einsum("bkc,bk->c", columns, f)
-        perturbations = [rule.probe.perturbation for rule in self.rules]
-        gradients = tape.jacobian(projected, perturbations, experimental_use_pfor=self.params.vectorize)
-        pieces = {}
-        for rule, g in zip(self.rules, gradients, strict=True):  # g: (C, B, d_out)
-            squared = tf.reduce_sum(tf.square(tf.cast(g, theta.dtype)), axis=0)  # (B, d_out)
-            inputs = tf.square(tf.cast(rule.probe.inputs, theta.dtype))  # (B, d_in)
-            pieces[rule.kernel.path] = tf.reshape(tf.matmul(inputs, squared, transpose_a=True), [-1])
-            if rule.bias is not None:
-                pieces[rule.bias.path] = tf.reduce_sum(squared, axis=0)
-        if self.leftover_params is not None:
-            leftover_diagonal = jacobian_diagonal(self.leftover_params, self.likelihood, self.curvature_type, x, y)
-            leftover = tf.split(leftover_diagonal, self.leftover_params.sizes)
-            pieces.update(zip(self.leftover_params.names, leftover, strict=True))
+        gradients = rule_gradients(tape, projected, self.rules, self.params.vectorize)
+        pieces = diagonal_pieces(self, self.params.names, self.rules, gradients, f, x, y, self.one_position)
         diagonal = tf.concat([pieces[name] for name in self.params.names], axis=0)
         return tf.reduce_sum(self.likelihood.loss(f, y)), diagonal
 
-    def _columns(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        if self.curvature_type == CurvatureType.EF:
-            return self.likelihood.loss_gradient(f, y)[:, :, None]
-        return self.likelihood.hessian_sqrt(f)
+
+def probe_columns(likelihood: Likelihood, curvature_type: CurvatureType, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """The ``(B, K, C)`` vectors whose backward passes give the probes' gradients: a square root of
+    the output Hessian, or the loss gradient for the empirical Fisher."""
+    if curvature_type == CurvatureType.EF:
+        return likelihood.loss_gradient(f, y)[:, :, None]
+    return likelihood.hessian_sqrt(f)
 
 
-def matrix_dense_rules(params: ModelParameters) -> list[LayerRule]:
-    """The probe rules of the selected Dense layers whose rows are examples (2-D inputs, called once),
-    when every selected variable is whole; none otherwise."""
+def rule_gradients(tape: tf.GradientTape, projected: tf.Tensor, rules: list, vectorize: bool) -> list[list[tf.Tensor]]:
+    """Per rule, per recorded call, the ``(C, rows, ..., outputs)`` gradients of ``projected``."""
+    perturbations = [p for rule in rules for p in rule.perturbations]
+    flat = tape.jacobian(projected, perturbations, experimental_use_pfor=vectorize)
+    ends = np.cumsum([len(rule.probes) for rule in rules])
+    return [flat[end - len(rule.probes) : end] for rule, end in zip(rules, ends, strict=True)]
+
+
+def diagonal_pieces(
+    owner: Any,
+    wanted: list[str],
+    rules: list,
+    gradients: list,
+    f: tf.Tensor,
+    x: Any,
+    y: tf.Tensor,
+    one_position: dict[int, bool] | None = None,
+) -> dict[str, tf.Tensor]:
+    """Variable path -> diagonal over one batch, for the ``wanted`` variables: by the rules' probes
+    where their inputs are grouped by example, else from per-example Jacobians.
+
+    ``owner`` has ``params``, ``likelihood`` and ``curvature_type``; ``one_position`` says, by
+    ``id(rule)``, which Dense layers are known to see one row per example (unknown: checked while running).
+    """
+    one_position = one_position or {}
+    params = owner.params
+    examples, static_examples = tf.shape(f)[0], f.shape[0]
+    pieces: dict[str, tf.Tensor] = {}
+    for rule, rule_grads in zip(rules, gradients, strict=True):
+        if rows_grouped_by_example(rule, static_examples):
+            known = one_position.get(id(rule))
+            pieces.update(squared_gradient_sums(rule, rule_grads, examples, params.dtype, known))
+    rest = [name for name in wanted if name not in pieces]
+    if rest:
+        rest_params = params.restricted(rest)
+        by_jacobians = jacobian_diagonal(rest_params, owner.likelihood, owner.curvature_type, x, y)
+        pieces.update(zip(rest_params.names, tf.split(by_jacobians, rest_params.sizes), strict=True))
+    return pieces
+
+
+def probe_rules(params: ModelParameters) -> list:
+    """The probe rules of the selected layers (K-FAC's and the normalisations'), when every selected
+    variable is whole; none otherwise (masks select parts of variables: the Jacobian path)."""
     whole = all(size == int(np.prod(shape)) for size, shape in zip(params.sizes, params.shapes, strict=True))
-    if not params.rows_are_examples or not whole:  # masks select parts of variables: the Jacobian path
+    if not whole:
         return []
-    return [
-        rule
-        for rule in find_rules(params.model, set(params.names))
-        if rule.kind == "dense" and rule.per_example and in_one_graph_place(rule.layer) and input_rank(rule.layer) == 2
+    selected = set(params.names)
+    return find_rules(params.model, selected) + scale_shift_rules(params.model, selected)
+
+
+def per_example_memory(rules: list, params: ModelParameters) -> int:
+    """The largest per-example, per-column gradient a rule forms, in numbers per example and column:
+    a kernel's size, unless the layer is a Dense on matrices (factorised) or an Embedding."""
+    sizes = [
+        rule.input_dim * rule.output_dim
+        for rule in rules
+        if rule.kind not in ("embedding", "scale_shift")
+        and not (rule.kind == "dense" and rule.per_example and params.rows_are_examples and input_rank(rule.layer) == 2)
     ]
+    return max(sizes, default=0)
+
+
+def jacobian_diagonal(
+    params: ModelParameters, likelihood: Likelihood, curvature_type: CurvatureType, x: tf.Tensor, y: tf.Tensor
+) -> tf.Tensor:
+    """The exact GGN (or empirical Fisher) diagonal of ``params`` over a batch, from per-example
+    Jacobians (or gradients): for the variables a layer rule does not cover."""
+    if curvature_type == CurvatureType.EF:
+        return diag.from_gradients(loss_gradients(params.apply, likelihood, params.theta, x, y, params.vectorize)[1])
+    f, jacobians = output_jacobians(params.apply, params.theta, x, params.vectorize)
+    return diag.from_jacobians(jacobians, likelihood.hessian_times(f, jacobians))

@@ -69,6 +69,11 @@ class LayerRule:
         return [probe.perturbation for probe in self.probes]
 
     @property
+    def covered(self) -> list[str]:
+        """The paths of the variables this rule gives blocks: the kernel, and the bias with a block."""
+        return [self.kernel.path] + ([self.bias.path] if self.bias is not None else [])
+
+    @property
     def probe(self) -> Probe:
         """The one call's probe, for the predictive paths that need one call per layer."""
         if len(self.probes) != 1:
@@ -88,8 +93,9 @@ class LayerRule:
     def output_dim(self) -> int:
         return int(np.prod(self.kernel.shape[self.input_axes :]))
 
-    def forward(self, tape: tf.GradientTape, inputs: tf.Tensor) -> tf.Tensor:
-        """The layer's output, recording its inputs and adding a watched zero perturbation."""
+    def forward(self, tape: tf.GradientTape, inputs: tf.Tensor, *args: Any, **kwargs: Any) -> tf.Tensor:
+        """The layer's output, recording its inputs and adding a watched zero perturbation (the
+        layer's other call arguments, such as ``training``, change nothing here)."""
         layer = self.layer
         if self.kind == "embedding":
             ids = tf.cast(inputs, "int32") if inputs.dtype not in (tf.int32, tf.int64) else inputs
@@ -122,7 +128,7 @@ class LayerRule:
             counts = tf.math.bincount(ids, minlength=self.input_dim, maxlength=self.input_dim, dtype=self.dtype)
             return counts, tf.cast(tf.size(ids), self.dtype)
         if self.kind.startswith("conv"):
-            inputs = _patches(self.layer, inputs)
+            inputs = input_patches(self.layer, inputs)
         rows = tf.reshape(tf.cast(inputs, self.dtype), [-1, self.input_dim])
         return tf.matmul(rows, rows, transpose_a=True), tf.cast(tf.shape(rows)[0], self.dtype)
 
@@ -137,9 +143,9 @@ class LayerRule:
         return tf.as_dtype(self.kernel.dtype)
 
 
-def covered_paths(rules: list[LayerRule]) -> set[str]:
-    """The paths of the variables the rules give blocks: each kernel, and each bias with a block."""
-    return {r.kernel.path for r in rules} | {r.bias.path for r in rules if r.bias is not None}
+def covered_paths(rules: list) -> set[str]:
+    """The paths of the variables the rules (K-FAC or `norm_layers`) give blocks."""
+    return {path for rule in rules for path in rule.covered}
 
 
 def find_rules(model: keras.Model, selected_paths: set[str]) -> list[LayerRule]:
@@ -177,7 +183,7 @@ def in_one_graph_place(layer: keras.layers.Layer) -> bool:
 
 
 @contextlib.contextmanager
-def recording(rules: list[LayerRule], tape: tf.GradientTape) -> Iterator[None]:
+def recording(rules: list, tape: tf.GradientTape) -> Iterator[None]:
     """Temporarily routes each rule's layer through `LayerRule.forward`, recording every call anew."""
     for rule in rules:
         rule.probes = []
@@ -189,9 +195,9 @@ def recording(rules: list[LayerRule], tape: tf.GradientTape) -> Iterator[None]:
             object.__delattr__(rule.layer, "call")
 
 
-def _make_call(rule: LayerRule, tape: tf.GradientTape) -> Any:
+def _make_call(rule: Any, tape: tf.GradientTape) -> Any:
     def call(inputs: tf.Tensor, *args: Any, **kwargs: Any) -> tf.Tensor:
-        return rule.forward(tape, inputs)
+        return rule.forward(tape, inputs, *args, **kwargs)
 
     return call
 
@@ -247,7 +253,7 @@ def _bias_with_kron_block(layer: keras.layers.Layer, kind: str, kernel: Any, inp
     return bias if tuple(bias.shape) == output_shape else None
 
 
-def _patches(layer: keras.layers.Layer, inputs: tf.Tensor) -> tf.Tensor:
+def input_patches(layer: keras.layers.Layer, inputs: tf.Tensor) -> tf.Tensor:
     """Convolution input patches ``(B, ..., prod(kernel_size) * c_in)``, ordered like the flattened kernel."""
     padding = layer.padding.upper()
     if len(layer.kernel_size) == 3:

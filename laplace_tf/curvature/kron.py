@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from laplace_tf.curvature import diag
-from laplace_tf.curvature.jacobians import loss_gradients, output_jacobians
+from laplace_tf.curvature.diag_probes import diagonal_pieces, probe_columns, rule_gradients
 from laplace_tf.curvature.kfac_layers import covered_paths, find_rules, recording
+from laplace_tf.curvature.norm_layers import scale_shift_rules
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType
 from laplace_tf.params import ModelParameters
@@ -72,14 +72,18 @@ class KronPlan:
         self.params, self.likelihood = params, likelihood
         self.curvature_type, self.mc_samples = curvature_type, mc_samples
         self.rules = find_rules(params.model, set(params.names))
-        covered = covered_paths(self.rules)
-        self.leftover = [n for n in params.names if n not in covered]
+        self.diagonal_rules = scale_shift_rules(params.model, set(params.names))
+        kron_paths = covered_paths(self.rules)
+        self.diagonal_paths = [n for n in params.names if n not in kron_paths]
+        probed = covered_paths(self.diagonal_rules)
+        self.leftover = [n for n in self.diagonal_paths if n not in probed]  # per-example Jacobians
         self.leftover_params = params.restricted(self.leftover) if self.leftover else None
 
     def elements(self) -> int:
         """The curvature's size in numbers: every factor, and the diagonal blocks."""
         factors = sum(r.input_dim * (1 if r.kind == "embedding" else r.input_dim) + r.output_dim**2 for r in self.rules)
-        return factors + (self.leftover_params.n_params if self.leftover_params else 0)
+        sizes = zip(self.params.names, self.params.sizes, strict=True)
+        return factors + sum(size for name, size in sizes if name in self.diagonal_paths)
 
     def treatment(self) -> dict[str, str]:
         """Variable path -> ``"kron (dense)"`` etc., or ``"diag"``."""
@@ -89,21 +93,21 @@ class KronPlan:
 
     def batch(self, theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, dict]:
         """The summed loss and the factors' sums over one batch."""
+        rules = self.rules + self.diagonal_rules
         with tf.GradientTape() as tape:
-            with recording(self.rules, tape):
+            with recording(rules, tape):
                 f = self.params.apply(theta, x)
             columns = tf.stop_gradient(self._columns(f, y, seed))
             projected = tf.einsum("bkc,bk->c", columns, f)
-        perturbations = [p for rule in self.rules for p in rule.perturbations]  # every call of every layer
-        flat_gradients = tape.jacobian(projected, perturbations, experimental_use_pfor=self.params.vectorize)
-        ends = np.cumsum([len(rule.probes) for rule in self.rules])
-        gradients = [flat_gradients[end - len(rule.probes) : end] for rule, end in zip(self.rules, ends, strict=True)]
+        gradients = rule_gradients(tape, projected, rules, self.params.vectorize)
+        kron_gradients, diagonal_gradients = gradients[: len(self.rules)], gradients[len(self.rules) :]
         moments = [rule.input_moment() for rule in self.rules]
+        diagonals = diagonal_pieces(self, self.diagonal_paths, self.diagonal_rules, diagonal_gradients, f, x, y)
         sums = {
             "input": [m[0] for m in moments],
             "positions": [m[1] for m in moments],
-            "output": [rule.output_moment(g) for rule, g in zip(self.rules, gradients, strict=True)],
-            "diag": self._leftover_diagonal(x, y),
+            "output": [rule.output_moment(g) for rule, g in zip(self.rules, kron_gradients, strict=True)],
+            "diag": tf.concat([diagonals[n] for n in self.diagonal_paths] or [tf.zeros([0], theta.dtype)], 0),
         }
         return tf.reduce_sum(self.likelihood.loss(f, y)), sums
 
@@ -116,35 +120,19 @@ class KronPlan:
             blocks[rule.kernel.path] = KronBlock(a_sum / positions, g_sum)
             if rule.bias is not None:
                 blocks[rule.bias.path] = KronBlock(tf.ones([1, 1], g_sum.dtype), g_sum)
-        if self.leftover:
-            for path, piece in zip(self.leftover, tf.split(sums["diag"], self.leftover_params.sizes), strict=True):
+        if self.diagonal_paths:
+            sizes = dict(zip(self.params.names, self.params.sizes, strict=True))
+            pieces = tf.split(sums["diag"], [sizes[n] for n in self.diagonal_paths])
+            for path, piece in zip(self.diagonal_paths, pieces, strict=True):
                 blocks[path] = DiagBlock(piece)
         return KronCurvature([blocks[n] for n in self.params.names], self.treatment())
 
     def _columns(self, f: tf.Tensor, y: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """The ``(B, K, C)`` vectors $v_{nc}$ to backpropagate."""
-        if self.curvature_type == CurvatureType.EF:
-            return self.likelihood.loss_gradient(f, y)[:, :, None]
-        if self.mc_samples is None:
-            return self.likelihood.hessian_sqrt(f)
+        if self.mc_samples is None or self.curvature_type == CurvatureType.EF:
+            return probe_columns(self.likelihood, self.curvature_type, f, y)
         draws = [
             self.likelihood.sampled_loss_gradient(f, tf.random.experimental.stateless_fold_in(seed, m))
             for m in range(self.mc_samples)
         ]
         return tf.stack(draws, axis=-1) / np.sqrt(self.mc_samples)
-
-    def _leftover_diagonal(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        if not self.leftover:
-            return tf.zeros([0], self.params.dtype)
-        return jacobian_diagonal(self.leftover_params, self.likelihood, self.curvature_type, x, y)
-
-
-def jacobian_diagonal(
-    params: ModelParameters, likelihood: Likelihood, curvature_type: CurvatureType, x: tf.Tensor, y: tf.Tensor
-) -> tf.Tensor:
-    """The exact GGN (or empirical Fisher) diagonal of ``params`` over a batch, from per-example
-    Jacobians (or gradients): for the variables a layer rule does not cover."""
-    if curvature_type == CurvatureType.EF:
-        return diag.from_gradients(loss_gradients(params.apply, likelihood, params.theta, x, y, params.vectorize)[1])
-    f, jacobians = output_jacobians(params.apply, params.theta, x, params.vectorize)
-    return diag.from_jacobians(jacobians, likelihood.hessian_times(f, jacobians))
