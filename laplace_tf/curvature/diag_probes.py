@@ -35,6 +35,7 @@ from laplace_tf.curvature import diag
 from laplace_tf.curvature.jacobians import loss_gradients, output_jacobians
 from laplace_tf.curvature.kfac_layers import covered_paths, find_rules, recording
 from laplace_tf.curvature.norm_layers import scale_shift_rules
+from laplace_tf.curvature.probe_passes import ProbeRun, probe_columns, run_probes
 from laplace_tf.curvature.probe_squares import rows_grouped_by_example, squared_gradient_sums
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType
@@ -66,39 +67,19 @@ class ProbedDiagonal:
 
     def batch(self, theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The summed loss and the diagonal ``(P,)`` over one batch."""
-        with tf.GradientTape() as tape:
-            with recording(self.rules, tape):
-                f = self.params.apply(theta, x)
-            columns = tf.stop_gradient(probe_columns(self.likelihood, self.curvature_type, f, y))
-            projected = tf.einsum("bkc,bk->c", columns, f)
-        gradients = rule_gradients(tape, projected, self.rules, self.params.vectorize)
-        pieces = diagonal_pieces(self, self.params.names, self.rules, gradients, f, x, y, self.one_position)
+        run = run_probes(
+            self.params, self.rules, theta, x, lambda f: probe_columns(self.likelihood, self.curvature_type, f, y)
+        )
+        pieces = diagonal_pieces(self, self.params.names, self.rules, run, x, y, self.one_position)
         diagonal = tf.concat([pieces[name] for name in self.params.names], axis=0)
-        return tf.reduce_sum(self.likelihood.loss(f, y)), diagonal
-
-
-def probe_columns(likelihood: Likelihood, curvature_type: CurvatureType, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-    """The ``(B, K, C)`` vectors whose backward passes give the probes' gradients: a square root of
-    the output Hessian, or the loss gradient for the empirical Fisher."""
-    if curvature_type == CurvatureType.EF:
-        return likelihood.loss_gradient(f, y)[:, :, None]
-    return likelihood.hessian_sqrt(f)
-
-
-def rule_gradients(tape: tf.GradientTape, projected: tf.Tensor, rules: list, vectorize: bool) -> list[list[tf.Tensor]]:
-    """Per rule, per recorded call, the ``(C, rows, ..., outputs)`` gradients of ``projected``."""
-    perturbations = [p for rule in rules for p in rule.perturbations]
-    flat = tape.jacobian(projected, perturbations, experimental_use_pfor=vectorize)
-    ends = np.cumsum([len(rule.probes) for rule in rules])
-    return [flat[end - len(rule.probes) : end] for rule, end in zip(rules, ends, strict=True)]
+        return tf.reduce_sum(self.likelihood.loss(run.f, y)), diagonal
 
 
 def diagonal_pieces(
     owner: Any,
     wanted: list[str],
     rules: list,
-    gradients: list,
-    f: tf.Tensor,
+    run: ProbeRun,
     x: Any,
     y: tf.Tensor,
     one_position: dict[int, bool] | None = None,
@@ -111,12 +92,11 @@ def diagonal_pieces(
     """
     one_position = one_position or {}
     params = owner.params
-    examples, static_examples = tf.shape(f)[0], f.shape[0]
     pieces: dict[str, tf.Tensor] = {}
-    for rule, rule_grads in zip(rules, gradients, strict=True):
-        if rows_grouped_by_example(rule, static_examples):
+    for rule, rule_grads in zip(rules, run.gradients, strict=True):
+        if rows_grouped_by_example(rule, run.static_examples):
             known = one_position.get(id(rule))
-            pieces.update(squared_gradient_sums(rule, rule_grads, examples, params.dtype, known))
+            pieces.update(squared_gradient_sums(rule, rule_grads, run.examples, params.dtype, known))
     rest = [name for name in wanted if name not in pieces]
     if rest:
         rest_params = params.restricted(rest)

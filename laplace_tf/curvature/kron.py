@@ -22,14 +22,16 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
-from laplace_tf.curvature.diag_probes import diagonal_pieces, probe_columns, rule_gradients
-from laplace_tf.curvature.kfac_layers import covered_paths, find_rules, recording
+from laplace_tf.curvature.diag_probes import diagonal_pieces
+from laplace_tf.curvature.kfac_layers import covered_paths, find_rules
 from laplace_tf.curvature.norm_layers import scale_shift_rules
+from laplace_tf.curvature.probe_passes import probe_columns, run_probes
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType
 from laplace_tf.params import ModelParameters
@@ -94,22 +96,18 @@ class KronPlan:
     def batch(self, theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, dict]:
         """The summed loss and the factors' sums over one batch."""
         rules = self.rules + self.diagonal_rules
-        with tf.GradientTape() as tape:
-            with recording(rules, tape):
-                f = self.params.apply(theta, x)
-            columns = tf.stop_gradient(self._columns(f, y, seed))
-            projected = tf.einsum("bkc,bk->c", columns, f)
-        gradients = rule_gradients(tape, projected, rules, self.params.vectorize)
-        kron_gradients, diagonal_gradients = gradients[: len(self.rules)], gradients[len(self.rules) :]
+        run = run_probes(self.params, rules, theta, x, lambda f: self._columns(f, y, seed))
+        kron_gradients = run.gradients[: len(self.rules)]
         moments = [rule.input_moment() for rule in self.rules]
-        diagonals = diagonal_pieces(self, self.diagonal_paths, self.diagonal_rules, diagonal_gradients, f, x, y)
+        diagonal_run = dataclasses.replace(run, gradients=run.gradients[len(self.rules) :])
+        diagonals = diagonal_pieces(self, self.diagonal_paths, self.diagonal_rules, diagonal_run, x, y)
         sums = {
             "input": [m[0] for m in moments],
             "positions": [m[1] for m in moments],
             "output": [rule.output_moment(g) for rule, g in zip(self.rules, kron_gradients, strict=True)],
             "diag": tf.concat([diagonals[n] for n in self.diagonal_paths] or [tf.zeros([0], theta.dtype)], 0),
         }
-        return tf.reduce_sum(self.likelihood.loss(f, y)), sums
+        return tf.reduce_sum(self.likelihood.loss(run.f, y)), sums
 
     def finalize(self, sums: dict) -> KronCurvature:
         """Blocks from the factors' sums over the data set."""
