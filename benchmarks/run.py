@@ -137,7 +137,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("/tmp/laplace-tf-bench"))
     parser.add_argument("--out", type=Path, default=HERE.parent / "docs" / "benchmarks.md")
     parser.add_argument("--render-only", action="store_true", help="rewrite --out from results.json")
-    parser.add_argument("--only", help="re-measure the cases whose label contains this, kept with the saved rest")
+    parser.add_argument(
+        "--only", help="re-measure the cases whose label contains this ('pipeline': the cold pipelines), keep the rest"
+    )
     args = parser.parse_args()
     if args.render_only:
         saved = json.loads((HERE / "results.json").read_text())
@@ -179,6 +181,8 @@ def make_problems(names: set[str], args: argparse.Namespace) -> None:
 def remeasure(args: argparse.Namespace) -> None:
     """Measures the cases matching ``--only`` and replaces their rows in results.json (in case order)."""
     saved = json.loads((HERE / "results.json").read_text())
+    if args.only == "pipeline":
+        saved["results"]["pipelines"] = [measure_pipeline(structure, args) for structure in PIPELINES]
     chosen = [c for c in CASES if args.only in c["label"]]
     make_problems({c["problem"] for c in chosen}, args)
     fresh = {(row["case"], row["dtype"]): row for c in chosen for row in measure_dtypes(c, args)}

@@ -28,7 +28,7 @@ import tensorflow_probability as tfp
 from laplace_tf import diag_predictive, heteroscedastic, kron_predictive, last_layer, predictive
 from laplace_tf.compiled import cached
 from laplace_tf.curvature import compile_for_batches
-from laplace_tf.curvature.jacobians import output_jacobians
+from laplace_tf.curvature.probed_jacobians import jacobians_function
 from laplace_tf.data import as_inputs
 from laplace_tf.distribution import concatenated_over_replicas, current_strategy
 from laplace_tf.inputs import n_examples, take
@@ -346,11 +346,7 @@ def predictive_view(
         params=params,
         likelihood=likelihood,
         items=items,
-        jacobians=cached(
-            model,
-            ("jacobians", key),
-            lambda: compile_for_batches(lambda theta, x: output_jacobians(apply, theta, x, vectorize)),
-        ),
+        jacobians=cached(model, ("jacobians", key), lambda: compile_for_batches(jacobians_function(params))),
         outputs_at=cached(
             model,
             ("outputs", key),

@@ -16,6 +16,7 @@ from conftest import N_CLASSES, naive_jacobians, output_hessians_np
 
 import laplace_tf as lt
 from laplace_tf.curvature.kron import DiagBlock
+from laplace_tf.curvature.probed_jacobians import jacobians_function
 
 LAYERS = keras.layers
 N = 6
@@ -35,7 +36,8 @@ def cnn_with_batchnorm():
         ]
     )
     rng = np.random.default_rng(7)  # statistics and scales as after training, not the initial ones
-    model.layers[1].set_weights([rng.uniform(0.5, 2.0, 3), rng.normal(size=3), rng.normal(size=3), rng.uniform(0.5, 2.0, 3)])
+    gamma, beta, mean, variance = rng.uniform(0.5, 2, 3), rng.normal(size=3), rng.normal(size=3), rng.uniform(0.5, 2, 3)
+    model.layers[1].set_weights([gamma, beta, mean, variance])
     return model
 
 
@@ -157,6 +159,16 @@ def test_diag_ggn_equals_the_naive_one(real_model):
     hessians = output_hessians_np(np.asarray(model(x), np.float64), "classification")
     expected = np.einsum("nkp,nkl,nlp->p", jacobians, hessians, jacobians)
     np.testing.assert_allclose(la.curvature, expected, rtol=2e-4, atol=1e-6 * expected.max())
+
+
+def test_probed_jacobians_equal_the_naive_ones(real_model):
+    """The (B, K, P) Jacobians from layer probes (and per example for what has no probe rule)."""
+    _, model, x, _ = real_model
+    params = lt.Laplace(model, "classification").params
+    f, jacobians = tf.function(jacobians_function(params))(params.theta, tf.nest.map_structure(tf.constant, x))
+    np.testing.assert_allclose(f, model(x, training=False), rtol=1e-6, atol=1e-6)
+    expected = naive_jacobians(model, x)
+    np.testing.assert_allclose(jacobians, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
 
 
 def _kron_blocks_as_dense(curvature):

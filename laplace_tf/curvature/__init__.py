@@ -17,8 +17,9 @@ import tensorflow as tf
 
 from laplace_tf.curvature import diag, full, gp, lowrank
 from laplace_tf.curvature.diag_probes import ProbedDiagonal, per_example_memory
-from laplace_tf.curvature.jacobians import loss_gradients, output_jacobians
+from laplace_tf.curvature.jacobians import loss_gradients
 from laplace_tf.curvature.kron import KronPlan
+from laplace_tf.curvature.probed_jacobians import jacobians_function
 from laplace_tf.distribution import summed_over_replicas
 from laplace_tf.inputs import batch_spec, n_examples
 from laplace_tf.likelihoods import Likelihood
@@ -201,9 +202,10 @@ def _dense_batch_function(
 ) -> Callable:
     """``(theta, x, y, seed) -> (summed loss, curvature)`` for the full or diag structure."""
     apply = params.apply
+    jacobians_of = jacobians_function(params) if curvature_type == CurvatureType.GGN else None
 
     def ggn(theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        f, jacobians = output_jacobians(apply, theta, x, params.vectorize)
+        f, jacobians = jacobians_of(theta, x)
         loss = tf.reduce_sum(likelihood.loss(f, y))
         return loss, module.from_jacobians(jacobians, likelihood.hessian_times(f, jacobians))
 

@@ -68,7 +68,7 @@ def run_probes(
     f = params.apply(theta, x)
     seeds = tf.stop_gradient(columns(f))  # (B, K, C)
     copies = int(seeds.shape[-1])
-    tiled = tf.nest.map_structure(lambda t: tf.tile(t, [copies] + [1] * (t.shape.rank - 1)), x)
+    tiled = tf.nest.map_structure(lambda t: tf.tile(t, [copies] + [1] * (len(t.shape) - 1)), x)
     with tf.GradientTape() as tape, recording(rules, tape):
         f_tiled = params.apply(theta, tiled)
     seeds = tf.reshape(tf.transpose(seeds, [2, 0, 1]), tf.shape(f_tiled))  # copy c seeded by column c

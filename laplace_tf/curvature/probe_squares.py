@@ -14,7 +14,8 @@ $\sum_n (a_n \odot a_n) (\sum_c g_{nc} \odot g_{nc})^\top$. Positions are sequen
 patches, the calls of a shared layer and the two items of a preference pair: a layer's input rows
 are grouped by example, example-major, so ``(rows, ...)`` reshapes to ``(examples, positions, ...)``.
 `rows_grouped_by_example` checks what can be checked while tracing (the leading axis is the batch's).
-An Embedding's rows are sums over the positions holding the same token, found with ``tf.unique``.
+An Embedding's rows are sums over the positions holding the same token (for the diagonal, found
+with ``tf.unique`` instead of forming every example's gradient).
 
 Example:
     ```python
@@ -42,20 +43,49 @@ def rows_grouped_by_example(rule: Any, examples: int | None) -> bool:
     )
 
 
-def squared_gradient_sums(
-    rule: Any, gradients: list[tf.Tensor], examples: tf.Tensor, dtype: tf.DType, one_position: bool | None = None
+def per_example_gradients(
+    rule: Any, gradients: list[tf.Tensor], examples: tf.Tensor, dtype: tf.DType
 ) -> dict[str, tf.Tensor]:
-    """Variable path -> the diagonal, flattened like the variable, over one batch.
+    """Variable path -> every example's gradient ``(C, examples, size)`` (flattened like the variable).
 
     Args:
       rule: a `LayerRule` or `ScaleShiftRule` whose probes recorded this batch.
       gradients: per recorded call, ``(C, rows, ..., outputs)``.
-      examples: the number of examples in the batch.
-      one_position: whether a Dense layer's only call sees one row per example (its factorised
-        formula); ``None`` if unknown, checked while running.
+      examples: the number of examples the rows group into.
     """
     if rule.kind == "scale_shift":
-        return _scale_shift(rule, gradients, examples, dtype)
+        width = int(rule.probes[0].inputs.shape[-1])
+        inputs = tf.concat([_by_example(p.inputs, examples, width, dtype) for p in rule.probes], 1)
+        outputs = tf.concat([_by_example(g, examples, width, dtype, columns=True) for g in gradients], 2)
+        pieces = {}
+        if rule.scale is not None:
+            pieces[rule.scale.path] = tf.reduce_sum(outputs * inputs, 2)
+        if rule.shift is not None:
+            pieces[rule.shift.path] = tf.reduce_sum(outputs, 2)
+        return pieces
+    outputs = tf.concat([_by_example(g, examples, rule.output_dim, dtype, columns=True) for g in gradients], 2)
+    if rule.kind == "embedding":
+        ids = tf.concat([tf.reshape(p.inputs, [examples, -1]) for p in rule.probes], 1)
+        inputs = tf.one_hot(tf.cast(ids, tf.int32), rule.input_dim, dtype=dtype)
+    else:
+        inputs = [_by_example(_layer_inputs(rule, p.inputs), examples, rule.input_dim, dtype) for p in rule.probes]
+        inputs = tf.concat(inputs, 1)
+    kernel = tf.einsum("etd,cetk->cedk", inputs, outputs)
+    pieces = {rule.kernel.path: tf.reshape(kernel, [tf.shape(kernel)[0], examples, -1])}
+    if getattr(rule, "bias", None) is not None:
+        pieces[rule.bias.path] = tf.reduce_sum(outputs, 2)
+    return pieces
+
+
+def squared_gradient_sums(
+    rule: Any, gradients: list[tf.Tensor], examples: tf.Tensor, dtype: tf.DType, one_position: bool | None = None
+) -> dict[str, tf.Tensor]:
+    """Variable path -> the diagonal, flattened like the variable, over one batch: the squares of
+    `per_example_gradients` summed, without forming them where a cheaper exact formula exists.
+
+    ``one_position``: whether a Dense layer's only call sees one row per example (its factorised
+    formula); ``None`` if unknown, checked while running.
+    """
     if rule.kind == "embedding":
         return _embedding(rule, gradients, examples, dtype)
     if one_position:
@@ -70,20 +100,14 @@ def squared_gradient_sums(
         return tf.cond(
             one_row_each,
             lambda: _one_position(rule, gradients[0], dtype),
-            lambda: _positions(rule, gradients, examples, dtype),
+            lambda: _summed_squares(rule, gradients, examples, dtype),
         )
-    return _positions(rule, gradients, examples, dtype)
+    return _summed_squares(rule, gradients, examples, dtype)
 
 
-def _positions(rule: Any, gradients: list[tf.Tensor], examples: tf.Tensor, dtype: tf.DType) -> dict[str, tf.Tensor]:
-    inputs = [_by_example(_layer_inputs(rule, p.inputs), examples, rule.input_dim, dtype) for p in rule.probes]
-    inputs = tf.concat(inputs, 1)
-    outputs = tf.concat([_by_example(g, examples, rule.output_dim, dtype, columns=True) for g in gradients], 2)
-    per_example = tf.einsum("etd,cetk->cedk", inputs, outputs)
-    pieces = {rule.kernel.path: tf.reshape(tf.reduce_sum(tf.square(per_example), [0, 1]), [-1])}
-    if rule.bias is not None:
-        pieces[rule.bias.path] = tf.reduce_sum(tf.square(tf.reduce_sum(outputs, 2)), [0, 1])
-    return pieces
+def _summed_squares(rule: Any, gradients: list[tf.Tensor], examples: tf.Tensor, dtype: tf.DType) -> dict:
+    pieces = per_example_gradients(rule, gradients, examples, dtype)
+    return {path: tf.reduce_sum(tf.square(g), [0, 1]) for path, g in pieces.items()}
 
 
 def _one_position(rule: Any, g: tf.Tensor, dtype: tf.DType) -> dict[str, tf.Tensor]:
@@ -92,18 +116,6 @@ def _one_position(rule: Any, g: tf.Tensor, dtype: tf.DType) -> dict[str, tf.Tens
     pieces = {rule.kernel.path: tf.reshape(tf.matmul(inputs, squared, transpose_a=True), [-1])}
     if rule.bias is not None:
         pieces[rule.bias.path] = tf.reduce_sum(squared, axis=0)
-    return pieces
-
-
-def _scale_shift(rule: Any, gradients: list[tf.Tensor], examples: tf.Tensor, dtype: tf.DType) -> dict[str, tf.Tensor]:
-    width = int(rule.probes[0].inputs.shape[-1])
-    normalised = tf.concat([_by_example(p.inputs, examples, width, dtype) for p in rule.probes], 1)
-    outputs = tf.concat([_by_example(g, examples, width, dtype, columns=True) for g in gradients], 2)
-    pieces = {}
-    if rule.scale is not None:
-        pieces[rule.scale.path] = tf.reduce_sum(tf.square(tf.reduce_sum(outputs * normalised, 2)), [0, 1])
-    if rule.shift is not None:
-        pieces[rule.shift.path] = tf.reduce_sum(tf.square(tf.reduce_sum(outputs, 2)), [0, 1])
     return pieces
 
 

@@ -1,0 +1,79 @@
+r"""Per-example output Jacobians ``(B, K, P)`` from layer probes, without nested ``pfor``.
+
+`jacobians.output_jacobians` differentiates each example on its own: ``K`` backward passes per
+example, vectorised twice (over outputs and examples), which is costly to trace. The probes
+(`curvature.probe_passes`) give the gradient of every output $f_{nk}$ at each probed layer's
+output in ``K`` backward passes of the whole batch; example $n$'s Jacobian in the layer's
+weights follows from its inputs (`probe_squares.per_example_gradients`; for a kernel
+$\sum_t a_{nt} g_{ntk}^\top$). Variables without a probe rule, or whose layer's inputs are not
+grouped by example, are differentiated per example as before, through the same weights.
+
+The numbers are the same Jacobians; only the work differs. Used wherever a structure needs
+``(B, K, P)`` Jacobians: the GLM predictive and the full GGN.
+
+Example:
+    ```python
+    >>> jacobians = jacobians_function(params)
+    >>> f, J = jacobians(params.theta, x)           # (B, K), (B, K, P)
+    ```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import tensorflow as tf
+
+from laplace_tf.curvature.diag_probes import probe_rules
+from laplace_tf.curvature.jacobians import output_jacobians
+from laplace_tf.curvature.probe_passes import run_probes
+from laplace_tf.curvature.probe_squares import per_example_gradients, rows_grouped_by_example
+from laplace_tf.params import ModelParameters
+
+
+def jacobians_function(params: ModelParameters) -> Callable[[tf.Tensor, Any], tuple[tf.Tensor, tf.Tensor]]:
+    """``(theta, x) -> (f, J)``: by probes where the selected layers have rules (whole variables),
+    else example by example (`jacobians.output_jacobians`)."""
+    rules = probe_rules(params)
+    if not rules:
+        return lambda theta, x: output_jacobians(params.apply, theta, x, params.vectorize)
+
+    def jacobians(theta: tf.Tensor, x: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        run = run_probes(params, rules, theta, x, _every_output)
+        outputs, batch = run.f.shape[-1], tf.shape(run.f)[0]
+        blocks = {}
+        for rule, gradients in zip(rules, run.gradients, strict=True):
+            if rows_grouped_by_example(rule, run.static_examples):
+                for path, g in per_example_gradients(rule, gradients, run.examples, params.dtype).items():
+                    # (K, B, size) or, tiled, (1, K * B, size) with copy k first: either way output-major
+                    blocks[path] = tf.transpose(tf.reshape(g, [outputs, batch, -1]), [1, 0, 2])
+        rest = [name for name in params.names if name not in blocks]
+        if rest:
+            blocks.update(_differentiated_per_example(params, theta, x, rest))
+        return run.f, tf.concat([blocks[name] for name in params.names], axis=-1)
+
+    return jacobians
+
+
+def _every_output(f: tf.Tensor) -> tf.Tensor:
+    """Columns picking each output: the probes' gradients are those of $\\sum_n f_{nk}$."""
+    outputs = f.shape[-1]
+    return tf.broadcast_to(tf.eye(outputs, dtype=f.dtype), [tf.shape(f)[0], outputs, outputs])
+
+
+def _differentiated_per_example(
+    params: ModelParameters, theta: tf.Tensor, x: Any, names: list[str]
+) -> dict[str, tf.Tensor]:
+    """The Jacobians ``(B, K, size)`` of the named variables, example by example, at ``theta``."""
+    pieces = dict(zip(params.names, tf.split(theta, params.sizes), strict=True))
+    chosen = [name for name in params.names if name in names]
+    sizes = [size for name, size in zip(params.names, params.sizes, strict=True) if name in names]
+
+    def apply(subset: tf.Tensor, inputs: Any) -> tf.Tensor:
+        replaced = dict(zip(chosen, tf.split(subset, sizes), strict=True))
+        return params.apply(tf.concat([replaced.get(n, pieces[n]) for n in params.names], 0), inputs)
+
+    subset = tf.concat([pieces[name] for name in chosen], 0)
+    _, jacobians = output_jacobians(apply, subset, x, params.vectorize)
+    return dict(zip(chosen, tf.split(jacobians, sizes, axis=-1), strict=True))
