@@ -94,7 +94,7 @@ def diagonal_pieces(
     params = owner.params
     pieces: dict[str, tf.Tensor] = {}
     for rule, rule_grads in zip(rules, run.gradients, strict=True):
-        if rows_grouped_by_example(rule, run.static_examples):
+        if rule.probes and rows_grouped_by_example(rule, run.static_examples):  # an unused layer: no probes
             known = one_position.get(id(rule))
             pieces.update(squared_gradient_sums(rule, rule_grads, run.examples, params.dtype, known))
     rest = [name for name in wanted if name not in pieces]

@@ -36,7 +36,8 @@ def output_jacobians(apply: ApplyFn, theta: tf.Tensor, x: Any, vectorize: bool =
         with tf.GradientTape() as tape:
             tape.watch(theta)
             f_b = apply(theta, add_batch_axis(x_b))[0]
-        return f_b, tape.jacobian(f_b, theta, experimental_use_pfor=vectorize)
+        zero = tf.UnconnectedGradients.ZERO  # weights the outputs do not use (a layer left out of call)
+        return f_b, tape.jacobian(f_b, theta, unconnected_gradients=zero, experimental_use_pfor=vectorize)
 
     return map_examples(one_example, x, vectorize)
 
@@ -51,6 +52,6 @@ def loss_gradients(
         with tf.GradientTape() as tape:
             tape.watch(theta)
             loss_b = likelihood.loss(apply(theta, add_batch_axis(x_b)), y_b[None])[0]
-        return loss_b, tape.gradient(loss_b, theta)
+        return loss_b, tape.gradient(loss_b, theta, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
     return map_examples(one_example, (x, y), vectorize)

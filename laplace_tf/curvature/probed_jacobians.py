@@ -44,7 +44,7 @@ def jacobians_function(params: ModelParameters) -> Callable[[tf.Tensor, Any], tu
         outputs, batch = run.f.shape[-1], tf.shape(run.f)[0]
         blocks = {}
         for rule, gradients in zip(rules, run.gradients, strict=True):
-            if rows_grouped_by_example(rule, run.static_examples):
+            if rule.probes and rows_grouped_by_example(rule, run.static_examples):
                 for path, g in per_example_gradients(rule, gradients, run.examples, params.dtype).items():
                     # (K, B, size) or, tiled, (1, K * B, size) with copy k first: either way output-major
                     blocks[path] = tf.transpose(tf.reshape(g, [outputs, batch, -1]), [1, 0, 2])
