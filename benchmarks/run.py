@@ -266,16 +266,18 @@ READING_NOTES = """
   "A per pair" compare laplace-torch with our factors divided by the pairs instead; the timed
   runs and the tuned evidences use our default, so the two tuned kron evidences differ.
 - First calls: a cold `fit` or GLM `predict` pays for tracing its `tf.function` once per model and
-  configuration (a second `Laplace` on the same model traces nothing, as a test checks). The
-  cold-pipeline table's `diag` row was measured before `diag` took the probe path for Dense layers
-  (it has not been re-run since), so it overstates today's `diag` cost. Those
-  functions differentiate the network per example (nested `pfor` for `full` and the GLM
-  Jacobians; a `pfor` over the output Hessian's columns for `kron`, and for `diag` of Dense
-  layers, whose other layers take the Jacobians), and tracing them costs
-  more than Keras's own first call, which traces the model once: the cold time is within 1.5x
-  warm plus the model's first call for the full GGN, the LSTM and most Transformer cases, and up
-  to twice that budget for the small `kron` and `diag` fits, whose warm times are tens of
-  milliseconds. The absolute overhead is 0.1 to 0.4 s per configuration.
+  configuration (a second `Laplace` on the same model traces nothing, as a test checks). Every
+  layer with a probe rule (Dense, EinsumDense, convolutions, Embedding, LayerNorm, BatchNorm) is
+  differentiated by backward passes of the whole batch, one per output-Hessian column, vectorised
+  with `pfor` (or, for models `pfor` cannot vectorise, on the batch tiled once per column); only
+  layers without a rule (recurrent kernels) are differentiated per example. That took the CNN and
+  Transformer fits and predictives from 0.5-1.7 s cold to 0.3-0.8 s. What remains over the budget
+  is TensorFlow's tracing and first run of graphs about twice the size of a Keras training step,
+  0.15-0.5 s per configuration, which weighs most where the warm time is tens of milliseconds.
+- Not re-measured after the last changes: the cold-pipeline table (it predates the probe paths for
+  `diag` and `full`), the two MLP GLM predictive rows and the reward-model predictive rows. The
+  rows re-measured this time ran on a busier machine than before (laplace-torch's own times moved
+  by up to 40% in both directions between runs), so compare ratios within a row, not across runs.
 """
 
 
