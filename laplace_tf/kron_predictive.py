@@ -31,8 +31,9 @@ import numpy as np
 import tensorflow as tf
 
 from laplace_tf.curvature import compile_for_batches
+from laplace_tf.curvature.graph_calls import called_once, forward_calls
 from laplace_tf.curvature.jacobians import output_jacobians
-from laplace_tf.curvature.kfac_layers import LayerRule, covered_paths, find_rules, in_one_graph_place, recording
+from laplace_tf.curvature.kfac_layers import LayerRule, covered_paths, find_rules, recording
 from laplace_tf.params import ModelParameters
 from laplace_tf.posterior.kron import EigenBlock, KronPosterior
 from laplace_tf.vectorizing import input_rank
@@ -41,14 +42,14 @@ from laplace_tf.vectorizing import input_rank
 def dense_rules(params: ModelParameters) -> list[LayerRule] | None:
     """The layer rules if every one is a Dense layer known to take 2-D inputs and every selected
     variable is whole (no masks), else ``None``."""
-    rules = find_rules(params.model, set(params.names))
+    rules, calls = find_rules(params.model, set(params.names)), forward_calls(params.model)
     whole = all(size == int(np.prod(shape)) for size, shape in zip(params.sizes, params.shapes, strict=True))
     if (
         not rules
         or not whole
         or not params.rows_are_examples
         or any(
-            r.kind != "dense" or not r.per_example or not _takes_matrices(r.layer) or not in_one_graph_place(r.layer)
+            r.kind != "dense" or not r.per_example or not _takes_matrices(r.layer) or not called_once(calls, r.layer)
             for r in rules
         )
     ):
@@ -67,11 +68,19 @@ def factors_function(params: ModelParameters, rules: list[LayerRule]) -> Callabl
             with recording(rules, tape):
                 f = params.apply(theta, x)
             per_output = tf.reduce_sum(f, axis=0)  # examples are independent: one pass per output
-        gradients = tape.jacobian(
-            per_output, [r.probe.perturbation for r in rules], experimental_use_pfor=params.vectorize
+        called = [r for r in rules if r.probes]  # a subclassed model may not call every layer
+        found = tape.jacobian(
+            per_output, [r.probe.perturbation for r in called], experimental_use_pfor=params.vectorize
         )
-        inputs = [tf.cast(r.probe.inputs, f.dtype) for r in rules]
-        gradients = [tf.cast(g, f.dtype) for g in gradients]  # float16 in a mixed-precision layer
+        found = dict(zip(map(id, called), found, strict=True))
+        batch, n_outputs = tf.shape(f)[0], f.shape[-1]
+        inputs = [
+            tf.cast(r.probe.inputs, f.dtype) if r.probes else tf.zeros([batch, r.input_dim], f.dtype) for r in rules
+        ]
+        gradients = [  # float16 in a mixed-precision layer; zero for a layer the model does not call
+            tf.cast(found[id(r)], f.dtype) if r.probes else tf.zeros([n_outputs, batch, r.output_dim], f.dtype)
+            for r in rules
+        ]
         if leftover_params is None:
             leftover_jacobians = tf.zeros([tf.shape(f)[0], f.shape[-1], 0], f.dtype)
         else:

@@ -27,7 +27,8 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from laplace_tf.curvature import compile_for_batches
-from laplace_tf.curvature.kfac_layers import LayerRule, find_rules, in_one_graph_place, recording
+from laplace_tf.curvature.graph_calls import called_once, forward_calls
+from laplace_tf.curvature.kfac_layers import LayerRule, find_rules, recording
 from laplace_tf.params import ModelParameters
 from laplace_tf.posterior.diag import DiagPosterior
 from laplace_tf.posterior.kron import EigenBlock, KronPosterior
@@ -37,10 +38,11 @@ def dense_output_rule(params: ModelParameters) -> LayerRule | None:
     """The rule of the Dense layer whose kernel (and bias, if any) are exactly the selected weights."""
     if not params.rows_are_examples:
         return None
+    calls = forward_calls(params.model)
     rules = [
         r
         for r in find_rules(params.model, set(params.names))
-        if r.kind == "dense" and r.per_example and in_one_graph_place(r.layer)
+        if r.kind == "dense" and r.per_example and called_once(calls, r.layer)
     ]
     if len(rules) != 1:
         return None

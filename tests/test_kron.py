@@ -272,13 +272,16 @@ def test_subclassed_model_gets_the_same_kron_curvature(classification_data):
     np.testing.assert_allclose(ours.predict(x), expected.predict(x), rtol=1e-10)
 
 
-def test_a_shared_layer_counts_each_call_as_positions():
-    """A Dense layer called on two inputs (shared weights) gets the K-FAC factors of one Dense layer
-    on a length-2 sequence of them (the "expand" convention), with the same weights; the GLM
-    predictive is exact either way."""
+@pytest.mark.parametrize("nested", [False, True], ids=["layer", "nested_model"])
+def test_a_shared_layer_counts_each_call_as_positions(nested):
+    """A Dense layer called on two inputs (shared weights; alone or inside a nested model) gets the
+    K-FAC factors of one Dense layer on a length-2 sequence of them (the "expand" convention), with
+    the same weights; the GLM predictive is exact either way."""
     keras.utils.set_random_seed(0)
     left, right = keras.Input((3,), dtype="float64"), keras.Input((3,), dtype="float64")
     shared = keras.layers.Dense(4, activation="tanh", dtype="float64")
+    if nested:
+        shared = keras.Sequential([keras.Input((3,), dtype="float64"), shared])
     head = keras.layers.Dense(2, dtype="float64")
     siamese = keras.Model([left, right], head(keras.layers.Concatenate()([shared(left), shared(right)])))
     sequence = keras.Input((2, 3), dtype="float64")

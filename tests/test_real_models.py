@@ -15,8 +15,11 @@ import tensorflow as tf
 from conftest import N_CLASSES, naive_jacobians, output_hessians_np
 
 import laplace_tf as lt
+from laplace_tf.curvature.graph_calls import forward_calls
 from laplace_tf.curvature.kron import DiagBlock
 from laplace_tf.curvature.probed_jacobians import jacobians_function
+from laplace_tf.kron_predictive import dense_rules
+from laplace_tf.last_layer import dense_output_rule
 
 LAYERS = keras.layers
 N = 6
@@ -352,6 +355,74 @@ def test_save_load_by_structure_onto_a_reloaded_or_rebuilt_model(tmp_path):
     different = keras.Model(*_widened_two_inputs())
     with pytest.raises(ValueError, match=r"variable 0 .* is \[4, 5\] float32, saved \[4, 4\] float32"):
         lt.load(tmp_path / "posterior.npz", different)
+
+
+def test_a_sequential_model_reloaded_from_keras_keeps_the_fast_paths(tmp_path):
+    keras.utils.set_random_seed(12)
+    model = cnn_with_batchnorm()
+    model.save(tmp_path / "cnn.keras")
+    reloaded = keras.saving.load_model(tmp_path / "cnn.keras")  # rebuilt layer by layer: stale graph nodes
+    assert len(reloaded.layers[1]._inbound_nodes) > 1
+    calls = forward_calls(reloaded)
+    assert [calls[id(layer)] for layer in reloaded.layers] == [1] * len(reloaded.layers)
+    x, y = inputs_for("cnn", n=10), np.arange(10) % N_CLASSES
+    fitted = [
+        lt.Laplace(m, "classification", hessian_structure="kron").fit((x, y), verbose=False) for m in (model, reloaded)
+    ]
+    assert fitted[1]._estimator.jacobian_params == 0  # BatchNorm by probes, not per-example Jacobians
+    np.testing.assert_allclose(
+        float(fitted[1].log_marginal_likelihood()), float(fitted[0].log_marginal_likelihood()), rtol=1e-6
+    )
+    mlp = keras.Sequential([keras.Input((4,)), LAYERS.Dense(5, activation="tanh"), LAYERS.Dense(N_CLASSES)])
+    mlp.save(tmp_path / "mlp.keras")
+    reloaded_mlp = lt.Laplace(
+        keras.saving.load_model(tmp_path / "mlp.keras"), "classification", hessian_structure="kron"
+    )
+    assert dense_rules(reloaded_mlp.params) is not None  # the closed-form kron predictive
+    assert dense_output_rule(lt.Laplace(reloaded_mlp.model, "classification", subset_of_weights="last_layer").params)
+
+
+class _UnusedHead(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = LAYERS.Dense(4, activation="tanh"), LAYERS.Dense(N_CLASSES)
+        self.head = LAYERS.Dense(2)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def _with_an_unused_head(kind: str) -> keras.Model:
+    """A model tracking a built Dense ``head`` its forward pass never calls (an auxiliary head)."""
+    if kind == "functional":
+        inputs = keras.Input((5,))
+        model = keras.Model(inputs, LAYERS.Dense(N_CLASSES)(LAYERS.Dense(4, activation="tanh")(inputs)))
+        model.head = LAYERS.Dense(2)
+        model.head.build((None, 4))
+        return model
+    model = _UnusedHead()
+    model.head.build((None, 4))
+    model(np.zeros((1, 5), "float32"))
+    return model
+
+
+@pytest.mark.parametrize("kind", ["functional", "subclassed"])
+def test_weights_the_model_never_calls_keep_their_prior(kind):
+    keras.utils.set_random_seed(13)
+    model = _with_an_unused_head(kind)
+    head = {v.path for v in model.head.trainable_variables}
+    used = [v.path for v in model.trainable_variables if v.path not in head]
+    x, y = inputs_for("residual", n=10), np.arange(10) % N_CLASSES
+    for structure in ("diag", "kron", "full"):
+        options = {"hessian_structure": structure, "prior_precision": 2.0}
+        la = lt.Laplace(model, "classification", **options).fit((x, y), batch_size=4, verbose=False)
+        reference = lt.Laplace(model, "classification", subset_of_weights=used, **options)
+        reference.fit((x, y), batch_size=4, verbose=False)
+        pieces = np.split(la.posterior.variance.numpy(), np.cumsum(la.params.sizes)[:-1])
+        for name, variance in zip(la.params.names, pieces, strict=True):
+            if name in head:
+                np.testing.assert_allclose(variance, 0.5, rtol=1e-6)
+        np.testing.assert_allclose(la.predict(x, verbose=False), reference.predict(x, verbose=False), rtol=1e-5)
 
 
 def _widened_two_inputs():

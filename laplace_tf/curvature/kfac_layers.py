@@ -76,6 +76,11 @@ class LayerRule:
     @property
     def probe(self) -> Probe:
         """The one call's probe, for the predictive paths that need one call per layer."""
+        if not self.probes:
+            raise ValueError(
+                f"Layer {self.layer.name!r} is not called in the model's forward pass, so its weights do not "
+                "change the outputs; leave them out with subset_of_weights."
+            )
         if len(self.probes) != 1:
             raise ValueError(
                 f"Layer {self.layer.name!r} is called {len(self.probes)} times in one forward pass (shared "
@@ -118,7 +123,11 @@ class LayerRule:
     def input_moment(self) -> tuple[tf.Tensor, tf.Tensor]:
         """$\\sum a a^\\top$ over the batch and every call (a vector of counts for an Embedding)
         and the number of positions it summed over: a layer called several times (shared
-        weights) counts each call's inputs as more positions, the "expand" convention."""
+        weights) counts each call's inputs as more positions, the "expand" convention. A layer
+        the model does not call has zero moments."""
+        if not self.probes:
+            shape = [self.input_dim] if self.kind == "embedding" else [self.input_dim, self.input_dim]
+            return tf.zeros(shape, self.dtype), tf.zeros([], self.dtype)
         moments = [self._input_moment(probe.inputs) for probe in self.probes]
         return tf.add_n([m[0] for m in moments]), tf.add_n([m[1] for m in moments])
 
@@ -136,6 +145,8 @@ class LayerRule:
         """$\\sum g g^\\top$ from each call's pre-activation gradients ``(C, B, ..., d_out)``, in
         the variables' dtype (a mixed-precision layer computes them in float16)."""
         rows = [tf.reshape(tf.cast(g, self.dtype), [-1, self.output_dim]) for g in gradients]
+        if not rows:  # a layer the model does not call
+            return tf.zeros([self.output_dim, self.output_dim], self.dtype)
         return tf.add_n([tf.matmul(r, r, transpose_a=True) for r in rows])
 
     @property
@@ -173,13 +184,6 @@ def find_rules(model: keras.Model, selected_paths: set[str]) -> list[LayerRule]:
             )
         )
     return rules
-
-
-def in_one_graph_place(layer: keras.layers.Layer) -> bool:
-    """Whether the layer appears once in the functional graphs it belongs to (a layer shared by
-    several branches, or reused by another model, has several inbound nodes). Subclassed models
-    record none; a layer they call twice is caught when its `LayerRule.probe` is read."""
-    return len(getattr(layer, "_inbound_nodes", [])) <= 1
 
 
 @contextlib.contextmanager

@@ -115,7 +115,7 @@ class KronPlan:
         for rule, a_sum, positions, g_sum in zip(
             self.rules, sums["input"], sums["positions"], sums["output"], strict=True
         ):
-            blocks[rule.kernel.path] = KronBlock(a_sum / positions, g_sum)
+            blocks[rule.kernel.path] = KronBlock(tf.math.divide_no_nan(a_sum, positions), g_sum)  # 0/0: not called
             if rule.bias is not None:
                 blocks[rule.bias.path] = KronBlock(tf.ones([1, 1], g_sum.dtype), g_sum)
         if self.diagonal_paths:

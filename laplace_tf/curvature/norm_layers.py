@@ -28,7 +28,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from laplace_tf.curvature.kfac_layers import Probe, in_one_graph_place
+from laplace_tf.curvature.kfac_layers import Probe
 from laplace_tf.vectorizing import input_rank
 
 
@@ -75,7 +75,7 @@ def scale_shift_rules(model: keras.Model, selected_paths: set[str]) -> list[Scal
     """The rules of the model's normalisation layers over the last axis with a selected $\\gamma$ or $\\beta$."""
     rules = []
     for layer in model._flatten_layers(include_self=False):
-        if not _normalises_the_last_axis(layer) or not in_one_graph_place(layer):
+        if not _normalises_the_last_axis(layer):
             continue
         scale = getattr(layer, "gamma", None)
         shift = getattr(layer, "beta", None)
