@@ -86,7 +86,7 @@ def curvature_estimator(
             _summed_fit(compile_for_batches(plan.batch)),
             plan.finalize,
             elements=plan.elements(),
-            jacobian_params=plan.leftover_params.n_params if plan.leftover_params else 0,
+            jacobian_params=plan.jacobian_params,
             treatment=plan.treatment(),
         )
     if independent_outputs and structure != HessianStructure.GP:
@@ -132,9 +132,8 @@ def curvature_estimator(
     if structure == HessianStructure.DIAG and curvature_type != CurvatureType.HESSIAN:
         probed = ProbedDiagonal(params, likelihood, curvature_type)
         if probed.rules:
-            leftover = probed.leftover_params.n_params if probed.leftover_params is not None else 0
             per_example = per_example_memory(probed.rules, params)
-            jacobian_params = max(leftover, per_example) if jacobian_params else 0
+            jacobian_params = max(probed.jacobian_params, per_example) if jacobian_params else 0
             batch_fn = lambda theta, x, y, seed: probed.batch(theta, x, y)  # noqa: E731
     batch = compile_for_batches(batch_fn)
     return CurvatureEstimator(

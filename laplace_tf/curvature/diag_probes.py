@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from laplace_tf.curvature import diag
 from laplace_tf.curvature.jacobians import loss_gradients, output_jacobians
-from laplace_tf.curvature.kfac_layers import covered_paths, find_rules, recording
+from laplace_tf.curvature.kfac_layers import find_rules, recording, uncovered_size
 from laplace_tf.curvature.norm_layers import scale_shift_rules
 from laplace_tf.curvature.probe_passes import ProbeRun, probe_columns, run_probes
 from laplace_tf.curvature.probe_squares import rows_grouped_by_example, squared_gradient_sums
@@ -49,9 +49,7 @@ class ProbedDiagonal:
     def __init__(self, params: ModelParameters, likelihood: Likelihood, curvature_type: CurvatureType):
         self.params, self.likelihood, self.curvature_type = params, likelihood, curvature_type
         self.rules = probe_rules(params)
-        covered = covered_paths(self.rules)
-        leftover = [n for n in params.names if n not in covered]
-        self.leftover_params = params.restricted(leftover) if leftover else None
+        self.jacobian_params = uncovered_size(params, self.rules)  # per-example Jacobians
         self.one_position: dict[int, bool] = {}  # by id(rule), learnt by `prepare`
 
     def prepare(self, theta: tf.Tensor, x: Any) -> tf.Tensor:

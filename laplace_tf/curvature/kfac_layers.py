@@ -159,6 +159,12 @@ def covered_paths(rules: list) -> set[str]:
     return {path for rule in rules for path in rule.covered}
 
 
+def uncovered_size(params: Any, rules: list) -> int:
+    """How many of ``params``' numbers no rule covers (they take per-example Jacobians)."""
+    covered = covered_paths(rules)
+    return sum(size for name, size in zip(params.names, params.sizes, strict=True) if name not in covered)
+
+
 def find_rules(model: keras.Model, selected_paths: set[str]) -> list[LayerRule]:
     """The K-FAC rules for the model's supported layers whose kernel is among ``selected_paths``."""
     layers = list(model._flatten_layers(include_self=False))

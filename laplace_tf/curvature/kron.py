@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from laplace_tf.curvature.diag_probes import diagonal_pieces
-from laplace_tf.curvature.kfac_layers import covered_paths, find_rules
+from laplace_tf.curvature.kfac_layers import covered_paths, find_rules, uncovered_size
 from laplace_tf.curvature.norm_layers import scale_shift_rules
 from laplace_tf.curvature.probe_passes import probe_columns, run_probes
 from laplace_tf.likelihoods import Likelihood
@@ -77,9 +77,7 @@ class KronPlan:
         self.diagonal_rules = scale_shift_rules(params.model, set(params.names))
         kron_paths = covered_paths(self.rules)
         self.diagonal_paths = [n for n in params.names if n not in kron_paths]
-        probed = covered_paths(self.diagonal_rules)
-        self.leftover = [n for n in self.diagonal_paths if n not in probed]  # per-example Jacobians
-        self.leftover_params = params.restricted(self.leftover) if self.leftover else None
+        self.jacobian_params = uncovered_size(params, self.rules + self.diagonal_rules)  # per-example Jacobians
 
     def elements(self) -> int:
         """The curvature's size in numbers: every factor, and the diagonal blocks."""
