@@ -270,14 +270,19 @@ READING_NOTES = """
   layer with a probe rule (Dense, EinsumDense, convolutions, Embedding, LayerNorm, BatchNorm) is
   differentiated by backward passes of the whole batch, one per output-Hessian column, vectorised
   with `pfor` (or, for models `pfor` cannot vectorise, on the batch tiled once per column); only
-  layers without a rule (recurrent kernels) are differentiated per example. That took the CNN and
-  Transformer fits and predictives from 0.5-1.7 s cold to 0.3-0.8 s. What remains over the budget
-  is TensorFlow's tracing and first run of graphs about twice the size of a Keras training step,
-  0.15-0.5 s per configuration, which weighs most where the warm time is tens of milliseconds.
-- Not re-measured after the last changes: the cold-pipeline table (it predates the probe paths for
-  `diag` and `full`), the two MLP GLM predictive rows and the reward-model predictive rows. The
-  rows re-measured this time ran on a busier machine than before (laplace-torch's own times moved
-  by up to 40% in both directions between runs), so compare ratios within a row, not across runs.
+  layers without a rule (recurrent kernels) are differentiated per example. Against the model's
+  first predict, every cold call is within budget but the larger MLP fits (1.0-1.1), the LSTM kron
+  fit (1.15), the reward-model fits (1.2) and the Transformer (1.5-1.9); against a first training
+  step, the cold calls are 0.6-1.65 of budget. What remains is TensorFlow's fixed cost per compiled
+  function: building the graph op by op in Python (about 0.2 ms an op; the 64-50-10 diag fit's
+  graph has 287 ops, 0.06 s) and its first run (0.04 s there, little of it graph optimisation).
+  Cold times move by up to 30% between processes on this shared machine (the Transformer's cold
+  kron fit measured between 0.56 and 1.0 s). Tiling the batch once per column instead of `pfor` saves
+  0.03 s cold on the small MLP but costs up to 1.7 times the warm time on the larger one, so it is
+  kept for the models `pfor` cannot vectorise.
+- This run re-measured every fit, GLM predictive and cold-pipeline row and the models' own first
+  calls; the prior-tuning rows and the `lt.hessian` table are from an earlier run. laplace-torch's
+  times move as much as ours between runs, so compare ratios within a row, not across runs.
 """
 
 
