@@ -12,8 +12,9 @@ $$
 
 
 in $O(d_{in} d_{out} + K^2 d_{out})$ per example, never forming the ``(K, P)`` Jacobian.
-A bias block is the same with $a = 1$; variables without a Kronecker rule (diagonal blocks)
-use their own per-example Jacobians, which are small.
+A bias block is the same with $a = 1$; variables without a Kronecker rule (diagonal blocks),
+and a layer the forward pass calls more than once or not at all, use their own per-example
+Jacobians.
 
 Example:
     ```python
@@ -24,72 +25,69 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from laplace_tf.curvature import compile_for_batches
-from laplace_tf.curvature.graph_calls import called_once, forward_calls
 from laplace_tf.curvature.jacobians import output_jacobians
 from laplace_tf.curvature.kfac_layers import LayerRule, covered_paths, find_rules, recording
 from laplace_tf.params import ModelParameters
-from laplace_tf.posterior.kron import EigenBlock, KronPosterior
+from laplace_tf.posterior.kron import EigenBlock, KronPosterior, block_variance
 from laplace_tf.vectorizing import input_rank
 
 
 def dense_rules(params: ModelParameters) -> list[LayerRule] | None:
     """The layer rules if every one is a Dense layer known to take 2-D inputs and every selected
-    variable is whole (no masks), else ``None``."""
-    rules, calls = find_rules(params.model, set(params.names)), forward_calls(params.model)
+    variable is whole (no masks), else ``None``. A layer among them that one forward pass calls
+    more than once, or not at all, takes per-example Jacobians (`LayerFactors`)."""
+    rules = find_rules(params.model, set(params.names))
     whole = all(size == int(np.prod(shape)) for size, shape in zip(params.sizes, params.shapes, strict=True))
     if (
         not rules
         or not whole
         or not params.rows_are_examples
-        or any(
-            r.kind != "dense" or not r.per_example or not _takes_matrices(r.layer) or not called_once(calls, r.layer)
-            for r in rules
-        )
+        or any(r.kind != "dense" or not r.per_example or not _takes_matrices(r.layer) for r in rules)
     ):
         return None
     return rules
 
 
-def factors_function(params: ModelParameters, rules: list[LayerRule]) -> Callable:
-    """Compiled ``(theta, x) -> (f, layer inputs, pre-activation gradients (K, B, d_out), leftover J)``."""
-    covered = covered_paths(rules)
-    leftover = [n for n in params.names if n not in covered]
-    leftover_params = params.restricted(leftover) if leftover else None
+class LayerFactors:
+    """Compiled ``(theta, x) -> (f, layer inputs (B, d_in), pre-activation gradients (K, B, d_out),
+    leftover J)`` for the rules whose layer the forward pass calls exactly once (`factored`, known
+    from the first call's trace); the other variables, a shared layer's or one the model never
+    calls included, take per-example Jacobians (the leftover)."""
 
-    def factors(theta: tf.Tensor, x: tf.Tensor) -> tuple:
+    def __init__(self, params: ModelParameters, rules: list[LayerRule]):
+        self.params, self.rules = params, rules
+        self.factored: list[LayerRule] = []
+        self._compiled = compile_for_batches(self._factors)
+
+    def __call__(self, theta: tf.Tensor, x: Any) -> tuple:
+        return self._compiled(theta, x)
+
+    def _factors(self, theta: tf.Tensor, x: Any) -> tuple:
+        params = self.params
         with tf.GradientTape() as tape:
-            with recording(rules, tape):
+            with recording(self.rules, tape):
                 f = params.apply(theta, x)
             per_output = tf.reduce_sum(f, axis=0)  # examples are independent: one pass per output
-        called = [r for r in rules if r.probes]  # a subclassed model may not call every layer
-        found = tape.jacobian(
-            per_output, [r.probe.perturbation for r in called], experimental_use_pfor=params.vectorize
+        self.factored = [r for r in self.rules if len(r.probes) == 1]
+        gradients = tape.jacobian(
+            per_output, [r.probe.perturbation for r in self.factored], experimental_use_pfor=params.vectorize
         )
-        found = dict(zip(map(id, called), found, strict=True))
-        batch, n_outputs = tf.shape(f)[0], f.shape[-1]
-        inputs = [
-            tf.cast(r.probe.inputs, f.dtype) if r.probes else tf.zeros([batch, r.input_dim], f.dtype) for r in rules
-        ]
-        gradients = [  # float16 in a mixed-precision layer; zero for a layer the model does not call
-            tf.cast(found[id(r)], f.dtype) if r.probes else tf.zeros([n_outputs, batch, r.output_dim], f.dtype)
-            for r in rules
-        ]
-        if leftover_params is None:
-            leftover_jacobians = tf.zeros([tf.shape(f)[0], f.shape[-1], 0], f.dtype)
-        else:
-            leftover_jacobians = output_jacobians(
-                leftover_params.apply, leftover_params.theta, x, leftover_params.vectorize
-            )[1]
+        inputs = [tf.cast(r.probe.inputs, f.dtype) for r in self.factored]
+        gradients = [tf.cast(g, f.dtype) for g in gradients]  # float16 in a mixed-precision layer
+        covered = covered_paths(self.factored)
+        leftover = [n for n in params.names if n not in covered]
+        if not leftover:
+            return f, inputs, gradients, tf.zeros([tf.shape(f)[0], f.shape[-1], 0], f.dtype)
+        leftover_params = params.restricted(leftover)
+        leftover_jacobians = output_jacobians(leftover_params.apply, leftover_params.theta, x, params.vectorize)[1]
         return f, inputs, gradients, leftover_jacobians
-
-    return compile_for_batches(factors)
 
 
 def functional_variance(
@@ -112,9 +110,10 @@ def functional_variance(
                 posterior.blocks[index], posterior.eigenvalues[index], tf.ones_like(a[:, :1]), g
             )
     covered = covered_paths(rules)
-    diagonal = [posterior.eigenvalues[position[n]] for n in params.names if n not in covered]
-    if diagonal:
-        total += tf.matmul(leftover / tf.concat(diagonal, axis=0), leftover, transpose_b=True)
+    rest = [position[n] for n in params.names if n not in covered]  # diagonal blocks, or a shared layer's
+    pieces = tf.split(leftover, [posterior.sizes[i] for i in rest], axis=-1) if rest else []
+    for index, piece in zip(rest, pieces, strict=True):
+        total += block_variance(posterior.blocks[index], posterior.eigenvalues[index], piece)
     return total
 
 

@@ -32,7 +32,7 @@ from laplace_tf.curvature.probed_jacobians import jacobians_function
 from laplace_tf.data import as_inputs
 from laplace_tf.distribution import concatenated_over_replicas, current_strategy
 from laplace_tf.inputs import n_examples, take
-from laplace_tf.kron_predictive import dense_rules, factors_function
+from laplace_tf.kron_predictive import LayerFactors, dense_rules
 from laplace_tf.last_layer import dense_output_rule, features_function
 from laplace_tf.options import HessianStructure, LinkApprox, PredType, parse_option
 from laplace_tf.options import Likelihood as LikelihoodName
@@ -206,7 +206,7 @@ class LaplacePredictive:
                 else kron_predictive.functional_variance
             )
             covariance = variance_from_factors(
-                self.posterior, view.params, view.dense_rules, layer_inputs, gradients, leftover
+                self.posterior, view.params, view.layer_factors.factored, layer_inputs, gradients, leftover
             )
             return f, covariance
         f, jacobians = view.jacobians(self.mean, inputs)
@@ -320,8 +320,7 @@ class PredictiveView:
     jacobians: Callable
     outputs_at: Callable
     features: Callable | None  # closed-form last-layer path (`last_layer`)
-    dense_rules: list | None
-    layer_factors: Callable | None  # closed-form kron and diag path (`kron_predictive`, `diag_predictive`)
+    layer_factors: LayerFactors | None  # closed-form kron and diag path (`kron_predictive`, `diag_predictive`)
 
     @property
     def closed_form(self) -> bool:
@@ -340,7 +339,7 @@ def predictive_view(
     factors = (
         None
         if features is not None or rules is None
-        else cached(model, ("factors", key), lambda: factors_function(params, rules))
+        else cached(model, ("factors", key), lambda: LayerFactors(params, rules))
     )
     return PredictiveView(
         params=params,
@@ -357,7 +356,6 @@ def predictive_view(
             ),
         ),
         features=features,
-        dense_rules=rules,
         layer_factors=factors,
     )
 

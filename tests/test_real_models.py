@@ -382,6 +382,38 @@ def test_a_sequential_model_reloaded_from_keras_keeps_the_fast_paths(tmp_path):
     assert dense_output_rule(lt.Laplace(reloaded_mlp.model, "classification", subset_of_weights="last_layer").params)
 
 
+class TwoCallsOfOneDense(LAYERS.Layer):
+    """A custom layer calling its sublayer twice: invisible in the model's graph."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = LAYERS.Dense(4, activation="tanh", dtype="float64")
+
+    def build(self, input_shape):
+        self.inner.build(input_shape)
+
+    def call(self, x):
+        return self.inner(x) + self.inner(0.5 * x)
+
+
+@pytest.mark.parametrize("structure", ["kron", "diag"])
+def test_a_sublayer_called_twice_takes_jacobians_in_the_closed_form_predictive(structure):
+    """The closed-form GLM predictive takes the reused Dense layer's weights by per-example Jacobians
+    and the output layer's in closed form: J Sigma J^T as with the whole naive Jacobian."""
+    keras.utils.set_random_seed(14)
+    inputs = keras.Input((3,), dtype="float64")
+    model = keras.Model(inputs, LAYERS.Dense(N_CLASSES, dtype="float64")(TwoCallsOfOneDense(dtype="float64")(inputs)))
+    x, y = np.random.default_rng(3).normal(size=(7, 3)), np.arange(7) % N_CLASSES
+    la = lt.Laplace(model, "classification", hessian_structure=structure).fit((x, y), verbose=False)
+    assert la._fitted_view.closed_form
+    means, covariances = la.glm_output_distribution(x, verbose=False)
+    jacobians = naive_jacobians(model, x)
+    expected = np.einsum("nkp,pq,nlq->nkl", jacobians, la.posterior.covariance.numpy(), jacobians)
+    np.testing.assert_allclose(means, model(x), rtol=1e-12)
+    np.testing.assert_allclose(covariances, expected, rtol=1e-9, atol=1e-12)
+    assert [r.layer.name for r in la._fitted_view.layer_factors.factored] == [model.layers[-1].name]
+
+
 class _UnusedHead(keras.Model):
     def __init__(self):
         super().__init__()

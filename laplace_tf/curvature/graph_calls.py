@@ -1,6 +1,7 @@
 r"""How many times one forward pass of a functional Keras model calls each of its layers.
 
-The closed-form predictives need every Kronecker-factored layer called exactly once. Keras keeps a
+The closed-form last-layer predictive (`last_layer`) needs its Dense output layer called exactly
+once, which it must know before any forward pass runs. Keras keeps a
 layer's calls in ``layer._inbound_nodes``, but that list also holds nodes of other graphs: a
 ``Sequential`` model reloaded from ``.keras`` is rebuilt one layer at a time, leaving up to one
 stale node per later layer, and a layer reused by a second model carries that model's node too.
@@ -8,13 +9,13 @@ Counting the nodes of the model's own graph instead (``_nodes_by_depth``; a nest
 model's nodes once per call of that model; a layer's sublayers, such as an attention layer's
 projections, as often as the layer) gives the calls of this model's forward pass only.
 
-A subclassed model has no graph to read; its layers' calls are counted while recording instead
-(`curvature.kfac_layers.LayerRule.probe`).
+A subclassed model has no graph to read, nor does a custom layer calling its sublayers; their
+calls are checked while recording instead (`curvature.kfac_layers.LayerRule.probe`).
 
 Example:
     ```python
-    >>> calls = forward_calls(keras.saving.load_model("cnn.keras"))
-    >>> called_once(calls, model.layers[0])
+    >>> reloaded = keras.saving.load_model("cnn.keras")
+    >>> called_once(forward_calls(reloaded), reloaded.layers[0])
     True
     ```
 """

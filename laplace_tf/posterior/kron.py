@@ -179,18 +179,20 @@ class KronPosterior:
 
     def functional_variance(self, jacobians: tf.Tensor) -> tf.Tensor:
         """$J_b P^{-1} J_b^\\top$ for Jacobians ``(B, K, P)``, block by block, ``(B, K, K)``."""
-        batch, k = tf.shape(jacobians)[0], tf.shape(jacobians)[1]
-        total = 0.0
-        for block, e, piece in zip(
-            self.blocks, self.eigenvalues, tf.split(jacobians, self.sizes, axis=-1), strict=True
-        ):
-            if isinstance(block, DiagBlock):
-                total += tf.matmul(piece / e, piece, transpose_b=True)
-                continue
-            rotated = block.rotate(tf.reshape(piece, tf.concat([[batch, k], block.shape], 0)))
-            flat = tf.reshape(rotated, [batch, k, -1])
-            total += tf.matmul(flat / tf.reshape(e, [-1]), flat, transpose_b=True)
-        return total
+        pieces = tf.split(jacobians, self.sizes, axis=-1)
+        terms = zip(self.blocks, self.eigenvalues, pieces, strict=True)
+        return tf.add_n([block_variance(block, e, piece) for block, e, piece in terms])
+
+
+def block_variance(block: EigenBlock | DiagBlock, eigenvalues: tf.Tensor, jacobians: tf.Tensor) -> tf.Tensor:
+    """One block's $J_b P_b^{-1} J_b^\top$ ``(B, K, K)`` for its Jacobians ``(B, K, size)``: in the
+    block's eigenbasis, $P_b^{-1}$ is the elementwise inverse of its eigenvalues."""
+    if isinstance(block, DiagBlock):
+        return tf.matmul(jacobians / eigenvalues, jacobians, transpose_b=True)
+    batch, k = tf.shape(jacobians)[0], tf.shape(jacobians)[1]
+    rotated = block.rotate(tf.reshape(jacobians, tf.concat([[batch, k], block.shape], 0)))
+    flat = tf.reshape(rotated, [batch, k, -1])
+    return tf.matmul(flat / tf.reshape(eigenvalues, [-1]), flat, transpose_b=True)
 
 
 def _size(block: EigenBlock | DiagBlock) -> int:
