@@ -33,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from laplace_tf.validation import check_one_output
 from laplace_tf.vectorizing import can_vectorize
 
 Subset = str | Sequence[str] | Sequence[Any] | dict[str, Any]
@@ -126,6 +127,8 @@ class ModelParameters:
     def apply(self, theta: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
         """The model's outputs ``(batch, outputs)`` for inputs ``x`` and weights ``theta``."""
         outputs, _ = self.model.stateless_call(self.unflatten(theta), self._non_trainable, x, **self._call_kwargs)
+        check_one_output(outputs)  # a subclassed model returning several heads
+        outputs = tf.nest.flatten(outputs)[0] if isinstance(outputs, (list, tuple, dict)) else outputs
         outputs = tf.cast(outputs, self.dtype)  # a mixed-precision model may compute in float16
         if outputs.shape.rank == 1:
             outputs = outputs[:, None]

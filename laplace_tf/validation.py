@@ -114,6 +114,18 @@ def check_outputs_are_logits(model: Any, likelihood: Any) -> None:
         )
 
 
+def check_one_output(outputs: Any) -> None:
+    """Refuses several model outputs (a list, tuple or dict of heads): the likelihoods take one
+    ``(batch, outputs)`` tensor. ``outputs`` are a functional model's ``model.outputs`` or what
+    a subclassed model returned."""
+    if isinstance(outputs, (list, tuple, dict)) and len(outputs) > 1:
+        raise ValueError(
+            f"The model has {len(outputs)} outputs, but laplace-tf needs one (batch, outputs) tensor: build "
+            "a model of the head you want uncertainty for (keras.Model(model.inputs, model.outputs[0])), "
+            "or join the heads with keras.layers.Concatenate()."
+        )
+
+
 def check_outputs_are_not_probabilities(outputs: np.ndarray, likelihood: Any) -> None:
     """Refuses classification outputs that are probabilities (every row in [0, 1] summing to 1)."""
     if likelihood != LikelihoodName.CLASSIFICATION or outputs.shape[-1] < 2 or len(outputs) < 2:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -48,6 +49,26 @@ def _nan_hidden_weight(c):
     kernel = model.layers[0].kernel
     kernel.assign(np.where(np.arange(kernel.shape[1]) == 0, np.nan, kernel.numpy()))
     return lt.Laplace(model, "classification", subset_of_weights="last_layer").fit((X, Y), verbose=False)
+
+
+def _two_heads(subclassed: bool):
+    """A model with two output heads, functional or subclassed (returning a tuple)."""
+    if not subclassed:
+        inputs = keras.Input((4,))
+        hidden = keras.layers.Dense(5)(inputs)
+        return keras.Model(inputs, [keras.layers.Dense(3)(hidden), keras.layers.Dense(3)(hidden)])
+
+    class TwoHeads(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.left, self.right = keras.layers.Dense(3), keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.left(x), self.right(x)
+
+    model = TwoHeads()
+    model(X[:1])
+    return model
 
 
 def _normal_model():
@@ -102,9 +123,16 @@ CONSTRUCTOR = [
     ("strategy_wrong_type", _laplace(strategy="mirrored"), TypeError, "strategy"),
     ("kron_with_exact_hessian", _laplace(hessian_structure="kron", curvature="hessian"), ValueError, "curvature"),
     ("lowrank_with_ef", _laplace(hessian_structure="lowrank", curvature="ef"), ValueError, "curvature"),
+    ("model_two_outputs", lambda c: lt.Laplace(_two_heads(False), "classification"), ValueError, "2 outputs"),
 ]
 
 FIT = [
+    (
+        "subclassed_model_two_outputs",
+        lambda c: lt.Laplace(_two_heads(True), "classification").fit((X, Y), verbose=False),
+        ValueError,
+        "2 outputs",
+    ),
     ("data_not_a_pair", _fit([X]), TypeError, "data"),
     ("data_triple", _fit((X, Y, Y)), TypeError, "data"),
     ("data_string", _fit("train.npz"), TypeError, "data"),

@@ -238,6 +238,19 @@ def test_kfac_is_the_exact_ggn_block_on_one_example_at_one_position(name):
         np.testing.assert_allclose(dense, expected, rtol=1e-8, atol=1e-12)
 
 
+def test_a_single_named_output_is_the_output():
+    """keras.Model(inputs, {"logits": ...}) returns a one-entry dict: the same Laplace as a plain output."""
+    keras.utils.set_random_seed(15)
+    inputs = keras.Input((5,))
+    logits = LAYERS.Dense(N_CLASSES)(LAYERS.Dense(4, activation="tanh")(inputs))
+    named, plain = keras.Model(inputs, {"logits": logits}), keras.Model(inputs, logits)
+    x, y = inputs_for("residual", n=8), np.arange(8) % N_CLASSES
+    fitted = [
+        lt.Laplace(m, "classification", hessian_structure="kron").fit((x, y), verbose=False) for m in (named, plain)
+    ]
+    np.testing.assert_array_equal(fitted[0].predict(x, verbose=False), fitted[1].predict(x, verbose=False))
+
+
 def test_multi_input_data_in_every_form_gives_the_same_fit():
     keras.utils.set_random_seed(6)
     model = two_inputs()
