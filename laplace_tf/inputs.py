@@ -96,9 +96,11 @@ def conform(x: Inputs, expected: Any, what: str = "x") -> Inputs:
     conformed = []
     for leaf, fitted, name in zip(tf.nest.flatten(x), tf.nest.flatten(expected), _leaf_names(what, x), strict=True):
         if tuple(leaf.shape[1:]) != fitted.shape:
+            one_example = tuple(leaf.shape) == fitted.shape
             raise ValueError(
                 f"{name} has examples of shape {tuple(leaf.shape[1:])}, but the Laplace was fitted on "
-                f"examples of shape {fitted.shape}; pass inputs of the shape the model takes."
+                f"examples of shape {fitted.shape}; pass inputs of the shape the model takes"
+                + (f" (one example needs a batch axis: {name}[None])." if one_example else ".")
             )
         if _kind(leaf) == "float" and fitted.kind == "integer":
             raise TypeError(f"{name} holds floats, but the model was fitted on integers there (token ids?).")

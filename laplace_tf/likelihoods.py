@@ -145,9 +145,11 @@ class Classification(Likelihood):
         labels = _integer_labels(y, "y (classification labels)")
         bad = (labels < 0) | (labels >= n_outputs)
         if bad.any():
+            one_logit = " (one logit is a binary classifier: use the 'binary' likelihood)" if n_outputs == 1 else ""
             raise ValueError(
                 f"y (classification labels) must be in [0, {n_outputs}) for a model with {n_outputs} "
-                f"outputs; found {labels[bad][:5].tolist()} (at positions {np.flatnonzero(bad)[:5].tolist()})."
+                f"outputs{one_logit}; found {labels[bad][:5].tolist()} (at positions "
+                f"{np.flatnonzero(bad)[:5].tolist()})."
             )
         return np.eye(n_outputs)[labels]
 

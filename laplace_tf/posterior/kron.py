@@ -185,7 +185,7 @@ class KronPosterior:
 
 
 def block_variance(block: EigenBlock | DiagBlock, eigenvalues: tf.Tensor, jacobians: tf.Tensor) -> tf.Tensor:
-    """One block's $J_b P_b^{-1} J_b^\top$ ``(B, K, K)`` for its Jacobians ``(B, K, size)``: in the
+    """One block's $J_b P_b^{-1} J_b^\\top$ ``(B, K, K)`` for its Jacobians ``(B, K, size)``: in the
     block's eigenbasis, $P_b^{-1}$ is the elementwise inverse of its eigenvalues."""
     if isinstance(block, DiagBlock):
         return tf.matmul(jacobians / eigenvalues, jacobians, transpose_b=True)
