@@ -106,6 +106,11 @@ class LaplaceEvidence:
         tuning = parse_option(TuningMethod, method, "method")
         structure = parse_option(PriorStructure, prior_structure, "prior_structure")
         chosen_metric = parse_option(GridMetric, metric, "metric")
+        if tuning == TuningMethod.MARGLIK and (val_data is not None or grid is not None or metric != "nll"):
+            raise ValueError(
+                "val_data, grid and metric are for method='gridsearch'; method='marglik' maximises the "
+                "evidence of the data the Laplace was fitted on and takes none of them."
+            )
         if optimize_sigma_noise and (
             self.likelihood.name != LikelihoodName.REGRESSION or tuning != TuningMethod.MARGLIK
         ):

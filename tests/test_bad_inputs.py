@@ -310,6 +310,12 @@ EVIDENCE = [
         "val_data",
     ),
     (
+        "marglik_with_val_data",
+        lambda c: c["la"].optimize_prior_precision(val_data=(X, Y)),
+        ValueError,
+        "method='gridsearch'",
+    ),
+    (
         "gridsearch_val_lengths",
         lambda c: c["la"].optimize_prior_precision(method="gridsearch", val_data=(X, Y[:5])),
         ValueError,
