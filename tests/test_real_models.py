@@ -463,6 +463,7 @@ def test_weights_the_model_never_calls_keep_their_prior(kind):
         la = lt.Laplace(model, "classification", **options).fit((x, y), batch_size=4, verbose=False)
         reference = lt.Laplace(model, "classification", subset_of_weights=used, **options)
         reference.fit((x, y), batch_size=4, verbose=False)
+        assert head < set(la.params.names)
         pieces = np.split(la.posterior.variance.numpy(), np.cumsum(la.params.sizes)[:-1])
         for name, variance in zip(la.params.names, pieces, strict=True):
             if name in head:
