@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from laplace_tf.curvature.diag_probes import probe_rules
 from laplace_tf.curvature.jacobians import output_jacobians
-from laplace_tf.curvature.kfac_layers import covered_paths
+from laplace_tf.curvature.kfac_layers import uncovered_size
 from laplace_tf.curvature.probe_passes import run_probes
 from laplace_tf.curvature.probe_squares import per_example_gradients, rows_grouped_by_example
 from laplace_tf.params import ModelParameters
@@ -38,8 +38,7 @@ def jacobians_function(params: ModelParameters) -> Callable[[tf.Tensor, Any], tu
     else example by example (`jacobians.output_jacobians`); all example by example when the
     model is looped (not vectorised) for variables without a rule anyway."""
     rules = probe_rules(params)
-    covered = covered_paths(rules)
-    looped_anyway = not params.vectorize and any(name not in covered for name in params.names)
+    looped_anyway = not params.vectorize and uncovered_size(params, rules) > 0
     if not rules or looped_anyway:  # a model looped example by example (recurrent): one loop for all
         return lambda theta, x: output_jacobians(params.apply, theta, x, params.vectorize)
 
