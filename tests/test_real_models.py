@@ -15,6 +15,8 @@ import tensorflow as tf
 from conftest import N_CLASSES, naive_jacobians, output_hessians_np
 
 import laplace_tf as lt
+from laplace_tf import validation
+from laplace_tf.curvature import probe_passes
 from laplace_tf.curvature.graph_calls import forward_calls
 from laplace_tf.curvature.kron import DiagBlock
 from laplace_tf.curvature.probed_jacobians import jacobians_function
@@ -487,3 +489,50 @@ def test_memory_guard_covers_kron_lowrank_and_batch_jacobians():
     x, y = inputs_for("lstm", n=64), np.arange(64) % N_CLASSES
     with pytest.raises(MemoryError, match=r"a batch of 64 examples' Jacobians.*smaller batch_size \(at most \d+\)"):
         la.fit((x, y), batch_size=64, verbose=False)
+
+
+@pytest.mark.parametrize("name", ["cnn", "transformer"])  # the probes vectorised by pfor, and tiled
+def test_columns_in_chunks_give_the_same_curvature(name, monkeypatch):
+    """Many classes take the probes' backward passes a chunk of columns at a time (here two of the
+    three, the last chunk padded with a zero column): the diagonal and full GGN equal the ones
+    built by hand, the K-FAC factors those of all columns in one go."""
+    keras.utils.set_random_seed(1)
+    model, x = BUILDERS[name](), inputs_for(name)
+    y = np.random.default_rng(2).integers(0, N_CLASSES, N)
+    at_once = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y), batch_size=4, verbose=False)
+    chunked_model = BUILDERS[name]()  # a new model: nothing compiled for it yet
+    chunked_model.set_weights(model.get_weights())
+    whole_chunks = []
+
+    def two_at_a_time(*args):
+        whole_chunks.append(probe_passes.columns_per_chunk.__wrapped__(*args))
+        return min(2, whole_chunks[-1])
+
+    two_at_a_time.__wrapped__ = probe_passes.columns_per_chunk
+    monkeypatch.setattr(probe_passes, "columns_per_chunk", two_at_a_time)
+    fitted = {
+        structure: lt.Laplace(chunked_model, "classification", hessian_structure=structure).fit(
+            (x, y), batch_size=4, verbose=False
+        )
+        for structure in ("kron", "diag", "full")
+    }
+    assert whole_chunks and all(chunk == N_CLASSES for chunk in whole_chunks)  # so two is a real split
+    for chunked, whole in zip(
+        _kron_blocks_as_dense(fitted["kron"].curvature), _kron_blocks_as_dense(at_once.curvature), strict=True
+    ):
+        np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6 * np.abs(whole).max())
+    jacobians = naive_jacobians(model, x)
+    hessians = output_hessians_np(np.asarray(model(x), np.float64), "classification")
+    expected = np.einsum("nkp,nkl,nlq->pq", jacobians, hessians, jacobians)
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(fitted["full"].curvature, expected, rtol=2e-4, atol=1e-6 * scale)
+    np.testing.assert_allclose(fitted["diag"].curvature, np.diag(expected), rtol=2e-4, atol=1e-6 * scale)
+
+
+def test_a_batch_whose_one_backward_pass_would_not_fit_is_refused(monkeypatch):
+    """Chunks of columns bound the probes' memory down to one column; beyond that the batch is too big."""
+    monkeypatch.setattr(validation, "default_memory_limit", lambda: 50_000)  # the kron factors fit
+    model, x = cnn_with_batchnorm(), inputs_for("cnn", n=64)
+    la = lt.Laplace(model, "classification", hessian_structure="kron")
+    with pytest.raises(MemoryError, match=r"backward pass of a batch of 64 examples.*smaller batch_size"):
+        la.fit((x, np.arange(64) % N_CLASSES), batch_size=64, verbose=False)

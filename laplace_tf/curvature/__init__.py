@@ -16,9 +16,10 @@ from typing import Any
 import tensorflow as tf
 
 from laplace_tf.curvature import diag, full, gp, lowrank
-from laplace_tf.curvature.diag_probes import ProbedDiagonal, per_example_memory
+from laplace_tf.curvature.diag_probes import ProbedDiagonal
 from laplace_tf.curvature.jacobians import loss_gradients
 from laplace_tf.curvature.kron import KronPlan
+from laplace_tf.curvature.probe_passes import expected_batch
 from laplace_tf.curvature.probed_jacobians import jacobians_function
 from laplace_tf.distribution import summed_over_replicas
 from laplace_tf.inputs import batch_spec, n_examples
@@ -131,9 +132,8 @@ def curvature_estimator(
     jacobian_params = params.n_params if curvature_type == CurvatureType.GGN else 0
     if structure == HessianStructure.DIAG and curvature_type != CurvatureType.HESSIAN:
         probed = ProbedDiagonal(params, likelihood, curvature_type)
-        if probed.rules:
-            per_example = per_example_memory(probed.rules, params)
-            jacobian_params = max(probed.jacobian_params, per_example) if jacobian_params else 0
+        if probed.rules:  # the probes' own per-example gradients come in chunks of columns that fit
+            jacobian_params = probed.jacobian_params if jacobian_params else 0
             batch_fn = lambda theta, x, y, seed: probed.batch(theta, x, y)  # noqa: E731
     batch = compile_for_batches(batch_fn)
     return CurvatureEstimator(
@@ -225,7 +225,8 @@ def _dense_batch_function(
 
 
 def compile_for_batches(fn: Callable) -> Callable:
-    """``fn(theta, x, *rest)`` compiled once for any batch size (traced on the first call).
+    """``fn(theta, x, *rest)`` compiled once for any batch size (traced on the first call, whose
+    batch size sizes the chunks of `probe_passes.run_probes`).
 
     ``x`` may be a structure of tensors (a model with several inputs).
     """
@@ -236,6 +237,8 @@ def compile_for_batches(fn: Callable) -> Callable:
             signature = [tf.TensorSpec(theta.shape, theta.dtype)]
             signature += [batch_spec(t) for t in batch]
             compiled.append(tf.function(fn, input_signature=signature, autograph=False))
+            with expected_batch(n_examples(batch[0])):  # traced now: chunks of columns sized for this batch
+                return compiled[0](theta, *batch)
         return compiled[0](theta, *batch)
 
     return call

@@ -65,42 +65,45 @@ class ProbedDiagonal:
 
     def batch(self, theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """The summed loss and the diagonal ``(P,)`` over one batch."""
-        run = run_probes(
-            self.params, self.rules, theta, x, lambda f: probe_columns(self.likelihood, self.curvature_type, f, y)
+        f, pieces = run_probes(
+            self.params,
+            self.rules,
+            theta,
+            x,
+            lambda f: probe_columns(self.likelihood, self.curvature_type, f, y),
+            lambda run: probed_pieces(self.rules, run, self.params.dtype, self.one_position),
+            weight_numbers=per_example_memory(self.rules, self.params),
         )
-        pieces = diagonal_pieces(self, self.params.names, self.rules, run, x, y, self.one_position)
+        pieces = with_jacobian_pieces(self, self.params.names, pieces, x, y)
         diagonal = tf.concat([pieces[name] for name in self.params.names], axis=0)
-        return tf.reduce_sum(self.likelihood.loss(run.f, y)), diagonal
+        return tf.reduce_sum(self.likelihood.loss(f, y)), diagonal
 
 
-def diagonal_pieces(
-    owner: Any,
-    wanted: list[str],
-    rules: list,
-    run: ProbeRun,
-    x: Any,
-    y: tf.Tensor,
-    one_position: dict[int, bool] | None = None,
+def probed_pieces(
+    rules: list, run: ProbeRun, dtype: tf.DType, one_position: dict[int, bool] | None = None
 ) -> dict[str, tf.Tensor]:
-    """Variable path -> diagonal over one batch, for the ``wanted`` variables: by the rules' probes
-    where their inputs are grouped by example, else from per-example Jacobians.
-
-    ``owner`` has ``params``, ``likelihood`` and ``curvature_type``; ``one_position`` says, by
-    ``id(rule)``, which Dense layers are known to see one row per example (unknown: checked while running).
-    """
+    """Variable path -> diagonal over one batch (and the run's columns), for the variables of the
+    rules whose inputs are grouped by example. ``one_position`` says, by ``id(rule)``, which Dense
+    layers are known to see one row per example (unknown: checked while running)."""
     one_position = one_position or {}
-    params = owner.params
     pieces: dict[str, tf.Tensor] = {}
     for rule, rule_grads in zip(rules, run.gradients, strict=True):
         if rule.probes and rows_grouped_by_example(rule, run.static_examples):  # an unused layer: no probes
-            known = one_position.get(id(rule))
-            pieces.update(squared_gradient_sums(rule, rule_grads, run.examples, params.dtype, known))
-    rest = [name for name in wanted if name not in pieces]
-    if rest:
-        rest_params = params.restricted(rest)
-        by_jacobians = jacobian_diagonal(rest_params, owner.likelihood, owner.curvature_type, x, y)
-        pieces.update(zip(rest_params.names, tf.split(by_jacobians, rest_params.sizes), strict=True))
+            pieces.update(squared_gradient_sums(rule, rule_grads, run.examples, dtype, one_position.get(id(rule))))
     return pieces
+
+
+def with_jacobian_pieces(
+    owner: Any, wanted: list[str], pieces: dict[str, tf.Tensor], x: Any, y: tf.Tensor
+) -> dict[str, tf.Tensor]:
+    """``pieces`` and, for the ``wanted`` variables they lack, the diagonal over the batch from
+    per-example Jacobians. ``owner`` has ``params``, ``likelihood`` and ``curvature_type``."""
+    rest = [name for name in wanted if name not in pieces]
+    if not rest:
+        return pieces
+    rest_params = owner.params.restricted(rest)
+    by_jacobians = jacobian_diagonal(rest_params, owner.likelihood, owner.curvature_type, x, y)
+    return {**pieces, **dict(zip(rest_params.names, tf.split(by_jacobians, rest_params.sizes), strict=True))}
 
 
 def probe_rules(params: ModelParameters) -> list:
@@ -114,7 +117,7 @@ def probe_rules(params: ModelParameters) -> list:
 
 
 def per_example_memory(rules: list, params: ModelParameters) -> int:
-    """The largest per-example, per-column gradient a rule forms, in numbers per example and column:
+    """The largest per-example, per-column gradient a rule forms (`squared_gradient_sums`), in numbers:
     a kernel's size, unless the layer is a Dense on matrices (factorised) or an Embedding."""
     sizes = [
         rule.input_dim * rule.output_dim

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from laplace_tf.curvature.diag_probes import diagonal_pieces
+from laplace_tf.curvature.diag_probes import probed_pieces, with_jacobian_pieces
 from laplace_tf.curvature.kfac_layers import covered_paths, find_rules, uncovered_size
 from laplace_tf.curvature.norm_layers import scale_shift_rules
-from laplace_tf.curvature.probe_passes import probe_columns, run_probes
+from laplace_tf.curvature.probe_passes import ProbeRun, probe_columns, run_probes
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType
 from laplace_tf.params import ModelParameters
@@ -93,19 +93,25 @@ class KronPlan:
 
     def batch(self, theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, dict]:
         """The summed loss and the factors' sums over one batch."""
-        rules = self.rules + self.diagonal_rules
-        run = run_probes(self.params, rules, theta, x, lambda f: self._columns(f, y, seed))
+        f, sums = run_probes(
+            self.params, self.rules + self.diagonal_rules, theta, x, lambda f: self._columns(f, y, seed), self._sums
+        )
+        pieces = with_jacobian_pieces(self, self.diagonal_paths, sums.pop("diag"), x, y)
+        sums["diag"] = tf.concat([pieces[n] for n in self.diagonal_paths] or [tf.zeros([0], theta.dtype)], 0)
+        return tf.reduce_sum(self.likelihood.loss(f, y)), sums
+
+    def _sums(self, run: ProbeRun) -> dict:
+        """The factors' sums from one run of the probes (several chunks of columns add up: the input
+        moments and their positions then count every input once per chunk, which their ratio undoes)."""
         kron_gradients = run.gradients[: len(self.rules)]
         moments = [rule.input_moment() for rule in self.rules]
         diagonal_run = dataclasses.replace(run, gradients=run.gradients[len(self.rules) :])
-        diagonals = diagonal_pieces(self, self.diagonal_paths, self.diagonal_rules, diagonal_run, x, y)
-        sums = {
+        return {
             "input": [m[0] for m in moments],
             "positions": [m[1] for m in moments],
             "output": [rule.output_moment(g) for rule, g in zip(self.rules, kron_gradients, strict=True)],
-            "diag": tf.concat([diagonals[n] for n in self.diagonal_paths] or [tf.zeros([0], theta.dtype)], 0),
+            "diag": probed_pieces(self.diagonal_rules, diagonal_run, self.params.dtype),
         }
-        return tf.reduce_sum(self.likelihood.loss(run.f, y)), sums
 
     def finalize(self, sums: dict) -> KronCurvature:
         """Blocks from the factors' sums over the data set."""

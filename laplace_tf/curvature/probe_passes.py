@@ -12,16 +12,24 @@ gradient of $\sum_n v_{nc}^\top f_n$ at each probed layer's output. Two ways, sa
   moments count each input ``C`` times together with the positions they are divided by.
   This traces one backward pass instead of ``C`` (or a while loop), which is what a first call pays.
 
+Either way the passes hold ``C`` copies of every probed layer's output gradient (tiled: of the
+activations too), so many columns (a classifier of a thousand classes) would need a thousand
+times a backward pass's memory. `run_probes` therefore takes the columns in chunks small enough
+for ``CHUNK_BYTES`` (`columns_per_chunk`), one after another in a ``tf.while_loop``, and adds up
+(or concatenates) what the caller's ``per_chunk`` makes of each chunk's gradients; with one chunk
+(the common case) there is no loop. Zero columns pad the last chunk: their gradients are zero.
+
 Example:
     ```python
-    >>> run = run_probes(params, rules, theta, x, lambda f: likelihood.hessian_sqrt(f), tiled=False)
-    >>> run.gradients[0][0].shape       # (C, B, d_out) for a Dense layer on matrices
+    >>> f, diagonal = run_probes(params, rules, theta, x, likelihood.hessian_sqrt, per_chunk)
     ```
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +40,7 @@ from laplace_tf.curvature.kfac_layers import recording
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType
 from laplace_tf.params import ModelParameters
+from laplace_tf.validation import check_memory
 
 
 @dataclass
@@ -53,20 +62,84 @@ def probe_columns(likelihood: Likelihood, curvature_type: CurvatureType, f: tf.T
     return likelihood.hessian_sqrt(f)
 
 
+CHUNK_BYTES = 2**30  # about what one chunk of columns' backward passes may hold
+DEFAULT_BATCH = 128  # the batch size assumed while tracing when nothing says otherwise
+
+_expected_batch: contextvars.ContextVar[int | None] = contextvars.ContextVar("expected_batch", default=None)
+
+
+@contextlib.contextmanager
+def expected_batch(size: int) -> Iterator[None]:
+    """While tracing inside, chunks of columns are sized for batches of ``size`` examples (a traced
+    batch axis is unknown)."""
+    token = _expected_batch.set(size)
+    try:
+        yield
+    finally:
+        _expected_batch.reset(token)
+
+
 def run_probes(
-    params: ModelParameters, rules: list, theta: tf.Tensor, x: Any, columns: Callable[[tf.Tensor], tf.Tensor]
+    params: ModelParameters,
+    rules: list,
+    theta: tf.Tensor,
+    x: Any,
+    columns: Callable[[tf.Tensor], tf.Tensor],
+    per_chunk: Callable[[ProbeRun], Any],
+    concatenate: bool = False,
+    weight_numbers: int = 0,
+) -> tuple[tf.Tensor, Any]:
+    """The model's outputs ``f`` and ``per_chunk`` of the probes' gradients for ``columns(f)``
+    ``(B, K, C)``: vectorised when ``params.vectorize``, tiled otherwise; in chunks of columns
+    when they would not fit ``CHUNK_BYTES``, the chunks' results summed or, with ``concatenate``,
+    concatenated along their first axis (the columns'; padding dropped). ``weight_numbers``: how
+    many numbers ``per_chunk`` forms per example and column (per-example weight gradients)."""
+    with tf.GradientTape() as tape:
+        with recording(rules, tape):
+            f = params.apply(theta, x)
+        seeds = tf.stop_gradient(columns(f))
+        projected = tf.einsum("bkc,bk->c", seeds, f) if params.vectorize else None
+    chunk = columns_per_chunk(rules, f, int(seeds.shape[-1]), weight_numbers)
+    if chunk < seeds.shape[-1]:
+        chunk_result = lambda chunk_seeds: per_chunk(_probe_run(params, rules, theta, x, f, chunk_seeds))  # noqa: E731
+        return f, _over_chunks(chunk_result, seeds, chunk, concatenate)
+    if params.vectorize:  # the forward pass above serves the backward passes
+        flat = tape.jacobian(projected, _perturbations(rules), unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return f, per_chunk(ProbeRun(f, _by_rule(rules, flat), tf.shape(f)[0], f.shape[0]))
+    return f, per_chunk(_probe_run(params, rules, theta, x, f, seeds))
+
+
+def columns_per_chunk(rules: list, f: tf.Tensor, columns: int, weight_numbers: int = 0) -> int:
+    """How many columns' backward passes fit ``CHUNK_BYTES``: per example and column, three numbers
+    for each output entry of a probed layer (recorded by the last forward pass: its gradient, the
+    backward pass's own, a tiled activation) and the ``weight_numbers`` the caller forms. Raises a
+    ``MemoryError`` if one column would not fit the memory limit."""
+    batch = f.shape[0] or _expected_batch.get() or DEFAULT_BATCH
+    numbers = weight_numbers
+    for perturbation in _perturbations(rules):
+        rows_per_example = (perturbation.shape[0] or batch) / batch
+        numbers += 3 * rows_per_example * int(np.prod([size or 1 for size in perturbation.shape[1:]]))
+    per_column = int(batch * numbers * f.dtype.size)
+    check_memory(
+        per_column,
+        f"One backward pass of a batch of {batch} examples through the probed layers",
+        "pass a smaller batch_size or a dataset with smaller batches",
+        None,
+    )
+    return max(1, min(columns, CHUNK_BYTES // max(per_column, 1)))
+
+
+def _probe_run(
+    params: ModelParameters, rules: list, theta: tf.Tensor, x: Any, f: tf.Tensor, seeds: tf.Tensor
 ) -> ProbeRun:
-    """The model's outputs and the probes' gradients for ``columns(f)`` ``(B, K, C)``: vectorised
-    when ``params.vectorize``, tiled otherwise."""
+    """The probes' gradients for the columns ``seeds`` ``(B, K, C)`` from a forward pass of their own."""
     if params.vectorize:
         with tf.GradientTape() as tape:
             with recording(rules, tape):
-                f = params.apply(theta, x)
-            projected = tf.einsum("bkc,bk->c", tf.stop_gradient(columns(f)), f)
+                outputs = params.apply(theta, x)
+            projected = tf.einsum("bkc,bk->c", seeds, outputs)
         flat = tape.jacobian(projected, _perturbations(rules), unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return ProbeRun(f, _by_rule(rules, flat), tf.shape(f)[0], f.shape[0])
-    f = params.apply(theta, x)
-    seeds = tf.stop_gradient(columns(f))  # (B, K, C)
     copies = int(seeds.shape[-1])
     tiled = tf.nest.map_structure(lambda t: tf.tile(t, [copies] + [1] * (len(t.shape) - 1)), x)
     with tf.GradientTape() as tape, recording(rules, tape):
@@ -76,6 +149,31 @@ def run_probes(
         f_tiled, _perturbations(rules), output_gradients=seeds, unconnected_gradients=tf.UnconnectedGradients.ZERO
     )
     return ProbeRun(f, _by_rule(rules, [g[None] for g in flat]), tf.shape(f_tiled)[0], f_tiled.shape[0])
+
+
+def _over_chunks(body: Callable[[tf.Tensor], Any], seeds: tf.Tensor, chunk: int, concatenate: bool) -> Any:
+    """``body`` of each chunk of ``chunk`` columns of ``seeds`` ``(B, K, C)``, one chunk at a time,
+    summed or concatenated."""
+    columns = int(seeds.shape[-1])
+    count = -(-columns // chunk)
+    padded = tf.pad(seeds, [[0, 0], [0, 0], [0, count * chunk - columns]])
+    chunks = tf.reshape(padded, [tf.shape(seeds)[0], seeds.shape[1], count, chunk])
+    first = body(chunks[:, :, 0])
+    if concatenate:
+        arrays = [tf.TensorArray(t.dtype, size=count, infer_shape=False).write(0, t) for t in tf.nest.flatten(first)]
+    else:
+        arrays = tf.nest.flatten(first)
+
+    def step(index: tf.Tensor, *carried: Any) -> tuple:
+        pieces = tf.nest.flatten(body(tf.gather(chunks, index, axis=2)))
+        if concatenate:
+            return (index + 1, *[a.write(index, p) for a, p in zip(carried, pieces, strict=True)])
+        return (index + 1, *[a + p for a, p in zip(carried, pieces, strict=True)])
+
+    results = tf.while_loop(lambda index, *_: index < count, step, (tf.constant(1), *arrays), parallel_iterations=1)[1:]
+    if concatenate:
+        results = [a.concat()[:columns] for a in results]
+    return tf.nest.pack_sequence_as(first, list(results))
 
 
 def _perturbations(rules: list) -> list[tf.Tensor]:

@@ -28,7 +28,7 @@ import tensorflow as tf
 from laplace_tf.curvature.diag_probes import probe_rules
 from laplace_tf.curvature.jacobians import output_jacobians
 from laplace_tf.curvature.kfac_layers import uncovered_size
-from laplace_tf.curvature.probe_passes import run_probes
+from laplace_tf.curvature.probe_passes import ProbeRun, run_probes
 from laplace_tf.curvature.probe_squares import per_example_gradients, rows_grouped_by_example
 from laplace_tf.params import ModelParameters
 
@@ -38,23 +38,31 @@ def jacobians_function(params: ModelParameters) -> Callable[[tf.Tensor, Any], tu
     else example by example (`jacobians.output_jacobians`); all example by example when the
     model is looped (not vectorised) for variables without a rule anyway."""
     rules = probe_rules(params)
-    looped_anyway = not params.vectorize and uncovered_size(params, rules) > 0
+    probed_size = params.n_params - uncovered_size(params, rules)  # the Jacobian's columns the probes give
+    looped_anyway = not params.vectorize and probed_size < params.n_params
     if not rules or looped_anyway:  # a model looped example by example (recurrent): one loop for all
         return lambda theta, x: output_jacobians(params.apply, theta, x, params.vectorize)
 
     def jacobians(theta: tf.Tensor, x: Any) -> tuple[tf.Tensor, tf.Tensor]:
-        run = run_probes(params, rules, theta, x, _every_output)
-        outputs, batch = run.f.shape[-1], tf.shape(run.f)[0]
-        blocks = {}
-        for rule, gradients in zip(rules, run.gradients, strict=True):
-            if rule.probes and rows_grouped_by_example(rule, run.static_examples):
-                for path, g in per_example_gradients(rule, gradients, run.examples, params.dtype).items():
-                    # (K, B, size) or, tiled, (1, K * B, size) with copy k first: either way output-major
-                    blocks[path] = tf.transpose(tf.reshape(g, [outputs, batch, -1]), [1, 0, 2])
+        f, blocks = run_probes(
+            params, rules, theta, x, _every_output, _per_output_blocks, concatenate=True, weight_numbers=probed_size
+        )
+        blocks = {path: tf.transpose(block, [1, 0, 2]) for path, block in blocks.items()}  # (B, K, size)
         rest = [name for name in params.names if name not in blocks]
         if rest:
             blocks.update(_differentiated_per_example(params, theta, x, rest))
-        return run.f, tf.concat([blocks[name] for name in params.names], axis=-1)
+        return f, tf.concat([blocks[name] for name in params.names], axis=-1)
+
+    def _per_output_blocks(run: ProbeRun) -> dict[str, tf.Tensor]:
+        """Variable path -> ``(C, B, size)``, the Jacobian's rows of the run's columns (outputs)."""
+        batch, blocks = tf.shape(run.f)[0], {}
+        sizes = dict(zip(params.names, params.sizes, strict=True))
+        for rule, gradients in zip(rules, run.gradients, strict=True):
+            if rule.probes and rows_grouped_by_example(rule, run.static_examples):
+                for path, g in per_example_gradients(rule, gradients, run.examples, params.dtype).items():
+                    # (C, B, size) or, tiled, (1, C * B, size) with copy c first: either way column-major
+                    blocks[path] = tf.reshape(g, [-1, batch, sizes[path]])
+        return blocks
 
     return jacobians
 
