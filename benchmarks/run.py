@@ -271,18 +271,34 @@ READING_NOTES = """
   differentiated by backward passes of the whole batch, one per output-Hessian column, vectorised
   with `pfor` (or, for models `pfor` cannot vectorise, on the batch tiled once per column); only
   layers without a rule (recurrent kernels) are differentiated per example. Against the model's
-  first predict, every cold call is within budget but the larger MLP fits (1.0-1.1), the LSTM kron
-  fit (1.15), the reward-model fits (1.2) and the Transformer (1.5-1.9); against a first training
-  step, the cold calls are 0.6-1.65 of budget. What remains is TensorFlow's fixed cost per compiled
-  function: building the graph op by op in Python (about 0.2 ms an op; the 64-50-10 diag fit's
-  graph has 287 ops, 0.06 s) and its first run (0.04 s there, little of it graph optimisation).
-  Cold times move by up to 30% between processes on this shared machine (the Transformer's cold
-  kron fit measured between 0.56 and 1.0 s). Tiling the batch once per column instead of `pfor` saves
+  first predict, every cold call is within budget but the larger MLP fits (1.0-1.1), the
+  reward-model fits (1.2) and the Transformer (1.3-1.65); against a first training step, the cold
+  calls are 0.6-1.55 of budget. What remains is TensorFlow's fixed cost per compiled function:
+  building the graph op by op in Python (about 0.2 ms an op; the 64-50-10 diag fit's graph has 287
+  ops, 0.06 s) and its first run (0.04 s there, little of it graph optimisation). The Transformer's
+  kron fit graph has about 1,060 nodes where a Keras training step of the same model has 530 (the
+  forward pass twice, once tiled, its backward pass, the factors); its trace takes 0.24 s and its
+  first run 0.19 s, of which 0.08 s is Grappler's optimisation (ten times a warm batch). Cold
+  times move by up to 30% between processes on this shared machine (the Transformer's cold kron
+  fit measured between 0.56 and 1.1 s). Tiling the batch once per column instead of `pfor` saves
   0.03 s cold on the small MLP but costs up to 1.7 times the warm time on the larger one, so it is
-  kept for the models `pfor` cannot vectorise.
-- This run re-measured every fit, GLM predictive and cold-pipeline row and the models' own first
-  calls; the prior-tuning rows and the `lt.hessian` table are from an earlier run. laplace-torch's
-  times move as much as ours between runs, so compare ratios within a row, not across runs.
+  kept for the models `pfor` cannot vectorise. Dropping the eager forward pass `fit` runs on the
+  first batch (to check the outputs) saves 0.03 s cold on the Transformer and nothing on the MLP:
+  TensorFlow's first-use costs move into the compiled function's first run.
+- Many classes: the backward passes per column hold one gradient of every probed layer's output
+  per column, so the columns are taken in chunks of about 1 GiB for the first batch's size (a
+  `tf.while_loop`, only when one chunk would not do). On a small CNN on 32x32x3 images with 100
+  classes (batches of 128), kron's fit peaks at 2.2 GB instead of 6.6 GB and diag's at 2.5 GB
+  instead of 9.5 GB, both faster (11 s instead of 17 s, 12-17 s instead of 25 s); with 1,000
+  classes kron peaks at 2.9 GB (the process's peak resident memory, measured by hand, not a
+  table row: the benchmark problems have at most 10 classes).
+- The last full run re-measured every fit, GLM predictive and cold-pipeline row and the models'
+  own first calls; the latest run re-measured the Transformer and LSTM rows only (their probes'
+  code path changed), on a slower machine: laplace-torch's Transformer times rose by 1.4-2x and
+  the models' own first predict by 25-90%, and an A/B of the two commits in alternating fresh
+  processes shows equal times for ours. The prior-tuning rows and the `lt.hessian` table are
+  from an earlier run. laplace-torch's times move as much as ours between runs, so compare
+  ratios within a row, not across runs.
 """
 
 
