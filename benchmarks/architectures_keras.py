@@ -14,7 +14,14 @@ from sizes import CLASSES, EMBEDDING, HEADS, HIDDEN, LAYER_NORM_EPSILON, SEQUENC
 
 def build(name: str, state: dict, dtype: str, length: int = SEQUENCE_LENGTH) -> keras.Model:
     """The Keras model ``name`` with the torch weights ``state`` (keys without the ``torch.`` prefix)."""
-    builders = {"regression": _regression, "cnn": _cnn, "lstm": _lstm, "transformer": _transformer, "reward": _reward}
+    builders = {
+        "regression": _regression,
+        "cnn": _cnn,
+        "cnn100": _cnn100,
+        "lstm": _lstm,
+        "transformer": _transformer,
+        "reward": _reward,
+    }
     model, weights = builders[name](state, dtype, length)
     for layer_name, values in weights.items():
         model.get_layer(layer_name).set_weights([np.asarray(v, dtype) for v in values])
@@ -58,12 +65,31 @@ def _cnn(state: dict, dtype: str, length: int) -> tuple:
             keras.layers.Dense(10, name="out", dtype=dtype),
         ]
     )
-    channels, size = 16, 4  # conv2's output: torch flattens (c, h, w), Keras (h, w, c)
-    dense = state["5.weight"].T.reshape(channels, size, size, 10).transpose(1, 2, 0, 3).reshape(-1, 10)
-    return model, {
+    return model, _conv_weights(state, channels=16, size=4, classes=10, dense="5")
+
+
+def _cnn100(state: dict, dtype: str, length: int) -> tuple:
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3), dtype=dtype),
+            keras.layers.Conv2D(16, 3, activation="relu", name="conv1", dtype=dtype),
+            keras.layers.Conv2D(16, 3, activation="relu", name="conv2", dtype=dtype),
+            keras.layers.MaxPooling2D(4, dtype=dtype),
+            keras.layers.Flatten(dtype=dtype),
+            keras.layers.Dense(100, name="out", dtype=dtype),
+        ]
+    )
+    return model, _conv_weights(state, channels=16, size=7, classes=100, dense="6")
+
+
+def _conv_weights(state: dict, channels: int, size: int, classes: int, dense: str) -> dict:
+    """Two convolutions (torch modules 0 and 2) and the Dense after ``Flatten``: torch flattens
+    ``(c, h, w)``, Keras ``(h, w, c)``."""
+    kernel = state[f"{dense}.weight"].T.reshape(channels, size, size, classes).transpose(1, 2, 0, 3)
+    return {
         "conv1": [state["0.weight"].transpose(2, 3, 1, 0), state["0.bias"]],
         "conv2": [state["2.weight"].transpose(2, 3, 1, 0), state["2.bias"]],
-        "out": [dense, state["5.bias"]],
+        "out": [kernel.reshape(-1, classes), state[f"{dense}.bias"]],
     }
 
 

@@ -65,4 +65,14 @@ def build(name: str) -> torch.nn.Module:
             torch.nn.Flatten(),
             torch.nn.Linear(256, 10),
         )
+    if name == "cnn100":
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 16, 3),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(4),
+            torch.nn.Flatten(),
+            torch.nn.Linear(16 * 7 * 7, 100),
+        )
     return {"lstm": LSTMClassifier, "transformer": TransformerClassifier, "reward": PairwiseReward}[name]()

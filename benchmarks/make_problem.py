@@ -7,13 +7,15 @@ NAME is one of
   stored in Keras layout (a Dense kernel is the transpose of a torch Linear weight);
 * ``regression``: a 10-50-1 tanh MLP on scikit-learn's diabetes data (standardised target);
 * ``cnn``: two 3x3 Conv2D layers and a Dense layer on the 8x8 digit images;
+* ``cnn100``: many classes: two 3x3 Conv2D layers, 4x4 max pooling and a Dense layer on
+  synthetic 32x32x3 images of 100 classes (each a noisy copy of its class's random template);
 * ``lstm``, ``transformer``: token-sequence classifiers (an Embedding, then an LSTM or a
   Transformer encoder block) on synthetic sequences whose class is a rule of the tokens;
 * ``reward``: a 64-32-1 tanh reward model trained on 1,000 preference pairs of digits (the
   larger digit is preferred with Bradley-Terry probability ``sigmoid(label_b - label_a)``);
   ``x_test`` are single test digits, ``y_test`` their labels.
 
-The last five store the torch ``state_dict`` (keys prefixed ``torch.``); `cases_ours.py` maps it
+The last six store the torch ``state_dict`` (keys prefixed ``torch.``); `cases_ours.py` maps it
 to Keras. Both sides therefore see identical data and weights.
 """
 
@@ -27,7 +29,7 @@ from sizes import SEQUENCE_LENGTH, VOCABULARY
 from sklearn.datasets import load_diabetes, load_digits
 from sklearn.model_selection import train_test_split
 
-EPOCHS = {"regression": 40, "cnn": 60, "lstm": 30, "transformer": 30, "reward": 40}
+EPOCHS = {"regression": 40, "cnn": 60, "cnn100": 10, "lstm": 30, "transformer": 30, "reward": 40}
 
 
 def digits() -> tuple:
@@ -62,7 +64,18 @@ def preference_pairs() -> tuple:
     return x_train[index], x_test, preferred, y_test
 
 
+def templates() -> tuple:
+    """Images ``(N, 32, 32, 3)`` of 100 classes: a class's random template plus noise, 20 per class to train."""
+    rng = np.random.default_rng(0)
+    template = rng.normal(size=(100, 32, 32, 3))
+    y = np.repeat(np.arange(100), 25)
+    x = template[y] + 1.5 * rng.normal(size=(len(y), 32, 32, 3))
+    return train_test_split(x, y, test_size=500, random_state=0, stratify=y)
+
+
 def data(name: str) -> tuple:
+    if name == "cnn100":
+        return templates()
     if name == "reward":
         return preference_pairs()
     if name == "regression":
@@ -101,7 +114,7 @@ def main(name: str, out: Path) -> None:
     regression = name == "regression"
     model = (build(name) if name in EPOCHS else mlp([int(h) for h in name.split("-")])).double()
     as_input = (lambda a: torch.tensor(a)) if name in ("lstm", "transformer") else (lambda a: torch.tensor(a).double())
-    if name == "cnn":  # torch convolutions are channels-first
+    if name in ("cnn", "cnn100"):  # torch convolutions are channels-first
         as_input = lambda a: torch.tensor(a).double().permute(0, 3, 1, 2)  # noqa: E731
     train(model, as_input(x_train), torch.tensor(y_train), EPOCHS.get(name, 200), regression)
     model.eval()
