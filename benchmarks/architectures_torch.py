@@ -53,26 +53,18 @@ class PairwiseReward(torch.nn.Module):
         return self.net(x)
 
 
+def two_convolutions(channels: int, width: int, pool: int, flat: int, classes: int) -> torch.nn.Sequential:
+    """Two 3x3 convolutions (``width`` then 16 channels, ReLU), max pooling if ``pool > 1``, a Linear."""
+    layers = [torch.nn.Conv2d(channels, width, 3), torch.nn.ReLU(), torch.nn.Conv2d(width, 16, 3), torch.nn.ReLU()]
+    layers += [torch.nn.MaxPool2d(pool)] if pool > 1 else []
+    return torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(flat, classes))
+
+
 def build(name: str) -> torch.nn.Module:
     if name == "regression":
         return torch.nn.Sequential(torch.nn.Linear(10, 50), torch.nn.Tanh(), torch.nn.Linear(50, 1))
     if name == "cnn":
-        return torch.nn.Sequential(
-            torch.nn.Conv2d(1, 8, 3),
-            torch.nn.ReLU(),
-            torch.nn.Conv2d(8, 16, 3),
-            torch.nn.ReLU(),
-            torch.nn.Flatten(),
-            torch.nn.Linear(256, 10),
-        )
+        return two_convolutions(1, 8, pool=1, flat=256, classes=10)
     if name == "cnn100":
-        return torch.nn.Sequential(
-            torch.nn.Conv2d(3, 16, 3),
-            torch.nn.ReLU(),
-            torch.nn.Conv2d(16, 16, 3),
-            torch.nn.ReLU(),
-            torch.nn.MaxPool2d(4),
-            torch.nn.Flatten(),
-            torch.nn.Linear(16 * 7 * 7, 100),
-        )
+        return two_convolutions(3, 16, pool=4, flat=16 * 7 * 7, classes=100)
     return {"lstm": LSTMClassifier, "transformer": TransformerClassifier, "reward": PairwiseReward}[name]()
