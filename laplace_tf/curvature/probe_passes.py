@@ -101,7 +101,10 @@ def run_probes(
         projected = tf.einsum("bkc,bk->c", seeds, f) if params.vectorize else None
     chunk = columns_per_chunk(rules, f, int(seeds.shape[-1]), weight_numbers)
     if chunk < seeds.shape[-1]:
-        chunk_result = lambda chunk_seeds: per_chunk(_probe_run(params, rules, theta, x, f, chunk_seeds))  # noqa: E731
+
+        def chunk_result(chunk_seeds: tf.Tensor) -> Any:
+            return per_chunk(_probe_run(params, rules, theta, x, f, chunk_seeds))
+
         return f, _over_chunks(chunk_result, seeds, chunk, concatenate)
     if params.vectorize:  # the forward pass above serves the backward passes
         flat = tape.jacobian(projected, _perturbations(rules), unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -158,7 +161,7 @@ def _over_chunks(body: Callable[[tf.Tensor], Any], seeds: tf.Tensor, chunk: int,
     count = -(-columns // chunk)
     padded = tf.pad(seeds, [[0, 0], [0, 0], [0, count * chunk - columns]])
     chunks = tf.reshape(padded, [tf.shape(seeds)[0], seeds.shape[1], count, chunk])
-    first = body(chunks[:, :, 0])
+    first = body(chunks[:, :, 0])  # outside the loop: it gives the results' structure and shapes
     if concatenate:
         arrays = [tf.TensorArray(t.dtype, size=count, infer_shape=False).write(0, t) for t in tf.nest.flatten(first)]
     else:
