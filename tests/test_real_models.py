@@ -502,13 +502,12 @@ def test_columns_in_chunks_give_the_same_curvature(name, monkeypatch):
     at_once = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y), batch_size=4, verbose=False)
     chunked_model = BUILDERS[name]()  # a new model: nothing compiled for it yet
     chunked_model.set_weights(model.get_weights())
-    whole_chunks = []
+    sized, whole_chunks = probe_passes.columns_per_chunk, []
 
     def two_at_a_time(*args):
-        whole_chunks.append(probe_passes.columns_per_chunk.__wrapped__(*args))
+        whole_chunks.append(sized(*args))
         return min(2, whole_chunks[-1])
 
-    two_at_a_time.__wrapped__ = probe_passes.columns_per_chunk
     monkeypatch.setattr(probe_passes, "columns_per_chunk", two_at_a_time)
     fitted = {
         structure: lt.Laplace(chunked_model, "classification", hessian_structure=structure).fit(
