@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from laplace_tf.curvature.kfac_layers import recording
+from laplace_tf.data import DEFAULT_BATCH_SIZE
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType
 from laplace_tf.params import ModelParameters
@@ -63,7 +64,6 @@ def probe_columns(likelihood: Likelihood, curvature_type: CurvatureType, f: tf.T
 
 
 CHUNK_BYTES = 2**30  # about what one chunk of columns' backward passes may hold
-DEFAULT_BATCH = 128  # the batch size assumed while tracing when nothing says otherwise
 
 _expected_batch: contextvars.ContextVar[int | None] = contextvars.ContextVar("expected_batch", default=None)
 
@@ -117,7 +117,7 @@ def columns_per_chunk(rules: list, f: tf.Tensor, columns: int, weight_numbers: i
     for each output entry of a probed layer (recorded by the last forward pass: its gradient, the
     backward pass's own, a tiled activation) and the ``weight_numbers`` the caller forms. Raises a
     ``MemoryError`` if one column would not fit the memory limit."""
-    batch = f.shape[0] or _expected_batch.get() or DEFAULT_BATCH
+    batch = f.shape[0] or _expected_batch.get() or DEFAULT_BATCH_SIZE  # a traced batch axis is unknown
     numbers = weight_numbers
     for perturbation in _perturbations(rules):
         rows_per_example = (perturbation.shape[0] or batch) / batch

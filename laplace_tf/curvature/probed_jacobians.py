@@ -39,6 +39,7 @@ def jacobians_function(params: ModelParameters) -> Callable[[tf.Tensor, Any], tu
     model is looped (not vectorised) for variables without a rule anyway."""
     rules = probe_rules(params)
     probed_size = params.n_params - uncovered_size(params, rules)  # the Jacobian's columns the probes give
+    sizes = dict(zip(params.names, params.sizes, strict=True))
     looped_anyway = not params.vectorize and probed_size < params.n_params
     if not rules or looped_anyway:  # a model looped example by example (recurrent): one loop for all
         return lambda theta, x: output_jacobians(params.apply, theta, x, params.vectorize)
@@ -56,7 +57,6 @@ def jacobians_function(params: ModelParameters) -> Callable[[tf.Tensor, Any], tu
     def _per_output_blocks(run: ProbeRun) -> dict[str, tf.Tensor]:
         """Variable path -> ``(C, B, size)``, the Jacobian's rows of the run's columns (outputs)."""
         batch, blocks = tf.shape(run.f)[0], {}
-        sizes = dict(zip(params.names, params.sizes, strict=True))
         for rule, gradients in zip(rules, run.gradients, strict=True):
             if rule.probes and rows_grouped_by_example(rule, run.static_examples):
                 for path, g in per_example_gradients(rule, gradients, run.examples, params.dtype).items():
