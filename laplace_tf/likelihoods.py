@@ -166,11 +166,32 @@ class Classification(Likelihood):
         return p * (jacobians - tf.reduce_sum(p * jacobians, axis=1, keepdims=True))
 
     def hessian_sqrt(self, f: tf.Tensor) -> tf.Tensor:
-        r"""$V = \operatorname{diag}(\sqrt p) - p \sqrt{p}^\top$, so $V V^\top = \Lambda$
-        (because $\sum p = 1$)."""
+        r"""$V$ ``(B, K, K - 1)`` with $V V^\top = \Lambda$, which has rank $K - 1$.
+
+        With $u = \sqrt p$ (a unit vector), $\Lambda = D (I - u u^\top) D$ for
+        $D = \operatorname{diag}(u)$, and $I - u u^\top = Q Q^\top$ for $Q$ the Householder
+        reflection $H = I - w w^\top / (1 - u_m)$, $w = u - e_m$, without its column $m$
+        ($H e_m = u$). So $V = D Q$: $V_{mj} = u_m u_j$ and, for $i \ne m$,
+        $V_{ij} = u_i \delta_{ij} - p_i u_j / (1 - u_m)$, where
+        $1 - u_m = \sum_{i \ne m} p_i / (1 + u_m)$. The pivot $m$ is each example's most probable
+        class, which keeps $V$ as accurate as $\Lambda$'s entries when one class takes almost all
+        the probability. One column fewer than outputs is one backward pass fewer wherever the
+        columns are used (a two-class softmax, as in reward modelling, needs one).
+        """
         p = tf.nn.softmax(f)
         root = tf.sqrt(p)
-        return tf.linalg.diag(root) - p[:, :, None] * root[:, None, :]
+        classes = f.shape[-1]
+        if classes is None or classes < 2:
+            return tf.linalg.diag(root) - p[:, :, None] * root[:, None, :]
+        pivot = tf.argmax(p, axis=1, output_type=tf.int32)
+        is_pivot = tf.one_hot(pivot, classes, dtype=p.dtype)
+        pivot_root = tf.reduce_sum(root * is_pivot, axis=1, keepdims=True)
+        scale = tf.math.divide_no_nan(1 + pivot_root, tf.reduce_sum(p * (1 - is_pivot), axis=1, keepdims=True))
+        rows = tf.linalg.diag(root) - (p * scale)[:, :, None] * root[:, None, :]
+        rows = tf.where(is_pivot[:, :, None] > 0, (pivot_root * root)[:, None, :], rows)
+        kept = tf.range(classes - 1)[None, :]
+        kept += tf.cast(kept >= pivot[:, None], tf.int32)  # every column but the pivot's
+        return tf.gather(rows, kept, axis=2, batch_dims=1)
 
     def loss_gradient(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         return tf.nn.softmax(f) - y

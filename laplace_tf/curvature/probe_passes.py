@@ -107,7 +107,7 @@ def run_probes(
 
         return f, _over_chunks(chunk_result, seeds, chunk, concatenate)
     if params.vectorize:  # the forward pass above serves the backward passes
-        flat = tape.jacobian(projected, _perturbations(rules), unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        flat = _column_gradients(tape, projected, _perturbations(rules))
         return f, per_chunk(ProbeRun(f, _by_rule(rules, flat), tf.shape(f)[0], f.shape[0]))
     return f, per_chunk(_probe_run(params, rules, theta, x, f, seeds))
 
@@ -141,7 +141,7 @@ def _probe_run(
             with recording(rules, tape):
                 outputs = params.apply(theta, x)
             projected = tf.einsum("bkc,bk->c", seeds, outputs)
-        flat = tape.jacobian(projected, _perturbations(rules), unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        flat = _column_gradients(tape, projected, _perturbations(rules))
         return ProbeRun(f, _by_rule(rules, flat), tf.shape(f)[0], f.shape[0])
     copies = int(seeds.shape[-1])
     tiled = tf.nest.map_structure(lambda t: tf.tile(t, [copies] + [1] * (len(t.shape) - 1)), x)
@@ -152,6 +152,15 @@ def _probe_run(
         f_tiled, _perturbations(rules), output_gradients=seeds, unconnected_gradients=tf.UnconnectedGradients.ZERO
     )
     return ProbeRun(f, _by_rule(rules, [g[None] for g in flat]), tf.shape(f_tiled)[0], f_tiled.shape[0])
+
+
+def _column_gradients(tape: tf.GradientTape, projected: tf.Tensor, sources: list[tf.Tensor]) -> list[tf.Tensor]:
+    """The gradients ``(C, ...)`` of each entry of ``projected`` ``(C,)``: ``pfor`` over the
+    columns, or, for one column, a plain backward pass (which traces far fewer ops)."""
+    zero = tf.UnconnectedGradients.ZERO
+    if projected.shape[0] == 1:
+        return [g[None] for g in tape.gradient(projected, sources, unconnected_gradients=zero)]
+    return tape.jacobian(projected, sources, unconnected_gradients=zero)
 
 
 def _over_chunks(body: Callable[[tf.Tensor], Any], seeds: tf.Tensor, chunk: int, concatenate: bool) -> Any:
