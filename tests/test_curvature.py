@@ -16,6 +16,7 @@ from conftest import (
 )
 
 import laplace_tf as lt
+from laplace_tf.likelihoods import get_likelihood
 
 LIKELIHOOD_OUTPUTS = {"classification": N_CLASSES, "regression": 2, "binary": 1, "multilabel": 3}
 
@@ -40,6 +41,29 @@ def _unit_loss(likelihood):
     if likelihood == "multilabel":  # keras averages over labels; the likelihood sums them
         return lambda f, y: 3 * keras.losses.binary_crossentropy(tf.cast(y, f.dtype), f, from_logits=True)[0]
     return lambda f, y: 0.5 * tf.reduce_sum((f - y) ** 2)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("classes", [2, 3, 10])
+def test_softmax_hessian_root_has_one_column_fewer_and_squares_to_the_hessian(classes, dtype):
+    """V V^T = diag(p) - p p^T with K - 1 columns, as accurate as the Hessian's own entries also
+    where one class takes almost all the probability (first, last or in between)."""
+    rng = np.random.default_rng(classes)
+    logits = 2 * rng.normal(size=(12, classes))
+    logits[:3, 0] += 14  # confident first, last and middle classes
+    logits[3:6, -1] += 14
+    logits[6:9, classes // 2] += 14
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    others = np.stack([np.delete(p, k, axis=1).sum(axis=1) for k in range(classes)], axis=1)
+    exact = -p[:, :, None] * p[:, None, :]  # float64; the diagonal p_k (1 - p_k) without cancelling
+    exact[:, np.arange(classes), np.arange(classes)] = p * others
+    root = get_likelihood("classification").hessian_sqrt(tf.constant(logits, dtype)).numpy()
+    assert root.shape == (12, classes, classes - 1)
+    squared = np.einsum("nkc,nlc->nkl", root.astype(np.float64), root)
+    epsilon = np.finfo(dtype).eps
+    scale = np.abs(exact).max(axis=(1, 2), keepdims=True)  # each example's own Hessian scale
+    assert np.all(np.abs(squared - exact) <= 40 * epsilon * scale)
 
 
 @pytest.mark.parametrize("likelihood", ["classification", "regression", "binary", "multilabel"])
