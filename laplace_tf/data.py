@@ -130,6 +130,11 @@ def _check_dataset_spec(dataset: tf.data.Dataset) -> None:
         )
     if isinstance(spec[1], tf.TensorSpec) and spec[1].shape.rank == 0:
         raise ValueError("The dataset yields single examples (its y has no batch axis); batch it: dataset.batch(64).")
+    if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            "The dataset repeats forever (dataset.repeat() without a count), so a pass over it would never "
+            "end; pass it without .repeat(), or a finite part of it: dataset.take(number_of_batches)."
+        )
 
 
 def _dataset_batches(dataset: tf.data.Dataset, check_targets: TargetCheck) -> Batches:

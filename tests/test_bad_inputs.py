@@ -165,6 +165,12 @@ FIT = [
         "x",
     ),
     (
+        "dataset_repeating_forever",
+        lambda c: _fit(tf.data.Dataset.from_tensor_slices((X, Y)).batch(8).repeat())(c),
+        ValueError,
+        "repeat",
+    ),
+    (
         "dataset_empty",
         lambda c: _fit(tf.data.Dataset.from_tensor_slices((X[:0], Y[:0])).batch(8))(c),
         ValueError,

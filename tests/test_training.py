@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import scipy.optimize
+import tensorflow as tf
 
 import laplace_tf as lt
 
@@ -131,6 +132,9 @@ def test_marglik_training_mistakes_get_clear_errors_before_training():
         model.fit(x, y, epochs=1, callbacks=[callback], verbose=0)
     with pytest.raises(ValueError, match=r"must be in \[0, 3\)"):
         lt.marglik_training(model, (x, y + 1), "classification", epochs=1, verbose=False)
+    endless = tf.data.Dataset.from_tensor_slices((x, y)).batch(10).repeat()  # a fit over it would never end
+    with pytest.raises(ValueError, match=r"repeats forever.*dataset.take"):
+        lt.marglik_training(model, endless, "classification", epochs=1, verbose=False)
     for got, expected in zip(model.get_weights(), weights, strict=True):
         np.testing.assert_array_equal(got, expected)  # nothing was trained
     decayed = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, kernel_regularizer="l2")])
