@@ -20,6 +20,7 @@ from laplace_tf.inputs import Inputs, as_array, as_input_arrays, conform, descri
 from laplace_tf.validation import check_finite, check_same_length
 
 DEFAULT_BATCH_SIZE = 128
+UNBATCHED_X = "The dataset yields single examples (its x has no batch axis); batch it: dataset.batch(64)."
 TargetCheck = Callable[[np.ndarray], np.ndarray]
 
 
@@ -100,7 +101,7 @@ def check_batched(data: Any, model: Any) -> None:
         return  # a subclassed model does not declare its inputs
     given = [spec.shape.rank for spec in tf.nest.flatten(data.element_spec[0])]
     if len(given) == len(expected) and all(g is not None and g == e - 1 for g, e in zip(given, expected, strict=True)):
-        raise ValueError("The dataset yields single examples (its x has no batch axis); batch it: dataset.batch(64).")
+        raise ValueError(UNBATCHED_X)
 
 
 def _array_batches(x: Any, y: Any, batch_size: int, check_targets: TargetCheck) -> Batches:
@@ -130,6 +131,11 @@ def _check_dataset_spec(dataset: tf.data.Dataset) -> None:
         )
     if isinstance(spec[1], tf.TensorSpec) and spec[1].shape.rank == 0:
         raise ValueError("The dataset yields single examples (its y has no batch axis); batch it: dataset.batch(64).")
+    check_ends(dataset)
+
+
+def check_ends(dataset: tf.data.Dataset) -> None:
+    """Refuses a dataset that repeats forever: a pass over it would never end."""
     if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
         raise ValueError(
             "The dataset repeats forever (dataset.repeat() without a count), so a pass over it would never "

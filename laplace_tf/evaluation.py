@@ -14,23 +14,25 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from laplace_tf import calibration, heteroscedastic, predictive
+from laplace_tf.dataset_predictions import batches_of, is_dataset, joined
 from laplace_tf.inputs import n_examples
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.report import UncertaintyReport, classification_report, multilabel_report, regression_report
+from laplace_tf.seeds import fixed_seed
 from laplace_tf.validation import check_same_length, positive_int
 
 
 def evaluate(
     la: Any,
     x: Any,
-    y: Any,
+    y: Any = None,
     x_ood: Any = None,
     *,
     pred_type: str = "glm",
@@ -44,10 +46,11 @@ def evaluate(
 
     Args:
       la: a fitted [`Laplace`][laplace_tf.Laplace] (``self`` when called as ``la.evaluate``).
-      x: test inputs.
+      x: test inputs, or a batched ``tf.data.Dataset`` of ``(x, y)`` (then leave ``y`` out),
+        evaluated in one pass (`laplace_tf.dataset_predictions`).
       y: test targets: labels ``(N,)`` or one-hot, or regression targets.
-      x_ood: out-of-distribution inputs: adds the AUROC of telling them from ``x`` (by entropy
-        and confidence; by predictive standard deviation for regression).
+      x_ood: out-of-distribution inputs (or a dataset of them): adds the AUROC of telling them
+        from ``x`` (by entropy and confidence; by predictive standard deviation for regression).
       pred_type: the Laplace predictive, as in ``la.predict``; so are ``link_approx``,
         ``n_samples`` and ``seed``.
       n_bins: confidence bins of the ECE, MCE and reliability diagram.
@@ -57,27 +60,69 @@ def evaluate(
       An `UncertaintyReport`: print it, ``to_json``, ``plot``.
     """
     la._require_fitted()
-    x, y = la._inputs(x), np.asarray(y)
-    check_same_length(n_examples(x), len(y))
-    targets = la._validate_targets(y)
     positive_int(n_bins, "n_bins")
     if levels is not None and not all(0 < float(level) < 1 for level in np.ravel(levels)):
         raise ValueError(f"levels must be central-interval levels strictly between 0 and 1, got {levels}.")
-    options = {"pred_type": pred_type, "link_approx": link_approx, "n_samples": n_samples, "seed": seed}
-    inputs = {"test": x} if x_ood is None else {"test": x, "ood": la._inputs(x_ood, "x_ood")}
+    options = {"pred_type": pred_type, "link_approx": link_approx, "n_samples": n_samples, "seed": fixed_seed(seed)}
+    columns_of = _columns_function(la)
+    test, targets = _test_columns_and_targets(la, x, y, columns_of, options)
+    ood = None if x_ood is None else _columns_over(la, x_ood, "x_ood", columns_of, options)
     settings = _settings(la, pred_type, link_approx)
     if la.likelihood.outcome in (LikelihoodName.REGRESSION, LikelihoodName.HETEROSCEDASTIC):
-        columns = {part: _regression_columns(la, inputs_, options) for part, inputs_ in inputs.items()}
-        return regression_report(columns["test"], targets, columns.get("ood"), levels=levels, settings=settings)
+        return regression_report(test, targets, ood, levels=levels, settings=settings)
     if la.likelihood.outcome == LikelihoodName.MULTILABEL:
-        columns = {part: _label_probabilities(la, inputs_, options) for part, inputs_ in inputs.items()}
-        return multilabel_report(columns["test"], targets, columns.get("ood"), n_bins=n_bins, settings=settings)
-    columns = {part: _classification_columns(la, inputs_, options) for part, inputs_ in inputs.items()}
+        return multilabel_report(test, targets, ood, n_bins=n_bins, settings=settings)
     labels = targets[:, 0].astype(int) if targets.shape[1] == 1 else np.argmax(targets, axis=1)
     task = "preference pairs" if la.likelihood.name == LikelihoodName.REWARD_MODELING else "classification"
-    return classification_report(
-        columns["test"], labels, columns.get("ood"), n_bins=n_bins, settings=settings, task=task
-    )
+    return classification_report(test, labels, ood, n_bins=n_bins, settings=settings, task=task)
+
+
+Columns = Callable[[Any, Any, dict[str, Any]], dict[str, Any]]
+
+
+def _columns_function(la: Any) -> Columns:
+    """What the report compares for this likelihood, from validated inputs."""
+    if la.likelihood.outcome in (LikelihoodName.REGRESSION, LikelihoodName.HETEROSCEDASTIC):
+        return _regression_columns
+    if la.likelihood.outcome == LikelihoodName.MULTILABEL:
+        return _label_probabilities
+    return _classification_columns
+
+
+def _test_columns_and_targets(la: Any, x: Any, y: Any, columns_of: Columns, options: dict) -> tuple[dict, np.ndarray]:
+    """The test columns and the validated targets; a dataset's in one pass, so every prediction
+    stays beside its own target even if the dataset reshuffles on each pass."""
+    if not is_dataset(x):
+        if y is None:
+            raise ValueError("y (the test targets) is missing; pass la.evaluate(x, y), or a dataset of (x, y).")
+        x, y = la._inputs(x), np.asarray(y)
+        check_same_length(n_examples(x), len(y))
+        return columns_of(la, x, options), la._validate_targets(y)
+    if y is not None:
+        raise ValueError("x is a dataset of (x, y) batches, which holds the targets; leave y out.")
+    la._check_batched_dataset(x)
+    columns, targets = [], []
+    for index, (batch_x, batch_y) in enumerate(batches_of(x)):
+        if batch_y is None:
+            raise ValueError(f"Batch {index} of the dataset has no targets; evaluate needs a dataset of (x, y).")
+        batch_x = la._inputs(batch_x, f"x (batch {index} of the dataset)")
+        check_same_length(n_examples(batch_x), len(batch_y))
+        columns.append(columns_of(la, batch_x, options))
+        targets.append(la._validate_targets(batch_y))
+    if not columns:
+        raise ValueError("The dataset is empty; pass at least one batch to evaluate on.")
+    return joined(columns, concatenate=np.concatenate), np.concatenate(targets)
+
+
+def _columns_over(la: Any, x: Any, what: str, columns_of: Columns, options: dict) -> dict:
+    """The columns of inputs that have no targets (``x_ood``), arrays or a dataset's batches."""
+    if not is_dataset(x):
+        return columns_of(la, la._inputs(x, what), options)
+    la._check_batched_dataset(x)
+    columns = [columns_of(la, la._inputs(batch, f"{what} (a batch)"), options) for batch, _ in batches_of(x)]
+    if not columns:
+        raise ValueError(f"The dataset {what} is empty.")
+    return joined(columns, concatenate=np.concatenate)
 
 
 def _label_probabilities(la: Any, x: Any, options: dict[str, Any]) -> dict[str, np.ndarray]:

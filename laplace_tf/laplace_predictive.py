@@ -29,7 +29,8 @@ from laplace_tf import diag_predictive, heteroscedastic, kron_predictive, last_l
 from laplace_tf.compiled import cached
 from laplace_tf.curvature import compile_for_batches
 from laplace_tf.curvature.probed_jacobians import jacobians_function
-from laplace_tf.data import as_inputs
+from laplace_tf.data import UNBATCHED_X, as_inputs
+from laplace_tf.dataset_predictions import is_dataset, over_batches
 from laplace_tf.distribution import concatenated_over_replicas, current_strategy
 from laplace_tf.inputs import n_examples, take
 from laplace_tf.kron_predictive import LayerFactors, dense_rules
@@ -39,6 +40,7 @@ from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.params import ModelParameters
 from laplace_tf.progress import batch_slices
 from laplace_tf.reward import item_signature
+from laplace_tf.seeds import fixed_seed
 from laplace_tf.validation import check_flag, check_seed, positive_int
 from laplace_tf.vectorizing import map_examples
 
@@ -83,7 +85,25 @@ class LaplacePredictive:
         if self._item_view is None:
             return self._fitted_view
         fitted_rank = len(tf.nest.flatten(self._input_signature)[0].shape) + 1
+        if is_dataset(x):
+            inputs, _, _ = keras.utils.unpack_x_y_sample_weight(x.element_spec)
+            return self._fitted_view if tf.nest.flatten(inputs)[0].shape.rank == fitted_rank else self._item_view
         return self._fitted_view if np.ndim(tf.nest.flatten(x)[0]) == fitted_rank else self._item_view
+
+    def _over_dataset(self, dataset: tf.data.Dataset, predict: Callable, axis: int = 0, verbose: bool = False) -> Any:
+        """``predict`` of each batch's inputs, joined (`dataset_predictions`)."""
+        self._check_batched_dataset(dataset)
+        return over_batches(dataset, predict, axis, verbose)
+
+    def _check_batched_dataset(self, dataset: tf.data.Dataset) -> None:
+        """Refuses a dataset of single examples (inputs one axis short), before reading it."""
+        self._require_fitted()
+        if self._item_view is not None:  # a reward model's pairs and items differ by one axis too
+            return
+        inputs, _, _ = keras.utils.unpack_x_y_sample_weight(dataset.element_spec)
+        given = tf.nest.flatten(inputs)[0].shape.rank
+        if given == len(tf.nest.flatten(self._input_signature)[0].shape):
+            raise ValueError(UNBATCHED_X)
 
     def _outputs_per_example(self, view: PredictiveView) -> int:
         return 1 if view.items else self.n_outputs
@@ -107,7 +127,9 @@ class LaplacePredictive:
         """The posterior predictive at inputs ``x``.
 
         Args:
-          x: inputs, ``(N, ...)`` (a reward model: items, or pairs ``(N, 2, ...)``).
+          x: inputs, ``(N, ...)`` (a reward model: items, or pairs ``(N, 2, ...)``), or a batched
+            ``tf.data.Dataset`` of them (or of ``(x, y)``), predicted batch by batch
+            (`laplace_tf.dataset_predictions`).
           pred_type: ``"glm"`` (linearised network: $f \\sim \\mathcal{N}(f_*(x),
             J \\Sigma J^\\top)$) or ``"nn"`` (the network at ``n_samples`` parameter draws).
           link_approx: for the GLM predictive of classification and binary: ``"probit"``, ``"mc"``
@@ -136,6 +158,14 @@ class LaplacePredictive:
         n_samples = positive_int(n_samples, "n_samples")
         check_seed(seed)
         check_flag(verbose, "verbose")
+        if is_dataset(x):
+            if joint:
+                raise ValueError(
+                    "joint=True needs all inputs at once (their cross-covariance); pass arrays, not a dataset."
+                )
+            options = {"pred_type": pred_type, "link_approx": link_approx, "n_samples": n_samples}
+            options.update(seed=fixed_seed(seed), diagonal_output=diagonal_output, verbose=False)
+            return self._over_dataset(x, lambda batch: self.predict(batch, **options), verbose=verbose)
         view, x = self._view_and_inputs(x)
         values = view.likelihood in (LikelihoodName.REGRESSION, LikelihoodName.REWARD_MODELING)
         if (joint or not diagonal_output) and not values:
@@ -166,8 +196,13 @@ class LaplacePredictive:
         """The linearised network's outputs: means ``(N, K)`` and covariances ``(N, K, K)``.
 
         When the posterior is over exactly a Dense output layer, this uses the penultimate
-        features in closed form (`last_layer`) instead of per-example Jacobians.
+        features in closed form (`last_layer`) instead of per-example Jacobians. ``x`` may be a
+        ``tf.data.Dataset``, as for `predict`.
         """
+        if is_dataset(x):
+            return self._over_dataset(
+                x, lambda batch: self.glm_output_distribution(batch, verbose=False), verbose=verbose
+            )
         return self._glm_output_distribution(*self._view_and_inputs(x), verbose)
 
     def _glm_output_distribution(self, view: PredictiveView, x: Any, verbose: bool) -> tuple[tf.Tensor, tf.Tensor]:
@@ -216,11 +251,15 @@ class LaplacePredictive:
         self, x: Any, n_samples: int = 100, pred_type: str = "glm", seed: int | None = None, verbose: bool = True
     ) -> tf.Tensor:
         """Draws of the prediction, ``(n_samples, N, K)``: probabilities, or outputs for regression
-        (and a reward model's items)."""
+        (and a reward model's items). ``x`` may be a ``tf.data.Dataset``, as for `predict`."""
         pred = parse_option(PredType, pred_type, "pred_type")
         n_samples = positive_int(n_samples, "n_samples")
         check_seed(seed)
         check_flag(verbose, "verbose")
+        if is_dataset(x):
+            seed = fixed_seed(seed)
+            draws = lambda batch: self.predictive_samples(batch, n_samples, pred_type, seed, verbose=False)  # noqa: E731
+            return self._over_dataset(x, draws, axis=1, verbose=verbose)
         view, x = self._view_and_inputs(x)
         if pred == PredType.NN:
             outputs = self._sampled_outputs(view, x, n_samples, seed, verbose)
@@ -266,6 +305,10 @@ class LaplacePredictive:
         $f(\\theta_*, x) + J(x)(\\theta_s - \\theta_*)$, the model behind the GLM predictive.
         """
         linearised = parse_option(PredType, pred_type, "pred_type") == PredType.GLM
+        if is_dataset(x):
+            thetas = self._checked_draws(thetas)
+            outputs = lambda batch: self.outputs_at_draws(thetas, batch, pred_type, verbose=False)  # noqa: E731
+            return self._over_dataset(x, outputs, axis=1, verbose=verbose)
         view, x = self._view_and_inputs(x)
         return self._outputs_at_draws(view, self._checked_draws(thetas), x, linearised, verbose)
 
