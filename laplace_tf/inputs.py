@@ -155,6 +155,11 @@ def as_array(leaf: Any, what: str) -> np.ndarray:
         array = np.asarray(leaf)
     except ValueError as error:  # NumPy refuses rows of different lengths
         raise ValueError(f"{what} has rows of different shapes (a ragged array); pad them to one shape.") from error
+    if array.ndim == 0 and array.dtype == object:  # NumPy wraps what it cannot read: a generator, a model
+        raise TypeError(
+            f"{what} must be arrays (NumPy or tensors; one, or a list or dict of them), got "
+            f"{type(leaf).__name__}. For data that streams, pass a batched tf.data.Dataset instead."
+        )
     if array.ndim == 0:
         raise ValueError(f"{what} is a scalar; pass an array with one row per example.")
     if array.dtype == object:

@@ -177,6 +177,7 @@ FIT = [
         "empty",
     ),
     ("wrong_feature_count", _fit((X[:, :3], Y)), ValueError, "shape"),
+    ("predict_on_a_generator", lambda c: c["la"].predict(row for row in X), TypeError, "generator"),
     ("dict_for_single_input", _fit(({"a": X}, Y)), (ValueError, TypeError), "input"),
     ("nan_in_hidden_weight_last_layer", _nan_hidden_weight, ValueError, "NaN"),
     (
