@@ -165,7 +165,7 @@ class LaplacePredictive:
                 )
             options = {"pred_type": pred_type, "link_approx": link_approx, "n_samples": n_samples}
             options.update(seed=fixed_seed(seed), diagonal_output=diagonal_output, verbose=False)
-            return self._over_dataset(x, lambda batch: self.predict(batch, **options), verbose=verbose)
+            return self._over_dataset(x, functools.partial(self.predict, **options), verbose=verbose)
         view, x = self._view_and_inputs(x)
         values = view.likelihood in (LikelihoodName.REGRESSION, LikelihoodName.REWARD_MODELING)
         if (joint or not diagonal_output) and not values:
@@ -201,7 +201,7 @@ class LaplacePredictive:
         """
         if is_dataset(x):
             return self._over_dataset(
-                x, lambda batch: self.glm_output_distribution(batch, verbose=False), verbose=verbose
+                x, functools.partial(self.glm_output_distribution, verbose=False), verbose=verbose
             )
         return self._glm_output_distribution(*self._view_and_inputs(x), verbose)
 
@@ -257,9 +257,8 @@ class LaplacePredictive:
         check_seed(seed)
         check_flag(verbose, "verbose")
         if is_dataset(x):
-            seed = fixed_seed(seed)
-            draws = lambda batch: self.predictive_samples(batch, n_samples, pred_type, seed, verbose=False)  # noqa: E731
-            return self._over_dataset(x, draws, axis=1, verbose=verbose)
+            options = {"n_samples": n_samples, "pred_type": pred_type, "seed": fixed_seed(seed), "verbose": False}
+            return self._over_dataset(x, functools.partial(self.predictive_samples, **options), 1, verbose)
         view, x = self._view_and_inputs(x)
         if pred == PredType.NN:
             outputs = self._sampled_outputs(view, x, n_samples, seed, verbose)
@@ -306,9 +305,9 @@ class LaplacePredictive:
         """
         linearised = parse_option(PredType, pred_type, "pred_type") == PredType.GLM
         if is_dataset(x):
-            thetas = self._checked_draws(thetas)
-            outputs = lambda batch: self.outputs_at_draws(thetas, batch, pred_type, verbose=False)  # noqa: E731
-            return self._over_dataset(x, outputs, axis=1, verbose=verbose)
+            draws = self._checked_draws(thetas)
+            outputs = functools.partial(self.outputs_at_draws, draws, pred_type=pred_type, verbose=False)
+            return self._over_dataset(x, outputs, 1, verbose)
         view, x = self._view_and_inputs(x)
         return self._outputs_at_draws(view, self._checked_draws(thetas), x, linearised, verbose)
 
