@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from laplace_tf import heteroscedastic
 from laplace_tf.arviz_compat import dataset, make_arviz_data
+from laplace_tf.dataset_predictions import is_dataset
 from laplace_tf.inputs import n_examples as count_examples
 from laplace_tf.log_density import log_posterior_density, pointwise_log_likelihood
 from laplace_tf.options import Likelihood as LikelihoodName
@@ -73,6 +74,11 @@ def to_inference_data(
         raise ValueError(f"num_draws and num_chains must be positive integers, got {num_draws!r} and {num_chains!r}.")
     if num_draws % num_chains:
         raise ValueError(f"num_draws={num_draws} must be a multiple of num_chains={num_chains}.")
+    if is_dataset(x):
+        raise TypeError(
+            "to_inference_data takes arrays x and y: its groups hold draws for every example. Collect a "
+            "dataset's batches first: x, y = map(np.concatenate, zip(*dataset.as_numpy_iterator()))."
+        )
     if x is not None:
         x = la._inputs(x)
     targets = None if y is None else _checked_targets(la, x, y)

@@ -105,3 +105,5 @@ def test_dataset_mistakes_are_refused_before_reading_it(classifier, regressor):
         classifier.evaluate(X)
     with pytest.raises(ValueError, match=r"must be in \[0, 3\)"):
         classifier.evaluate(_pairs(X, Y + 1))
+    with pytest.raises(TypeError, match="takes arrays x and y"):
+        classifier.to_inference_data(_pairs(X, Y), Y)
