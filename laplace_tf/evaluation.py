@@ -65,8 +65,9 @@ def evaluate(
         raise ValueError(f"levels must be central-interval levels strictly between 0 and 1, got {levels}.")
     options = {"pred_type": pred_type, "link_approx": link_approx, "n_samples": n_samples, "seed": fixed_seed(seed)}
     columns_of = _columns_function(la)
+    ood_inputs = None if x_ood is None else _checked_inputs(la, x_ood, "x_ood")
     test, targets = _test_columns_and_targets(la, x, y, columns_of, options)
-    ood = None if x_ood is None else _columns_over(la, x_ood, "x_ood", columns_of, options)
+    ood = None if ood_inputs is None else _columns_over(la, ood_inputs, "x_ood", columns_of, options)
     settings = _settings(la, pred_type, link_approx)
     if la.likelihood.outcome in (LikelihoodName.REGRESSION, LikelihoodName.HETEROSCEDASTIC):
         return regression_report(test, targets, ood, levels=levels, settings=settings)
@@ -97,7 +98,8 @@ def _test_columns_and_targets(la: Any, x: Any, y: Any, columns_of: Columns, opti
             raise ValueError("y (the test targets) is missing; pass la.evaluate(x, y), or a dataset of (x, y).")
         x, y = la._inputs(x), np.asarray(y)
         check_same_length(n_examples(x), len(y))
-        return columns_of(la, x, options), la._validate_targets(y)
+        targets = la._validate_targets(y)  # before any prediction is made
+        return columns_of(la, x, options), targets
     if y is not None:
         raise ValueError("x is a dataset of (x, y) batches, which holds the targets; leave y out.")
     la._check_batched_dataset(x)
@@ -107,18 +109,25 @@ def _test_columns_and_targets(la: Any, x: Any, y: Any, columns_of: Columns, opti
             raise ValueError(f"Batch {index} of the dataset has no targets; evaluate needs a dataset of (x, y).")
         batch_x = la._inputs(batch_x, f"x (batch {index} of the dataset)")
         check_same_length(n_examples(batch_x), len(batch_y))
-        columns.append(columns_of(la, batch_x, options))
         targets.append(la._validate_targets(batch_y))
+        columns.append(columns_of(la, batch_x, options))
     if not columns:
         raise ValueError("The dataset is empty; pass at least one batch to evaluate on.")
     return joined(columns, concatenate=np.concatenate), np.concatenate(targets)
 
 
-def _columns_over(la: Any, x: Any, what: str, columns_of: Columns, options: dict) -> dict:
-    """The columns of inputs that have no targets (``x_ood``), arrays or a dataset's batches."""
+def _checked_inputs(la: Any, x: Any, what: str) -> Any:
+    """Arrays validated, or a dataset checked for a batch axis (its batches are validated as read)."""
     if not is_dataset(x):
-        return columns_of(la, la._inputs(x, what), options)
+        return la._inputs(x, what)
     la._check_batched_dataset(x)
+    return x
+
+
+def _columns_over(la: Any, x: Any, what: str, columns_of: Columns, options: dict) -> dict:
+    """The columns of checked inputs that have no targets (``x_ood``), arrays or a dataset's batches."""
+    if not is_dataset(x):
+        return columns_of(la, x, options)
     columns = [columns_of(la, la._inputs(batch, f"{what} (a batch)"), options) for batch, _ in batches_of(x)]
     if not columns:
         raise ValueError(f"The dataset {what} is empty.")

@@ -548,6 +548,22 @@ def test_bad_input_is_a_clear_error(name, call, error, mentions, fitted, tmp_pat
     assert "Traceback" not in message and "tensorflow/core" not in message and len(message) < 1500
 
 
+def test_evaluate_checks_targets_and_ood_inputs_before_predicting(fitted, monkeypatch):
+    la = fitted["la"]
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("predicted before checking the inputs")
+
+    monkeypatch.setattr(la, "predict", must_not_run)
+    monkeypatch.setattr(la, "map_outputs", must_not_run)
+    with pytest.raises(ValueError, match="labels"):
+        la.evaluate(X, Y + 5)
+    with pytest.raises(ValueError, match="x_ood"):
+        la.evaluate(X, Y, x_ood=X[:, :2])
+    with pytest.raises(ValueError, match="single examples"):
+        la.evaluate(X, Y, x_ood=tf.data.Dataset.from_tensor_slices(X))
+
+
 def test_integer_inputs_for_a_float_model_are_accepted(fitted):
     la = fitted["la"]
     integers = np.round(X * 3).astype("int64")
