@@ -53,6 +53,7 @@ def test_a_second_laplace_on_the_same_model_traces_nothing(structure):
         la.optimize_prior_precision()
         la.predict(x[:5])
         la.predict(x[:7], pred_type="nn", n_samples=4, seed=0)
+        la.predict(tf.data.Dataset.from_tensor_slices(x[:9]).batch(4), verbose=False)  # batches of 4, 4, 1
 
     script()
     traced = counter.traces
