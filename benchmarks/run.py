@@ -292,12 +292,18 @@ READING_NOTES = """
 - First calls: a cold `fit` or GLM `predict` pays for tracing its `tf.function` once per model and
   configuration (a second `Laplace` on the same model traces nothing, as a test checks). Every
   layer with a probe rule (Dense, EinsumDense, convolutions, Embedding, LayerNorm, BatchNorm) is
-  differentiated by backward passes of the whole batch, one per output-Hessian column, vectorised
-  with `pfor` (or, for models `pfor` cannot vectorise, on the batch tiled once per column); only
-  layers without a rule (recurrent kernels) are differentiated per example. Against the model's
-  first predict, every cold call is within budget but the larger MLP fits (1.0-1.1), the
-  reward-model fits (1.2) and the Transformer (1.3-1.65); against a first training step, the cold
-  calls are 0.6-1.55 of budget. What remains is TensorFlow's fixed cost per compiled function:
+  differentiated by backward passes of the whole batch, one per column of the output Hessian's
+  square root (`K - 1` for a `K`-class softmax, whose Hessian has rank `K - 1`; one for a reward
+  model, which then needs no `pfor`), vectorised with `pfor` (or, for models `pfor` cannot
+  vectorise, on the batch tiled once per column); only layers without a rule (recurrent kernels)
+  are differentiated per example. Against the model's first predict, every cold call is within
+  budget but the Transformer (1.2-1.4) and, within this machine's noise, the larger MLP's diag
+  fit and the small CNN's fits (1.0-1.1); against a first training step, the cold calls are
+  0.4-1.5 of budget. The softmax root's `K - 1` columns took the reward-model fits from 1.2 to
+  0.7-0.8 (one column: a plain backward pass instead of `pfor`, 0.21 to 0.16 s cold for kron in
+  an A/B of five alternating processes) and cut warm times where the probes dominate (LSTM fits
+  2.4-2.6 to 1.5-1.6 s, Transformer 0.15-0.16 to 0.11-0.12 s, the 100-class CNN's kron
+  fit 15.5 to 12.8 s). What remains is TensorFlow's fixed cost per compiled function:
   building the graph op by op in Python (about 0.2 ms an op; the 64-50-10 diag fit's graph has 287
   ops, 0.06 s) and its first run (0.04 s there, little of it graph optimisation). The Transformer's
   kron fit graph has about 1,060 nodes where a Keras training step of the same model has 530 (the
@@ -317,14 +323,14 @@ READING_NOTES = """
   classes kron peaks at 2.9 GB (the process's peak resident memory, measured by hand). The
   "CNN, 100 classes" rows measure such a model, trained, side by side with laplace-torch, which
   runs out of this machine's 24 GiB on both (its kron fit is killed; its diag fit asks for 77 GiB
-  at once); ours peak at 2.4 and 2.5 GB.
-- The last full run re-measured every fit, GLM predictive and cold-pipeline row and the models'
-  own first calls; the latest run re-measured the Transformer and LSTM rows only (their probes'
-  code path changed), on a slower machine: laplace-torch's Transformer times rose by 1.4-2x and
-  the models' own first predict by 25-90%, and an A/B of the two commits in alternating fresh
-  processes shows equal times for ours. The prior-tuning rows and the `lt.hessian` table are
-  from an earlier run. laplace-torch's times move as much as ours between runs, so compare
-  ratios within a row, not across runs.
+  at once); ours peak at 2.4 and 2.5 GB. (An earlier run's cold diag fit there, 35.6 s against
+  22.6 s warm, was one noisy sample: by hand and in this run the cold fit is within 1-3 s of warm.)
+- Every row and table here comes from one full run. laplace-torch's times move as much as ours
+  between runs (this run's cold pipelines took 1.3-1.4 times the previous run's on both sides),
+  so compare ratios within a row, not across runs. Where a row moved against an earlier run, an
+  A/B of the two commits in alternating fresh processes decided whether the change was ours:
+  the small CNN's kron fit (0.053 to 0.069 s warm between runs) measured 0.074-0.091 s warm on
+  both commits side by side.
 """
 
 

@@ -183,15 +183,14 @@ class Classification(Likelihood):
         classes = f.shape[-1]
         if classes is None or classes < 2:
             return tf.linalg.diag(root) - p[:, :, None] * root[:, None, :]
-        pivot = tf.argmax(p, axis=1, output_type=tf.int32)
+        pivot = tf.argmax(f, axis=-1, output_type=tf.int32)
         is_pivot = tf.one_hot(pivot, classes, dtype=p.dtype)
-        pivot_root = tf.reduce_sum(root * is_pivot, axis=1, keepdims=True)
-        scale = tf.math.divide_no_nan(1 + pivot_root, tf.reduce_sum(p * (1 - is_pivot), axis=1, keepdims=True))
-        rows = tf.linalg.diag(root) - (p * scale)[:, :, None] * root[:, None, :]
-        rows = tf.where(is_pivot[:, :, None] > 0, (pivot_root * root)[:, None, :], rows)
-        kept = tf.range(classes - 1)[None, :]
-        kept += tf.cast(kept >= pivot[:, None], tf.int32)  # every column but the pivot's
-        return tf.gather(rows, kept, axis=2, batch_dims=1)
+        pivot_root = tf.reduce_sum(root * is_pivot, axis=-1, keepdims=True)
+        scale = tf.math.divide_no_nan(1 + pivot_root, tf.reduce_sum(p - p * is_pivot, axis=-1, keepdims=True))
+        coefficients = tf.where(is_pivot > 0, -pivot_root, p * scale)  # row m: u_m u_j; row i: -p_i u_j / (1 - u_m)
+        rows = tf.linalg.diag(root - root * is_pivot) - tf.einsum("bi,bj->bij", coefficients, root)
+        before_pivot = tf.expand_dims(np.arange(classes - 1) < tf.expand_dims(pivot, -1), 1)
+        return tf.where(before_pivot, rows[:, :, :-1], rows[:, :, 1:])  # every column but the pivot's
 
     def loss_gradient(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         return tf.nn.softmax(f) - y
