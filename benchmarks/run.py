@@ -297,9 +297,11 @@ READING_NOTES = """
   model, which then needs no `pfor`), vectorised with `pfor` (or, for models `pfor` cannot
   vectorise, on the batch tiled once per column); only layers without a rule (recurrent kernels)
   are differentiated per example. Against the model's first predict, every cold call is within
-  budget but the Transformer (1.2-1.4) and, within this machine's noise, the larger MLP's diag
-  fit and the small CNN's fits (1.0-1.1); against a first training step, the cold calls are
-  0.4-1.5 of budget. The softmax root's `K - 1` columns took the reward-model fits from 1.2 to
+  budget but the Transformer (1.2-1.4), the larger MLP's diag fit (1.1) and the small CNN's fits
+  (1.0-1.1; 0.8 in the previous run, partly this machine's noise and partly the `K - 1` root,
+  which adds about 30 graph nodes and 0.01-0.03 s to a first call: the CNN kron fit's trace took
+  0.224 s against 0.200 s, medians of five alternating processes); against a first training
+  step, the cold calls are 0.4-1.5 of budget. The softmax root's `K - 1` columns took the reward-model fits from 1.2 to
   0.7-0.8 (one column: a plain backward pass instead of `pfor`, 0.21 to 0.16 s cold for kron in
   an A/B of five alternating processes) and cut warm times where the probes dominate (LSTM fits
   2.4-2.6 to 1.5-1.6 s, Transformer 0.15-0.16 to 0.11-0.12 s, the 100-class CNN's kron
