@@ -60,7 +60,7 @@ def recurrent(cell: str):
     )
 
 
-def transformer_block(length: int = 4, dtype: str = "float32"):
+def transformer_block(length: int = 4, dtype: str = "float32", outputs: int = N_CLASSES):
     tokens = keras.Input((length,), dtype="int32")
     embedded = LAYERS.Embedding(11, 6, dtype=dtype)(tokens)
     attended = LAYERS.MultiHeadAttention(2, 3, dtype=dtype)(embedded, embedded)
@@ -68,7 +68,7 @@ def transformer_block(length: int = 4, dtype: str = "float32"):
     feed_forward = LAYERS.Dense(6, dtype=dtype)(LAYERS.Dense(8, activation="relu", dtype=dtype)(hidden))
     hidden = LAYERS.LayerNormalization(dtype=dtype)(LAYERS.Add(dtype=dtype)([hidden, feed_forward]))
     pooled = LAYERS.GlobalAveragePooling1D(dtype=dtype)(hidden)
-    return keras.Model(tokens, LAYERS.Dense(N_CLASSES, dtype=dtype)(pooled))
+    return keras.Model(tokens, LAYERS.Dense(outputs, dtype=dtype)(pooled))
 
 
 def two_inputs():
@@ -164,6 +164,24 @@ def test_diag_ggn_equals_the_naive_one(real_model):
     hessians = output_hessians_np(np.asarray(model(x), np.float64), "classification")
     expected = np.einsum("nkp,nkl,nlp->p", jacobians, hessians, jacobians)
     np.testing.assert_allclose(la.curvature, expected, rtol=2e-4, atol=1e-6 * expected.max())
+
+
+def test_one_column_on_a_model_pfor_cannot_vectorise_gives_the_naive_curvature():
+    """One output of regression (one column) on the Transformer: the forward pass that gives f
+    serves one plain backward pass, no tiling; diag and full equal J^T J built by hand."""
+    keras.utils.set_random_seed(3)
+    model, x = transformer_block(outputs=1), inputs_for("transformer")
+    y = np.random.default_rng(3).normal(size=(len(x), 1))
+    fitted = {
+        structure: lt.Laplace(model, "regression", hessian_structure=structure).fit((x, y), batch_size=4, verbose=False)
+        for structure in ("diag", "full")
+    }
+    assert not fitted["diag"].params.vectorize
+    jacobians = naive_jacobians(model, x)[:, 0]
+    expected = jacobians.T @ jacobians
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(fitted["full"].curvature, expected, rtol=2e-4, atol=1e-6 * scale)
+    np.testing.assert_allclose(fitted["diag"].curvature, np.diag(expected), rtol=2e-4, atol=1e-6 * scale)
 
 
 def test_probed_jacobians_equal_the_naive_ones(real_model):

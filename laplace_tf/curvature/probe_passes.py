@@ -12,6 +12,9 @@ gradient of $\sum_n v_{nc}^\top f_n$ at each probed layer's output. Two ways, sa
   moments count each input ``C`` times together with the positions they are divided by.
   This traces one backward pass instead of ``C`` (or a while loop), which is what a first call pays.
 
+One column (a reward model, one regression output, the empirical Fisher) needs neither: the
+forward pass that gives ``f`` serves one plain backward pass, whatever the model.
+
 Either way the passes hold ``C`` copies of every probed layer's output gradient (tiled: of the
 activations too), so many columns (a classifier of a thousand classes) would need a thousand
 times a backward pass's memory. `run_probes` therefore takes the columns in chunks small enough
@@ -98,7 +101,8 @@ def run_probes(
         with recording(rules, tape):
             f = params.apply(theta, x)
         seeds = tf.stop_gradient(columns(f))
-        projected = tf.einsum("bkc,bk->c", seeds, f) if params.vectorize else None
+        untiled = params.vectorize or seeds.shape[-1] == 1  # one column needs no pfor and no tiling
+        projected = tf.einsum("bkc,bk->c", seeds, f) if untiled else None
     chunk = columns_per_chunk(rules, f, int(seeds.shape[-1]), weight_numbers)
     if chunk < seeds.shape[-1]:
 
@@ -106,7 +110,7 @@ def run_probes(
             return per_chunk(_probe_run(params, rules, theta, x, f, chunk_seeds))
 
         return f, _over_chunks(chunk_result, seeds, chunk, concatenate)
-    if params.vectorize:  # the forward pass above serves the backward passes
+    if untiled:  # the forward pass above serves the backward passes
         flat = _column_gradients(tape, projected, _perturbations(rules))
         return f, per_chunk(ProbeRun(f, _by_rule(rules, flat), tf.shape(f)[0], f.shape[0]))
     return f, per_chunk(_probe_run(params, rules, theta, x, f, seeds))
