@@ -36,6 +36,12 @@ def is_dataset(x: Any) -> bool:
     return isinstance(x, tf.data.Dataset)
 
 
+def input_rank(dataset: tf.data.Dataset) -> int | None:
+    """The rank of the first input leaf of the dataset's elements (batch axis included)."""
+    inputs, _, _ = keras.utils.unpack_x_y_sample_weight(dataset.element_spec)
+    return tf.nest.flatten(inputs)[0].shape.rank
+
+
 def batches_of(dataset: tf.data.Dataset, verbose: bool = False, label: str = "predict") -> Iterator[tuple[Any, Any]]:
     """Each element's ``(x, y)`` as NumPy (``y`` is ``None`` where the element has none), with progress."""
     check_ends(dataset)

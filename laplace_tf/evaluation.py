@@ -102,7 +102,7 @@ def _test_columns_and_targets(la: Any, x: Any, y: Any, columns_of: Columns, opti
         return columns_of(la, x, options), targets
     if y is not None:
         raise ValueError("x is a dataset of (x, y) batches, which holds the targets; leave y out.")
-    la._check_batched_dataset(x)
+    x = _checked_inputs(la, x, "x")
     columns, targets = [], []
     for index, (batch_x, batch_y) in enumerate(batches_of(x)):
         if batch_y is None:

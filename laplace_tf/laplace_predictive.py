@@ -30,7 +30,7 @@ from laplace_tf.compiled import cached
 from laplace_tf.curvature import compile_for_batches
 from laplace_tf.curvature.probed_jacobians import jacobians_function
 from laplace_tf.data import UNBATCHED_X, as_inputs
-from laplace_tf.dataset_predictions import is_dataset, over_batches
+from laplace_tf.dataset_predictions import input_rank, is_dataset, over_batches
 from laplace_tf.distribution import concatenated_over_replicas, current_strategy
 from laplace_tf.inputs import n_examples, take
 from laplace_tf.kron_predictive import LayerFactors, dense_rules
@@ -85,10 +85,8 @@ class LaplacePredictive:
         if self._item_view is None:
             return self._fitted_view
         fitted_rank = len(tf.nest.flatten(self._input_signature)[0].shape) + 1
-        if is_dataset(x):
-            inputs, _, _ = keras.utils.unpack_x_y_sample_weight(x.element_spec)
-            return self._fitted_view if tf.nest.flatten(inputs)[0].shape.rank == fitted_rank else self._item_view
-        return self._fitted_view if np.ndim(tf.nest.flatten(x)[0]) == fitted_rank else self._item_view
+        rank = input_rank(x) if is_dataset(x) else np.ndim(tf.nest.flatten(x)[0])
+        return self._fitted_view if rank == fitted_rank else self._item_view
 
     def _over_dataset(self, dataset: tf.data.Dataset, predict: Callable, axis: int = 0, verbose: bool = False) -> Any:
         """``predict`` of each batch's inputs, joined (`dataset_predictions`)."""
@@ -100,9 +98,7 @@ class LaplacePredictive:
         self._require_fitted()
         if self._item_view is not None:  # a reward model's pairs and items differ by one axis too
             return
-        inputs, _, _ = keras.utils.unpack_x_y_sample_weight(dataset.element_spec)
-        given = tf.nest.flatten(inputs)[0].shape.rank
-        if given == len(tf.nest.flatten(self._input_signature)[0].shape):
+        if input_rank(dataset) == len(tf.nest.flatten(self._input_signature)[0].shape):
             raise ValueError(UNBATCHED_X)
 
     def _outputs_per_example(self, view: PredictiveView) -> int:
