@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,7 @@ def as_input_arrays(x: Any, what: str = "x") -> Inputs:
 
     A plain (nested) Python list of numbers is one array, as NumPy reads it, not a structure.
     """
-    if _is_plain_numbers(x):
+    if _is_plain_values(x):
         x = as_array(x, what)
     leaves = tf.nest.flatten(x)
     if not leaves:
@@ -54,18 +55,45 @@ def as_input_arrays(x: Any, what: str = "x") -> Inputs:
 
 @dataclass(frozen=True)
 class LeafSignature:
-    """One input's example shape and whether it holds ``"float"`` or ``"integer"`` data."""
+    """One input's example shape (``None`` on axes of any size) and whether it holds ``"float"``,
+    ``"integer"`` or ``"text"`` data."""
 
-    shape: tuple[int, ...]
+    shape: tuple[int | None, ...]
     kind: str
 
     def __str__(self) -> str:
         return f"{self.shape} {self.kind}"
 
 
-def signature(x: Inputs) -> Any:
-    """Per leaf of ``x``, its `LeafSignature`: what later inputs must match."""
-    return tf.nest.map_structure(lambda a: LeafSignature(tuple(a.shape[1:]), _kind(a)), x)
+def signature(x: Inputs, model: keras.Model | None = None, leading_axes: int = 0) -> Any:
+    """Per leaf of ``x``, its `LeafSignature`: what later inputs must match.
+
+    An axis the ``model`` declares free (``keras.Input((None,))``: sequences of any length) is
+    ``None`` there: later inputs may have any size on it. ``leading_axes``: axes of ``x``'s
+    examples before the model's own (a reward model's pair axis).
+    """
+    fitted = tf.nest.map_structure(lambda a: LeafSignature(tuple(a.shape[1:]), _kind(a)), x)
+    declared = _declared_example_shapes(model)
+    leaves = tf.nest.flatten(fitted)
+    if declared is None or len(declared) != len(leaves):
+        return fitted
+    relaxed = [_relaxed(leaf, shape, leading_axes) for leaf, shape in zip(leaves, declared, strict=True)]
+    return tf.nest.pack_sequence_as(fitted, relaxed)
+
+
+def _declared_example_shapes(model: keras.Model | None) -> list[tuple] | None:
+    """The example shapes of the model's declared inputs (``None`` where free), in ``tf.nest``
+    order; ``None`` for a model that declares none (subclassed)."""
+    tensors = _declared(lambda: model.inputs)
+    return None if tensors is None else [tuple(t.shape[1:]) for t in tensors]
+
+
+def _relaxed(leaf: LeafSignature, declared: tuple, leading_axes: int) -> LeafSignature:
+    """``leaf`` with ``None`` on the axes ``declared`` leaves free, when their ranks agree."""
+    if len(leaf.shape) != len(declared) + leading_axes:
+        return leaf
+    free = [False] * leading_axes + [size is None for size in declared]
+    return LeafSignature(tuple(None if f else size for size, f in zip(leaf.shape, free, strict=True)), leaf.kind)
 
 
 def signature_to_json(expected: Any) -> dict:
@@ -95,8 +123,8 @@ def conform(x: Inputs, expected: Any, what: str = "x") -> Inputs:
         ) from error
     conformed = []
     for leaf, fitted, name in zip(tf.nest.flatten(x), tf.nest.flatten(expected), _leaf_names(what, x), strict=True):
-        if tuple(leaf.shape[1:]) != fitted.shape:
-            one_example = tuple(leaf.shape) == fitted.shape
+        if not _fits(tuple(leaf.shape[1:]), fitted.shape):
+            one_example = _fits(tuple(leaf.shape), fitted.shape)
             raise ValueError(
                 f"{name} has examples of shape {tuple(leaf.shape[1:])}, but the Laplace was fitted on "
                 f"examples of shape {fitted.shape}; pass inputs of the shape the model takes"
@@ -104,8 +132,44 @@ def conform(x: Inputs, expected: Any, what: str = "x") -> Inputs:
             )
         if _kind(leaf) == "float" and fitted.kind == "integer":
             raise TypeError(f"{name} holds floats, but the model was fitted on integers there (token ids?).")
+        if (_kind(leaf) == "text") != (fitted.kind == "text"):
+            raise TypeError(f"{name} holds {_kind(leaf)}, but the model was fitted on {fitted.kind} there.")
         conformed.append(leaf.astype(np.float64) if fitted.kind == "float" and _kind(leaf) == "integer" else leaf)
     return tf.nest.pack_sequence_as(x, conformed)
+
+
+def check_declared_inputs(x: Inputs, model: keras.Model) -> None:
+    """Refuses inputs the model's declared inputs cannot take, before Keras fails on them: a dict
+    lacking inputs the model names (Keras says only that an output "is not connected"), or text
+    where the model takes numbers (or numbers where it takes text). A model that declares no
+    inputs (subclassed) is not checked."""
+    declared = _declared(lambda: model.input)
+    if isinstance(declared, dict) and isinstance(x, dict):
+        missing = sorted(set(declared) - set(x))
+        if missing:
+            raise ValueError(
+                f"x lacks the model's inputs {missing}: the model takes a dict with keys {sorted(declared)}, "
+                f"x has keys {sorted(x)}."
+            )
+    tensors, leaves = _declared(lambda: model.inputs) or [], tf.nest.flatten(x)
+    if len(leaves) != len(tensors):
+        return
+    for leaf, tensor, name in zip(leaves, tensors, _leaf_names("x", x), strict=True):
+        if (_kind(leaf) == "text") != (tensor.dtype == "string"):
+            raise TypeError(f"{name} holds {_kind(leaf)}, but the model's input there takes {tensor.dtype}.")
+
+
+def _declared(read: Callable[[], Any]) -> Any:
+    """A model's declared inputs (``model.input`` or ``model.inputs``), or ``None`` if it has none."""
+    try:
+        return read()
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _fits(shape: tuple, fitted: tuple) -> bool:
+    """Whether an example shape matches a fitted one (``None``: any size)."""
+    return len(shape) == len(fitted) and all(f is None or f == s for s, f in zip(shape, fitted, strict=True))
 
 
 def n_examples(x: Inputs) -> int:
@@ -139,6 +203,9 @@ def describe(x: Inputs) -> str:
 
 
 def _kind(array: np.ndarray) -> str:
+    """``"float"``, ``"integer"`` (also booleans) or ``"text"``."""
+    if array.dtype.kind in "SUO":
+        return "text"
     return "float" if np.issubdtype(array.dtype, np.floating) else "integer"
 
 
@@ -148,7 +215,8 @@ def _cast_leaf(leaf: Any, dtype: tf.DType) -> tf.Tensor:
 
 
 def as_array(leaf: Any, what: str) -> np.ndarray:
-    """One array (NumPy or a tensor) as NumPy, with one row per example (not a scalar, not ragged)."""
+    """One array (NumPy or a tensor) as NumPy, with one row per example (not a scalar, not ragged):
+    numbers, or text for a model that takes strings (``TextVectorization`` in the model)."""
     if isinstance(leaf, (tf.Tensor, tf.Variable)):
         leaf = leaf.numpy()
     try:
@@ -162,11 +230,16 @@ def as_array(leaf: Any, what: str) -> np.ndarray:
         )
     if array.ndim == 0:
         raise ValueError(f"{what} is a scalar; pass an array with one row per example.")
-    if array.dtype == object:
+    if array.dtype == object and not _holds_text(array):
         raise ValueError(f"{what} has rows of different shapes (a ragged array); pad them to one shape.")
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"{what} must hold numbers, got an array of {array.dtype} ({array.dtype.kind!r} kind).")
+    if array.dtype.kind not in "biufSUO":
+        raise TypeError(f"{what} must hold numbers or text, got an array of {array.dtype} ({array.dtype.kind!r} kind).")
     return array
+
+
+def _holds_text(array: np.ndarray) -> bool:
+    """Whether an object array holds only ``str`` or ``bytes`` (text, as pandas keeps it)."""
+    return all(isinstance(item, (str, bytes)) for item in array.reshape(-1))
 
 
 def _leaf_names(what: str, x: Any) -> list[str]:
@@ -176,8 +249,8 @@ def _leaf_names(what: str, x: Any) -> list[str]:
     return [what + "".join(f"[{part!r}]" for part in path) for path, _ in keras.tree.flatten_with_path(x)]
 
 
-def _is_plain_numbers(x: Any) -> bool:
-    """Whether ``x`` is a (nested) list of Python numbers, which NumPy reads as one array."""
+def _is_plain_values(x: Any) -> bool:
+    """Whether ``x`` is a (nested) list of Python numbers or strings, which NumPy reads as one array."""
     if not isinstance(x, (list, tuple)) or not x:
         return False
-    return all(isinstance(leaf, (int, float, bool, np.number)) for leaf in tf.nest.flatten(x))
+    return all(isinstance(leaf, (int, float, bool, np.number, str, bytes)) for leaf in tf.nest.flatten(x))

@@ -37,7 +37,7 @@ from laplace_tf.curvature import curvature_estimator, noise_power
 from laplace_tf.curvature.gp import NystromCurvature
 from laplace_tf.data import as_batches, check_batched, first_inputs
 from laplace_tf.distribution import current_strategy
-from laplace_tf.inputs import cast_inputs, signature
+from laplace_tf.inputs import cast_inputs, check_declared_inputs, signature
 from laplace_tf.laplace_evidence import LaplaceEvidence
 from laplace_tf.laplace_predictive import LaplacePredictive
 from laplace_tf.laplace_reports import LaplaceReports
@@ -313,6 +313,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         if isinstance(self.params, PairParameters):
             check_pairs(first)
         check_batched(data, self.model)
+        check_declared_inputs(first, self.model)
         prepare = self._estimator.prepare or self.params.apply
         first_outputs = prepare(self.mean, self._cast(first)).numpy()
         check_outputs_are_not_probabilities(first_outputs, self.likelihood.name)
@@ -340,7 +341,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         if previous is not None:
             loss, n_data = loss + self._loss, n_data + self.n_data
         self._loss, self._sums, self.n_data = loss, sums, n_data
-        self._input_signature = signature(first)
+        self._input_signature = signature(first, self.model, int(isinstance(self.params, PairParameters)))
         self._curvature = self._estimator.finalize(sums)
         self._posterior, self._decomposition, self._eigenpairs = None, None, None
         if verbose:

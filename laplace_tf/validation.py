@@ -56,8 +56,7 @@ def check_finite(array: np.ndarray, what: str) -> None:
     if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
         bad_rows = np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1))
         raise ValueError(
-            f"{what} contains NaN or inf (first bad rows: {bad_rows[:5].tolist()}); "
-            "clean or impute the data before fitting."
+            f"{what} contains NaN or inf (first bad rows: {bad_rows[:5].tolist()}); clean or impute the data first."
         )
 
 

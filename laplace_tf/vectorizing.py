@@ -1,10 +1,12 @@
 """Whether per-example work on a model may be vectorised with ``pfor``, and the map that does it.
 
 Per-example Jacobians and gradients are fastest vectorised over examples (``tf.vectorized_map``,
-``pfor``), but two kinds of model cannot take it:
+``pfor``), but three kinds of model cannot take it:
 
 * recurrent layers (LSTM, GRU, SimpleRNN, ConvLSTM, and wrappers such as ``Bidirectional``) run
   a ``tf.while_loop`` over time steps whose ``TensorList`` state ``pfor`` cannot vectorise;
+* text preprocessing inside the model (``TextVectorization``, or any string input): one example's
+  words split into a ragged row whose length ``pfor`` cannot merge across examples;
 * layers that multiply rank-3 or higher inputs by a kernel (a Dense layer on sequences,
   ``EinsumDense``, ``MultiHeadAttention``): vectorised, these become rank-4 by rank-2 batched
   matrix products, which TensorFlow 2.21's oneDNN kernel mis-strides in float32, corrupting the
@@ -39,7 +41,16 @@ def can_vectorize(model: keras.Model) -> bool:
     """Whether ``pfor`` may vectorise per-example work on ``model`` (see the module doc)."""
     layers = list(model._flatten_layers(include_self=False))
     recurrent = any(isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)) for layer in layers)
-    return not recurrent and not any(_multiplies_sequences(layer) for layer in layers)
+    text = any(isinstance(layer, keras.layers.TextVectorization) for layer in layers) or _takes_text(model)
+    return not recurrent and not text and not any(_multiplies_sequences(layer) for layer in layers)
+
+
+def _takes_text(model: keras.Model) -> bool:
+    """Whether the model declares a string input (a subclassed model declares none)."""
+    try:
+        return any(tensor.dtype == "string" for tensor in model.inputs)
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def map_examples(fn: Callable, elems: Any, vectorize: bool) -> Any:

@@ -51,6 +51,13 @@ def _nan_hidden_weight(c):
     return lt.Laplace(model, "classification", subset_of_weights="last_layer").fit((X, Y), verbose=False)
 
 
+def _two_inputs():
+    """A Laplace of a model taking a dict of two named inputs."""
+    a, b = keras.Input((4,), name="a"), keras.Input((2,), name="b")
+    outputs = keras.layers.Dense(3)(keras.layers.Concatenate()([a, b]))
+    return lt.Laplace(keras.Model({"a": a, "b": b}, outputs), "classification")
+
+
 def _two_heads(subclassed: bool):
     """A model with two output heads, functional or subclassed (returning a tuple)."""
     if not subclassed:
@@ -179,6 +186,13 @@ FIT = [
     ("wrong_feature_count", _fit((X[:, :3], Y)), ValueError, "shape"),
     ("predict_on_a_generator", lambda c: c["la"].predict(row for row in X), TypeError, "generator"),
     ("dict_for_single_input", _fit(({"a": X}, Y)), (ValueError, TypeError), "input"),
+    ("dict_lacking_an_input", lambda c: _two_inputs().fit(({"a": X}, Y), verbose=False), ValueError, "['b']"),
+    (
+        "dataset_with_sample_weights",
+        lambda c: _fit(tf.data.Dataset.from_tensor_slices((X, Y, np.ones(20))).batch(8))(c),
+        ValueError,
+        "sample_weight",
+    ),
     ("nan_in_hidden_weight_last_layer", _nan_hidden_weight, ValueError, "NaN"),
     (
         "override_before_fit",

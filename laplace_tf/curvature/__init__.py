@@ -225,23 +225,30 @@ def _dense_batch_function(
 
 
 def compile_for_batches(fn: Callable) -> Callable:
-    """``fn(theta, x, *rest)`` compiled once for any batch size (traced on the first call, whose
-    batch size sizes the chunks of `probe_passes.run_probes`).
+    """``fn(theta, x, *rest)`` compiled once per input signature, for any batch size (traced on the
+    first call with that signature, whose batch size sizes the chunks of `probe_passes.run_probes`).
 
-    ``x`` may be a structure of tensors (a model with several inputs).
+    ``x`` may be a structure of tensors (a model with several inputs). Inputs of another example
+    shape or dtype than before (a model taking sequences of any length, or a second `Laplace` on
+    the same model fed differently) get a function of their own instead of failing to bind.
     """
-    compiled: list[Callable] = []
+    compiled: dict[tuple, Callable] = {}
 
     def call(theta: tf.Tensor, *batch: tf.Tensor):
-        if not compiled:
-            signature = [tf.TensorSpec(theta.shape, theta.dtype)]
-            signature += [batch_spec(t) for t in batch]
-            compiled.append(tf.function(fn, input_signature=signature, autograph=False))
+        signature = [tf.TensorSpec(theta.shape, theta.dtype)] + [batch_spec(t) for t in batch]
+        key = (tuple(tf.nest.flatten(signature)), _structure_of(signature))
+        if key not in compiled:
+            compiled[key] = tf.function(fn, input_signature=signature, autograph=False)
             with expected_batch(n_examples(batch[0])):  # traced now: chunks of columns sized for this batch
-                return compiled[0](theta, *batch)
-        return compiled[0](theta, *batch)
+                return compiled[key](theta, *batch)
+        return compiled[key](theta, *batch)
 
     return call
+
+
+def _structure_of(nested: Any) -> str:
+    """The nesting of ``nested`` (dict keys, list lengths) without its leaves, as a hashable text."""
+    return repr(tf.nest.map_structure(lambda _: None, nested))
 
 
 def noise_power(curvature_type: CurvatureType) -> int:
