@@ -134,8 +134,10 @@ class ModelParameters:
             outputs = outputs[:, None]
         if outputs.shape.rank != 2:
             raise ValueError(
-                f"The model returns outputs of shape {outputs.shape}; laplace-tf needs (batch, outputs). "
-                "Flatten the outputs in the model (e.g. keras.layers.Flatten())."
+                f"The model returns outputs of shape {outputs.shape}; laplace-tf needs (batch, outputs), one "
+                "prediction per example. Per-position outputs (a sequence tagger's (batch, steps, classes)) "
+                "are not supported: flattening them would make one softmax over every position. For "
+                "regression, flatten the outputs in the model (keras.layers.Flatten()) and y alike."
             )
         return outputs
 

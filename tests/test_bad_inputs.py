@@ -58,6 +58,12 @@ def _two_inputs():
     return lt.Laplace(keras.Model({"a": a, "b": b}, outputs), "classification")
 
 
+def _tagger():
+    """A Laplace of a sequence tagger: outputs (batch, steps, classes)."""
+    model = keras.Sequential([keras.Input((4, 1)), keras.layers.Dense(3)])
+    return lt.Laplace(model, "classification")
+
+
 def _two_heads(subclassed: bool):
     """A model with two output heads, functional or subclassed (returning a tuple)."""
     if not subclassed:
@@ -192,6 +198,12 @@ FIT = [
         lambda c: _fit(tf.data.Dataset.from_tensor_slices((X, Y, np.ones(20))).batch(8))(c),
         ValueError,
         "sample_weight",
+    ),
+    (
+        "per_position_outputs",
+        lambda c: _tagger().fit((X[:, :, None], np.tile(Y[:, None], (1, 4))), verbose=False),
+        ValueError,
+        "Per-position",
     ),
     ("nan_in_hidden_weight_last_layer", _nan_hidden_weight, ValueError, "NaN"),
     (
