@@ -78,6 +78,19 @@ def two_inputs():
     return keras.Model({"image": image, "meta": meta}, LAYERS.Dense(N_CLASSES)(hidden))
 
 
+def depthwise():
+    """MobileNet's pieces: depthwise convolutions (dilated, multiplied, strided, without bias, 1-D)."""
+    image, sequence = keras.Input((6, 6, 2), name="image"), keras.Input((8, 2), name="sequence")
+    hidden = LAYERS.DepthwiseConv2D(3, padding="same", depth_multiplier=2, dilation_rate=2)(image)
+    hidden = LAYERS.ReLU(6.0)(LAYERS.BatchNormalization()(hidden))
+    hidden = LAYERS.DepthwiseConv2D(2, strides=2, use_bias=False, activation="tanh")(hidden)
+    pooled = LAYERS.GlobalAveragePooling2D()(LAYERS.Conv2D(3, 1)(hidden))
+    steps = LAYERS.Flatten()(LAYERS.DepthwiseConv1D(3, strides=2, padding="same", depth_multiplier=2)(sequence))
+    return keras.Model(
+        {"image": image, "sequence": sequence}, LAYERS.Dense(N_CLASSES)(LAYERS.Concatenate()([pooled, steps]))
+    )
+
+
 def inputs_for(name: str, n: int = N, seed: int = 0):
     rng = np.random.default_rng(seed)
     if name in ("lstm", "gru", "bidirectional"):
@@ -86,6 +99,11 @@ def inputs_for(name: str, n: int = N, seed: int = 0):
         return rng.integers(0, 11, (n, 4)).astype("int32")
     if name == "cnn":
         return rng.normal(size=(n, 6, 6, 1)).astype("float32")
+    if name == "depthwise":
+        return {
+            "image": rng.normal(size=(n, 6, 6, 2)).astype("float32"),
+            "sequence": rng.normal(size=(n, 8, 2)).astype("float32"),
+        }
     if name == "two_inputs":
         return {"image": rng.normal(size=(n, 4)).astype("float32"), "meta": rng.normal(size=(n, 2)).astype("float32")}
     return rng.normal(size=(n, 5)).astype("float32")
@@ -93,6 +111,7 @@ def inputs_for(name: str, n: int = N, seed: int = 0):
 
 BUILDERS = {
     "cnn": cnn_with_batchnorm,
+    "depthwise": depthwise,
     "residual": residual_block,
     "lstm": lambda: recurrent("lstm"),
     "gru": lambda: recurrent("gru"),

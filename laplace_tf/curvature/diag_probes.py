@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from laplace_tf.curvature import diag
+from laplace_tf.curvature.depthwise_layers import depthwise_rules
 from laplace_tf.curvature.jacobians import loss_gradients, output_jacobians
 from laplace_tf.curvature.kfac_layers import find_rules, recording, uncovered_size
 from laplace_tf.curvature.norm_layers import scale_shift_rules
@@ -107,20 +108,25 @@ def with_jacobian_pieces(
 
 
 def probe_rules(params: ModelParameters) -> list:
-    """The probe rules of the selected layers (K-FAC's and the normalisations'), when every selected
+    """The probe rules of the selected layers (K-FAC's and the diagonal-only ones), when every selected
     variable is whole; none otherwise (masks select parts of variables: the Jacobian path)."""
     whole = all(size == int(np.prod(shape)) for size, shape in zip(params.sizes, params.shapes, strict=True))
     if not whole:
         return []
-    selected = set(params.names)
-    return find_rules(params.model, selected) + scale_shift_rules(params.model, selected)
+    return find_rules(params.model, set(params.names)) + diagonal_rules(params.model, set(params.names))
+
+
+def diagonal_rules(model: Any, selected_paths: set[str]) -> list:
+    """The probe rules that give only diagonals (no $A \\otimes G$): normalisations' scale and
+    shift, depthwise convolutions."""
+    return scale_shift_rules(model, selected_paths) + depthwise_rules(model, selected_paths)
 
 
 def per_example_memory(rules: list, params: ModelParameters) -> int:
     """The largest per-example, per-column gradient a rule forms (`squared_gradient_sums`), in numbers:
     a kernel's size, unless the layer is a Dense on matrices (factorised) or an Embedding."""
     sizes = [
-        rule.input_dim * rule.output_dim
+        int(np.prod(rule.kernel.shape))
         for rule in rules
         if rule.kind not in ("embedding", "scale_shift")
         and not (rule.kind == "dense" and rule.per_example and params.rows_are_examples and input_rank(rule.layer) == 2)

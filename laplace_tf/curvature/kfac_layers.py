@@ -52,8 +52,31 @@ class Probe:
     perturbation: tf.Tensor | None = None
 
 
+class ProbedLayer:
+    """What every probe rule shares (`LayerRule`, `norm_layers.ScaleShiftRule`,
+    `depthwise_layers.DepthwiseRule`): the probes its layer's calls recorded."""
+
+    probes: list[Probe]
+
+    @property
+    def perturbations(self) -> list[tf.Tensor]:
+        return [probe.perturbation for probe in self.probes]
+
+
+class KernelAndBias(ProbedLayer):
+    """A probe rule for a layer's kernel and, when it gets a block, its bias."""
+
+    kernel: Any
+    bias: Any | None
+
+    @property
+    def covered(self) -> list[str]:
+        """The paths of the variables this rule gives blocks: the kernel, and the bias with a block."""
+        return [self.kernel.path] + ([self.bias.path] if self.bias is not None else [])
+
+
 @dataclass
-class LayerRule:
+class LayerRule(KernelAndBias):
     """The K-FAC rule for one supported layer."""
 
     layer: keras.layers.Layer
@@ -63,15 +86,6 @@ class LayerRule:
     input_axes: int = 1  # how many leading kernel axes $A$ runs over (the rest are $G$'s)
     per_example: bool = True  # False inside TimeDistributed: the layer sees (B * T, ...) inputs
     probes: list[Probe] = field(default_factory=list)  # one per call in the recorded forward pass
-
-    @property
-    def perturbations(self) -> list[tf.Tensor]:
-        return [probe.perturbation for probe in self.probes]
-
-    @property
-    def covered(self) -> list[str]:
-        """The paths of the variables this rule gives blocks: the kernel, and the bias with a block."""
-        return [self.kernel.path] + ([self.bias.path] if self.bias is not None else [])
 
     @property
     def probe(self) -> Probe:

@@ -28,9 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from laplace_tf.curvature.diag_probes import probed_pieces, with_jacobian_pieces
+from laplace_tf.curvature.diag_probes import diagonal_rules, probed_pieces, with_jacobian_pieces
 from laplace_tf.curvature.kfac_layers import covered_paths, find_rules, uncovered_size
-from laplace_tf.curvature.norm_layers import scale_shift_rules
 from laplace_tf.curvature.probe_passes import ProbeRun, probe_columns, run_probes
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType
@@ -74,7 +73,7 @@ class KronPlan:
         self.params, self.likelihood = params, likelihood
         self.curvature_type, self.mc_samples = curvature_type, mc_samples
         self.rules = find_rules(params.model, set(params.names))
-        self.diagonal_rules = scale_shift_rules(params.model, set(params.names))
+        self.diagonal_rules = diagonal_rules(params.model, set(params.names))
         kron_paths = covered_paths(self.rules)
         self.diagonal_paths = [n for n in params.names if n not in kron_paths]
         self.jacobian_params = uncovered_size(params, self.rules + self.diagonal_rules)  # per-example Jacobians

@@ -28,12 +28,12 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from laplace_tf.curvature.kfac_layers import Probe
+from laplace_tf.curvature.kfac_layers import Probe, ProbedLayer
 from laplace_tf.vectorizing import input_rank
 
 
 @dataclass
-class ScaleShiftRule:
+class ScaleShiftRule(ProbedLayer):
     """The probe rule of one normalisation layer; ``scale``/``shift`` are the selected $\\gamma$/$\\beta$."""
 
     layer: keras.layers.Layer
@@ -42,10 +42,6 @@ class ScaleShiftRule:
     probes: list[Probe] = field(default_factory=list)
 
     kind = "scale_shift"
-
-    @property
-    def perturbations(self) -> list[tf.Tensor]:
-        return [probe.perturbation for probe in self.probes]
 
     @property
     def covered(self) -> list[str]:

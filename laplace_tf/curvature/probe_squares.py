@@ -30,6 +30,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from laplace_tf.curvature.depthwise_layers import depthwise_gradients
 from laplace_tf.curvature.kfac_layers import input_patches
 
 
@@ -49,10 +50,12 @@ def per_example_gradients(
     """Variable path -> every example's gradient ``(C, examples, size)`` (flattened like the variable).
 
     Args:
-      rule: a `LayerRule` or `ScaleShiftRule` whose probes recorded this batch.
+      rule: a `LayerRule`, `ScaleShiftRule` or `DepthwiseRule` whose probes recorded this batch.
       gradients: per recorded call, ``(C, rows, ..., outputs)``.
       examples: the number of examples the rows group into.
     """
+    if rule.kind == "depthwise":
+        return depthwise_gradients(rule, gradients, examples, dtype)
     if rule.kind == "scale_shift":
         width = int(rule.probes[0].inputs.shape[-1])
         inputs = tf.concat([_by_example(p.inputs, examples, width, dtype) for p in rule.probes], 1)
