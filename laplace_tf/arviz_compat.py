@@ -1,7 +1,9 @@
 """The two ArviZ generations behind one interface: 0.x (``InferenceData``) and 1.x (xarray ``DataTree``).
 
 laplace-tf builds its groups as ``xarray.Dataset`` objects (the common ground of both) and lets
-ArviZ wrap them; Pareto smoothing uses each generation's own PSIS.
+ArviZ wrap them; Pareto smoothing uses each generation's own PSIS. ArviZ and xarray are imported
+on first use: they bring pandas and matplotlib (about 0.4 s), which a script that never asks for
+ArviZ data or diagnostics need not pay when it first touches ``lt.Laplace``.
 
 Example:
     ```python
@@ -12,16 +14,29 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from datetime import datetime, timezone
-from typing import Any
+from functools import cache
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import arviz as az
 import numpy as np
-import xarray as xr
 
-ARVIZ_MAJOR_VERSION = int(az.__version__.split(".")[0])
+if TYPE_CHECKING:
+    import xarray as xr
+
 EQUAL_LOG_WEIGHTS = 1e-8
+
+
+@cache
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(name)
+
+
+def arviz_major_version() -> int:
+    """The installed ArviZ's major version: 0 (``InferenceData``) or 1 and later (``DataTree``)."""
+    return int(_module("arviz").__version__.split(".")[0])
 
 
 def dataset(variables: dict[str, tuple[tuple[str, ...], Any]], coords: dict[str, Any] | None = None) -> xr.Dataset:
@@ -32,23 +47,24 @@ def dataset(variables: dict[str, tuple[tuple[str, ...], Any]], coords: dict[str,
         "created_at": datetime.now(timezone.utc).isoformat(),
         "inference_library": "laplace_tf",
         "inference_library_version": __version__,
-        "arviz_version": az.__version__,
+        "arviz_version": _module("arviz").__version__,
     }
-    return xr.Dataset({name: (dims, np.asarray(values)) for name, (dims, values) in variables.items()}, coords, attrs)
+    arrays = {name: (dims, np.asarray(values)) for name, (dims, values) in variables.items()}
+    return _module("xarray").Dataset(arrays, coords, attrs)
 
 
 def make_arviz_data(groups: dict[str, xr.Dataset]) -> Any:
     """ArviZ data from groups: ``InferenceData`` with arviz 0.x, ``xarray.DataTree`` with arviz >= 1."""
-    if ARVIZ_MAJOR_VERSION >= 1:
-        return xr.DataTree.from_dict({f"/{name}": group for name, group in groups.items()})
+    if arviz_major_version() >= 1:
+        return _module("xarray").DataTree.from_dict({f"/{name}": group for name, group in groups.items()})
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*group is not defined in the InferenceData scheme.*")
-        return az.InferenceData(**groups)
+        return _module("arviz").InferenceData(**groups)
 
 
 def group_names(data: Any) -> list[str]:
     """The group names of ArviZ data of either generation."""
-    if ARVIZ_MAJOR_VERSION >= 1:
+    if arviz_major_version() >= 1:
         return list(data.children)
     return list(data.groups())
 
@@ -62,9 +78,9 @@ def pareto_khat(log_weights: np.ndarray) -> float:
     log_weights = np.asarray(log_weights, dtype=np.float64)
     if np.ptp(log_weights) < EQUAL_LOG_WEIGHTS:
         return -np.inf
-    if ARVIZ_MAJOR_VERSION >= 1:
-        weights = xr.DataArray(log_weights, dims=("chain", "draw"))
+    if arviz_major_version() >= 1:
+        weights = _module("xarray").DataArray(log_weights, dims=("chain", "draw"))
         _, khat = weights.azstats.psislw(dim=["chain", "draw"])
         return float(khat)
-    _, khat = az.psislw(log_weights.ravel())
+    _, khat = _module("arviz").psislw(log_weights.ravel())
     return float(khat)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import laplace_tf as lt
-from laplace_tf.arviz_compat import ARVIZ_MAJOR_VERSION
+from laplace_tf.arviz_compat import arviz_major_version
 
 COMMAND = shutil.which("laplace-tf", path=str(Path(sys.executable).parent)) or shutil.which("laplace-tf")
 
@@ -74,7 +74,7 @@ def test_fit_report_predict_sample(workspace):
         "sample", "post.npz", "model.keras", "--data", "train.npz", "--num-draws", "40", "--out", "d.nc", cwd=path
     )
     assert status == 0, err
-    if ARVIZ_MAJOR_VERSION >= 1:
+    if arviz_major_version() >= 1:
         import xarray as xr
 
         data = xr.open_datatree(path / "d.nc")
