@@ -235,9 +235,9 @@ def compile_for_batches(fn: Callable) -> Callable:
     compiled: dict[tuple, Callable] = {}
 
     def call(theta: tf.Tensor, *batch: tf.Tensor):
-        signature = [tf.TensorSpec(theta.shape, theta.dtype)] + [batch_spec(t) for t in batch]
-        key = (tuple(tf.nest.flatten(signature)), _structure_of(signature))
+        key = _signature_key(theta, batch)
         if key not in compiled:
+            signature = [tf.TensorSpec(theta.shape, theta.dtype)] + [batch_spec(t) for t in batch]
             compiled[key] = tf.function(fn, input_signature=signature, autograph=False)
             with expected_batch(n_examples(batch[0])):  # traced now: chunks of columns sized for this batch
                 return compiled[key](theta, *batch)
@@ -246,9 +246,14 @@ def compile_for_batches(fn: Callable) -> Callable:
     return call
 
 
-def _structure_of(nested: Any) -> str:
-    """The nesting of ``nested`` (dict keys, list lengths) without its leaves, as a hashable text."""
-    return repr(tf.nest.map_structure(lambda _: None, nested))
+def _signature_key(theta: tf.Tensor, batch: tuple) -> tuple:
+    """What a compiled function's input signature depends on: every leaf's dtype and shape (but the
+    batch axis), and the nesting of structured inputs."""
+    leaves = tf.nest.flatten((theta, batch))
+    key = (theta.shape[0], *((leaf.dtype, tuple(leaf.shape[1:])) for leaf in leaves))
+    if any(tf.nest.is_nested(t) for t in batch):  # structured inputs: their nesting (dict keys, list lengths) too
+        key += (repr(tf.nest.map_structure(lambda _: None, batch)),)
+    return key
 
 
 def noise_power(curvature_type: CurvatureType) -> int:
