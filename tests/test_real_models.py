@@ -17,7 +17,9 @@ from conftest import N_CLASSES, naive_jacobians, output_hessians_np
 import laplace_tf as lt
 from laplace_tf import validation
 from laplace_tf.curvature import probe_passes
+from laplace_tf.curvature.diag_probes import probe_rules
 from laplace_tf.curvature.graph_calls import forward_calls
+from laplace_tf.curvature.kfac_layers import uncovered_size
 from laplace_tf.curvature.kron import DiagBlock
 from laplace_tf.curvature.probed_jacobians import jacobians_function
 from laplace_tf.kron_predictive import dense_rules
@@ -79,13 +81,16 @@ def two_inputs():
 
 
 def depthwise():
-    """MobileNet's pieces: depthwise convolutions (dilated, multiplied, strided, without bias, 1-D)."""
+    """MobileNet's and Xception's pieces: depthwise and separable convolutions (dilated, multiplied,
+    strided, without bias, 1-D)."""
     image, sequence = keras.Input((6, 6, 2), name="image"), keras.Input((8, 2), name="sequence")
     hidden = LAYERS.DepthwiseConv2D(3, padding="same", depth_multiplier=2, dilation_rate=2)(image)
     hidden = LAYERS.ReLU(6.0)(LAYERS.BatchNormalization()(hidden))
     hidden = LAYERS.DepthwiseConv2D(2, strides=2, use_bias=False, activation="tanh")(hidden)
-    pooled = LAYERS.GlobalAveragePooling2D()(LAYERS.Conv2D(3, 1)(hidden))
-    steps = LAYERS.Flatten()(LAYERS.DepthwiseConv1D(3, strides=2, padding="same", depth_multiplier=2)(sequence))
+    hidden = LAYERS.SeparableConv2D(3, 2, padding="same", use_bias=False)(hidden)
+    pooled = LAYERS.GlobalAveragePooling2D()(LAYERS.SeparableConv2D(3, 2, strides=2, depth_multiplier=2)(hidden))
+    steps = LAYERS.DepthwiseConv1D(3, strides=2, padding="same", depth_multiplier=2)(sequence)
+    steps = LAYERS.Flatten()(LAYERS.SeparableConv1D(2, 2, depth_multiplier=2, activation="relu")(steps))
     return keras.Model(
         {"image": image, "sequence": sequence}, LAYERS.Dense(N_CLASSES)(LAYERS.Concatenate()([pooled, steps]))
     )
@@ -179,6 +184,8 @@ def test_diag_ggn_equals_the_naive_one(real_model):
     name, model, x, y = real_model
     la = lt.Laplace(model, "classification", hessian_structure="diag").fit((x, y), batch_size=4, verbose=False)
     assert la.params.vectorize == (name not in ("lstm", "gru", "bidirectional", "transformer"))
+    if name in ("cnn", "depthwise", "transformer"):  # every weight probed: no per-example Jacobians
+        assert uncovered_size(la.params, probe_rules(la.params)) == 0
     jacobians = naive_jacobians(model, x)
     hessians = output_hessians_np(np.asarray(model(x), np.float64), "classification")
     expected = np.einsum("nkp,nkl,nlp->p", jacobians, hessians, jacobians)

@@ -1,4 +1,4 @@
-r"""Probe rules for depthwise convolutions: each input channel filtered on its own.
+r"""Probe rules for depthwise and separable convolutions: each input channel filtered on its own.
 
 ``DepthwiseConv1D`` and ``DepthwiseConv2D`` (channels last, as in MobileNet and EfficientNet)
 compute, at output position $t$, for input channel $c$ and multiplier $m$,
@@ -13,11 +13,14 @@ $g_{ntc m}$ of $v_{n\cdot}^\top f_n$ at every position of every example in one b
 column, and example $n$'s gradients in the weights are
 
 $$
-\partial_{W_{k c m}} = \sum_t p_{ntkc}\, g_{ntcm}, \qquad \partial_{b_{c m}} = \sum_t g_{ntcm},
+\partial_{W_{k c m}} = \sum_t p_{ntkc}\, g_{ntcm}, \qquad \partial_{b_{c m}} = \sum_t g_{ntcm}.
 $$
 
-so their exact GGN diagonal (and their Jacobian rows) need no per-example Jacobian of the whole
-network. ``kron`` keeps these weights diagonal (a depthwise kernel has no single $A \otimes G$).
+``SeparableConv1D`` and ``SeparableConv2D`` (Xception, Keras's image-classification examples)
+follow the depthwise step (without bias) by a pointwise one, $o_t = P^\top z_t + b$; a second
+perturbation on $o$ gives its gradients $h_{nt}$, and $\partial_P = \sum_t z_{nt} h_{nt}^\top$,
+$\partial_b = \sum_t h_{nt}$. Either way the exact GGN diagonal (and the Jacobian rows) of these
+weights needs no per-example Jacobian of the whole network. ``kron`` keeps them diagonal.
 
 Example:
     ```python
@@ -39,51 +42,81 @@ import tensorflow as tf
 from laplace_tf.curvature.kfac_layers import KernelAndBias, Probe, input_patches
 
 _DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 
 
 @dataclass
 class DepthwiseRule(KernelAndBias):
-    """The probe rule of one depthwise convolution; ``bias`` is set when it is selected."""
+    """The probe rule of one depthwise or separable convolution: ``kernel`` is the depthwise
+    kernel, ``pointwise`` the separable layer's pointwise kernel; each is set when selected."""
 
     layer: keras.layers.Layer
-    kernel: Any
+    kernel: Any | None
     bias: Any | None
-    probes: list[Probe] = field(default_factory=list)
+    pointwise: Any | None = None
+    probes: list[Probe] = field(default_factory=list)  # separable: depthwise, pointwise per call
 
     kind = "depthwise"
 
+    @property
+    def covered(self) -> list[str]:
+        """The paths of the variables this rule gives diagonals."""
+        return [v.path for v in (self.kernel, self.pointwise, self.bias) if v is not None]
+
+    @property
+    def kernel_size(self) -> int:
+        """How many numbers one example's gradients in the two kernels hold."""
+        return sum(int(np.prod(v.shape)) for v in (self.kernel, self.pointwise) if v is not None)
+
+    @property
+    def separable(self) -> bool:
+        return isinstance(self.layer, _SEPARABLE)
+
     def forward(self, tape: tf.GradientTape, inputs: tf.Tensor, *args: Any, **kwargs: Any) -> tf.Tensor:
-        """The layer's output, recording its inputs and adding a watched zero perturbation to $z$."""
+        """The layer's output, recording its inputs and adding watched zero perturbations to $z$
+        (and, separable, to $o$)."""
         layer = self.layer
+        depthwise = layer.depthwise_kernel if self.separable else layer.kernel
         z = keras.ops.depthwise_conv(
             inputs,
-            layer.kernel,
+            depthwise,
             strides=layer.strides,
             padding=layer.padding,
             data_format=layer.data_format,
             dilation_rate=layer.dilation_rate,
         )
-        if layer.use_bias:
-            z = z + layer.bias
+        if self.separable:
+            z = self._perturbed(tape, inputs, z)
+            z = self._perturbed(
+                tape, z, _plus_bias(layer, keras.ops.conv(z, layer.pointwise_kernel, data_format=layer.data_format))
+            )
+        else:
+            z = self._perturbed(tape, inputs, _plus_bias(layer, z))
+        return layer.activation(z) if layer.activation is not None else z
+
+    def _perturbed(self, tape: tf.GradientTape, inputs: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
         perturbation = tf.zeros_like(z)
         tape.watch(perturbation)
         self.probes.append(Probe(inputs=inputs, perturbation=perturbation))
-        z = z + perturbation
-        return layer.activation(z) if layer.activation is not None else z
+        return z + perturbation
 
 
 def depthwise_rules(model: keras.Model, selected_paths: set[str]) -> list[DepthwiseRule]:
-    """The rules of the model's depthwise convolutions (channels last) with a selected kernel."""
+    """The rules of the model's depthwise and separable convolutions (channels last) with a
+    selected weight."""
     rules = []
     for layer in model._flatten_layers(include_self=False):
-        if type(layer) not in _DEPTHWISE or layer.data_format != "channels_last":
+        if type(layer) not in (*_DEPTHWISE, *_SEPARABLE) or layer.data_format != "channels_last":
             continue
         if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
             continue
-        if layer.kernel.path not in selected_paths:
-            continue
-        bias = layer.bias if layer.use_bias and layer.bias.path in selected_paths else None
-        rules.append(DepthwiseRule(layer, layer.kernel, bias))
+        separable = type(layer) in _SEPARABLE
+        depthwise = layer.depthwise_kernel if separable else layer.kernel
+        pointwise = layer.pointwise_kernel if separable else None
+        weights = [depthwise, pointwise, layer.bias if layer.use_bias else None]
+        kernel, pointwise, bias = [w if w is not None and w.path in selected_paths else None for w in weights]
+        if kernel is not None or pointwise is not None or bias is not None:
+            rules.append(DepthwiseRule(layer, kernel, bias, pointwise))
     return rules
 
 
@@ -91,15 +124,32 @@ def depthwise_gradients(
     rule: DepthwiseRule, gradients: list[tf.Tensor], examples: tf.Tensor, dtype: tf.DType
 ) -> dict[str, tf.Tensor]:
     """Variable path -> every example's gradient ``(C, examples, size)``, flattened like the variable,
-    from each recorded call's output gradients ``(C, rows, ..., channels * multiplier)``."""
-    window, channels, multiplier = int(np.prod(rule.kernel.shape[:-2])), *rule.kernel.shape[-2:]
-    kernel, bias = 0.0, 0.0
-    for probe, g in zip(rule.probes, gradients, strict=True):
+    from each recorded probe's output gradients ``(C, rows, ..., channels)``."""
+    steps = 2 if rule.separable else 1
+    depthwise_shape = (rule.layer.depthwise_kernel if rule.separable else rule.layer.kernel).shape
+    window, channels, multiplier = int(np.prod(depthwise_shape[:-2])), *depthwise_shape[-2:]
+    kernel, pointwise, bias = 0.0, 0.0, 0.0
+    for call in range(0, len(rule.probes), steps):
+        probe, g = rule.probes[call], _by_example(gradients[call], examples, dtype)
         patches = tf.reshape(tf.cast(input_patches(rule.layer, probe.inputs), dtype), [examples, -1, window, channels])
-        g = tf.reshape(tf.cast(g, dtype), [tf.shape(g)[0], examples, -1, channels, multiplier])
-        kernel += tf.einsum("ntkc,xntcm->xnkcm", patches, g)
+        g_channels = tf.reshape(g, [tf.shape(g)[0], examples, -1, channels, multiplier])
+        kernel += tf.einsum("ntkc,xntcm->xnkcm", patches, g_channels)
+        if rule.separable:
+            z = tf.reshape(tf.cast(rule.probes[call + 1].inputs, dtype), [examples, -1, channels * multiplier])
+            g = _by_example(gradients[call + 1], examples, dtype)
+            pointwise += tf.einsum("ntc,xntf->xncf", z, g)
         bias += tf.reduce_sum(g, axis=2)
-    pieces = {rule.kernel.path: tf.reshape(kernel, [tf.shape(kernel)[0], examples, -1])}
-    if rule.bias is not None:
-        pieces[rule.bias.path] = tf.reshape(bias, [tf.shape(bias)[0], examples, -1])
+    pieces = {}
+    for variable, value in ((rule.kernel, kernel), (rule.pointwise, pointwise), (rule.bias, bias)):
+        if variable is not None:
+            pieces[variable.path] = tf.reshape(value, [tf.shape(value)[0], examples, -1])
     return pieces
+
+
+def _plus_bias(layer: keras.layers.Layer, z: tf.Tensor) -> tf.Tensor:
+    return z + layer.bias if layer.use_bias else z
+
+
+def _by_example(g: tf.Tensor, examples: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """``(C, rows, ..., channels)`` as ``(C, examples, positions, channels)``."""
+    return tf.reshape(tf.cast(g, dtype), [tf.shape(g)[0], examples, -1, g.shape[-1]])

@@ -74,6 +74,11 @@ class KernelAndBias(ProbedLayer):
         """The paths of the variables this rule gives blocks: the kernel, and the bias with a block."""
         return [self.kernel.path] + ([self.bias.path] if self.bias is not None else [])
 
+    @property
+    def kernel_size(self) -> int:
+        """How many numbers one example's gradient in the kernel(s) holds."""
+        return int(np.prod(self.kernel.shape))
+
 
 @dataclass
 class LayerRule(KernelAndBias):
