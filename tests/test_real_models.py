@@ -82,14 +82,15 @@ def two_inputs():
 
 def depthwise():
     """MobileNet's and Xception's pieces: depthwise and separable convolutions (dilated, multiplied,
-    strided, without bias, 1-D)."""
+    strided, without bias, 1-D), and a causal dilated convolution (TCN, WaveNet)."""
     image, sequence = keras.Input((6, 6, 2), name="image"), keras.Input((8, 2), name="sequence")
     hidden = LAYERS.DepthwiseConv2D(3, padding="same", depth_multiplier=2, dilation_rate=2)(image)
     hidden = LAYERS.ReLU(6.0)(LAYERS.BatchNormalization()(hidden))
     hidden = LAYERS.DepthwiseConv2D(2, strides=2, use_bias=False, activation="tanh")(hidden)
     hidden = LAYERS.SeparableConv2D(3, 2, padding="same", use_bias=False)(hidden)
     pooled = LAYERS.GlobalAveragePooling2D()(LAYERS.SeparableConv2D(3, 2, strides=2, depth_multiplier=2)(hidden))
-    steps = LAYERS.DepthwiseConv1D(3, strides=2, padding="same", depth_multiplier=2)(sequence)
+    steps = LAYERS.Conv1D(2, 3, padding="causal", dilation_rate=2, activation="tanh")(sequence)
+    steps = LAYERS.DepthwiseConv1D(3, strides=2, padding="same", depth_multiplier=2)(steps)
     steps = LAYERS.Flatten()(LAYERS.SeparableConv1D(2, 2, depth_multiplier=2, activation="relu")(steps))
     return keras.Model(
         {"image": image, "sequence": sequence}, LAYERS.Dense(N_CLASSES)(LAYERS.Concatenate()([pooled, steps]))
@@ -242,7 +243,7 @@ def _conv_model(layer, input_shape):
 
 @pytest.mark.parametrize(
     "name",
-    ["einsum", "transformer_one_position", "conv1d", "conv3d", "time_distributed"],
+    ["einsum", "transformer_one_position", "conv1d", "conv1d_causal", "conv3d", "time_distributed"],
 )
 def test_kfac_is_the_exact_ggn_block_on_one_example_at_one_position(name):
     keras.utils.set_random_seed(4)
@@ -259,6 +260,9 @@ def test_kfac_is_the_exact_ggn_block_on_one_example_at_one_position(name):
             _conv_model(LAYERS.Conv1D(3, 4, activation="tanh", dtype="float64"), (4, 2)),
             rng.normal(size=(1, 4, 2)),
         )
+    elif name == "conv1d_causal":  # one position: the dilated kernel's left end reads the padding
+        layer = LAYERS.Conv1D(3, 2, padding="causal", dilation_rate=2, activation="tanh", dtype="float64")
+        model, x = _conv_model(layer, (1, 2)), rng.normal(size=(1, 1, 2))
     elif name == "conv3d":
         model = _conv_model(LAYERS.Conv3D(2, 2, activation="tanh", dtype="float64"), (2, 2, 2, 2))
         x = rng.normal(size=(1, 2, 2, 2, 2))
@@ -269,7 +273,12 @@ def test_kfac_is_the_exact_ggn_block_on_one_example_at_one_position(name):
     kron = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y), verbose=False)
     full = lt.Laplace(model, "classification").fit((x, y), verbose=False).curvature.numpy()
     kinds = set(kron._estimator.treatment.values())
-    expected_kind = {"einsum": "einsum", "transformer_one_position": "einsum", "time_distributed": "dense"}
+    expected_kind = {
+        "einsum": "einsum",
+        "transformer_one_position": "einsum",
+        "time_distributed": "dense",
+        "conv1d_causal": "conv1d",
+    }
     assert f"kron ({expected_kind.get(name, name)})" in kinds
     if name == "transformer_one_position":  # every projection and feed-forward layer, and the norms' diagonals
         assert sum(kind == "kron (einsum)" for kind in kron._estimator.treatment.values()) == 4

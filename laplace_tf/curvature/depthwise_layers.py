@@ -108,6 +108,8 @@ def depthwise_rules(model: keras.Model, selected_paths: set[str]) -> list[Depthw
     for layer in model._flatten_layers(include_self=False):
         if type(layer) not in (*_DEPTHWISE, *_SEPARABLE) or layer.data_format != "channels_last":
             continue
+        if layer.padding not in ("valid", "same"):
+            continue
         if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
             continue
         separable = type(layer) in _SEPARABLE

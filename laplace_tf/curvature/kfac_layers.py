@@ -26,7 +26,8 @@ Supported, also inside nested models and wrappers (``TimeDistributed``, ``Bidire
   over the contracted axes, $z$ the output over the kernel's output axes, the leading axes
   are positions; its bias gets $G$ when it spans all output axes;
 * ``keras.layers.Conv1D``, ``Conv2D`` and ``Conv3D`` (``channels_last``, ``groups=1``, padding
-  ``valid`` or ``same``; Conv3D without dilation): $a$ are the input patches;
+  ``valid`` or ``same``, and ``causal`` for Conv1D; Conv3D without dilation): $a$ are the input
+  patches (of the left-padded inputs, for a causal convolution);
 * ``keras.layers.Embedding``, whose $A$ is diagonal (the token counts).
 
 Other layers with weights (normalisation, recurrent kernels, ...) get an exact diagonal block.
@@ -124,6 +125,9 @@ class LayerRule(KernelAndBias):
         if self.kind == "embedding":
             ids = tf.cast(inputs, "int32") if inputs.dtype not in (tf.int32, tf.int64) else inputs
             z = tf.gather(layer.embeddings, ids, axis=0)
+        elif self.kind.startswith("conv") and layer.padding == "causal":  # recorded as padded, then "valid"
+            inputs = tf.pad(inputs, [[0, 0], [layer.dilation_rate[0] * (layer.kernel_size[0] - 1), 0], [0, 0]])
+            z = keras.ops.conv(inputs, layer.kernel, list(layer.strides), "valid", dilation_rate=layer.dilation_rate)
         elif self.kind.startswith("conv"):
             z = layer.convolution_op(inputs, layer.kernel)
         elif self.kind == "einsum":
@@ -248,7 +252,8 @@ def _kind(layer: keras.layers.Layer) -> str | None:
     )
     if conv is None or layer.data_format != "channels_last" or layer.groups != 1:
         return None
-    if layer.padding not in ("valid", "same") or (conv == "conv3d" and any(d != 1 for d in layer.dilation_rate)):
+    paddings = ("valid", "same", "causal") if conv == "conv1d" else ("valid", "same")
+    if layer.padding not in paddings or (conv == "conv3d" and any(d != 1 for d in layer.dilation_rate)):
         return None
     return conv
 
@@ -283,8 +288,9 @@ def _bias_with_kron_block(layer: keras.layers.Layer, kind: str, kernel: Any, inp
 
 
 def input_patches(layer: keras.layers.Layer, inputs: tf.Tensor) -> tf.Tensor:
-    """Convolution input patches ``(B, ..., prod(kernel_size) * c_in)``, ordered like the flattened kernel."""
-    padding = layer.padding.upper()
+    """Convolution input patches ``(B, ..., prod(kernel_size) * c_in)``, ordered like the flattened kernel
+    (a causal convolution's inputs come padded: `LayerRule.forward` records them so)."""
+    padding = "VALID" if layer.padding == "causal" else layer.padding.upper()
     if len(layer.kernel_size) == 3:
         return tf.extract_volume_patches(
             inputs, ksizes=[1, *layer.kernel_size, 1], strides=[1, *layer.strides, 1], padding=padding
