@@ -124,11 +124,7 @@ def _array_batches(x: Any, y: Any, batch_size: int, check_targets: TargetCheck) 
 def _check_dataset_spec(dataset: tf.data.Dataset) -> None:
     """Refuses, before any element is read, a dataset that does not yield batched ``(x, y)`` pairs."""
     spec = dataset.element_spec
-    if isinstance(spec, tuple) and len(spec) == 3:
-        raise ValueError(
-            "The dataset yields (x, y, sample_weight) triples; laplace-tf does not weight examples. "
-            "Drop the weights (dataset.map(lambda x, y, w: (x, y))) or, for whole-number weights, repeat examples."
-        )
+    check_unweighted(dataset)
     if not (isinstance(spec, tuple) and len(spec) == 2):
         raise ValueError(
             f"The dataset must yield (x, y) pairs, e.g. tf.data.Dataset.from_tensor_slices((x, y)).batch(64); "
@@ -137,6 +133,16 @@ def _check_dataset_spec(dataset: tf.data.Dataset) -> None:
     if isinstance(spec[1], tf.TensorSpec) and spec[1].shape.rank == 0:
         raise ValueError("The dataset yields single examples (its y has no batch axis); batch it: dataset.batch(64).")
     check_ends(dataset)
+
+
+def check_unweighted(dataset: tf.data.Dataset) -> None:
+    """Refuses a dataset of ``(x, y, sample_weight)``: its weights would be silently ignored."""
+    spec = dataset.element_spec
+    if isinstance(spec, tuple) and len(spec) == 3:
+        raise ValueError(
+            "The dataset yields (x, y, sample_weight) triples; laplace-tf does not weight examples. "
+            "Drop the weights (dataset.map(lambda x, y, w: (x, y))) or, for whole-number weights, repeat examples."
+        )
 
 
 def check_ends(dataset: tf.data.Dataset) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from laplace_tf import calibration, heteroscedastic, predictive
+from laplace_tf.data import check_unweighted
 from laplace_tf.dataset_predictions import batches_of, is_dataset, joined
 from laplace_tf.inputs import n_examples
 from laplace_tf.options import Likelihood as LikelihoodName
@@ -102,6 +103,7 @@ def _test_columns_and_targets(la: Any, x: Any, y: Any, columns_of: Columns, opti
         return columns_of(la, x, options), targets
     if y is not None:
         raise ValueError("x is a dataset of (x, y) batches, which holds the targets; leave y out.")
+    check_unweighted(x)
     x = _checked_inputs(la, x, "x")
     columns, targets = [], []
     for index, (batch_x, batch_y) in enumerate(batches_of(x)):

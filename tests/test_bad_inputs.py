@@ -393,6 +393,12 @@ EVIDENCE = [
 
 REPORTS = [
     ("evaluate_lengths", lambda c: c["la"].evaluate(X, Y[:5]), ValueError, "y"),
+    (
+        "evaluate_weighted_dataset",
+        lambda c: c["la"].evaluate(tf.data.Dataset.from_tensor_slices((X, Y, np.ones(20))).batch(8)),
+        ValueError,
+        "sample_weight",
+    ),
     ("evaluate_labels_out_of_range", lambda c: c["la"].evaluate(X, Y + 5), ValueError, "label"),
     ("evaluate_ood_wrong_shape", lambda c: c["la"].evaluate(X, Y, x_ood=X[:, :2]), ValueError, "x_ood"),
     ("evaluate_n_bins_zero", lambda c: c["la"].evaluate(X, Y, n_bins=0), ValueError, "n_bins"),
