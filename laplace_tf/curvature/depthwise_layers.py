@@ -1,4 +1,4 @@
-r"""Probe rules for depthwise and separable convolutions: each input channel filtered on its own.
+r"""Probe rules for depthwise, separable and grouped convolutions: channels filtered group by group.
 
 ``DepthwiseConv1D`` and ``DepthwiseConv2D`` (channels last, as in MobileNet and EfficientNet)
 compute, at output position $t$, for input channel $c$ and multiplier $m$,
@@ -20,7 +20,10 @@ $$
 follow the depthwise step (without bias) by a pointwise one, $o_t = P^\top z_t + b$; a second
 perturbation on $o$ gives its gradients $h_{nt}$, and $\partial_P = \sum_t z_{nt} h_{nt}^\top$,
 $\partial_b = \sum_t h_{nt}$. Either way the exact GGN diagonal (and the Jacobian rows) of these
-weights needs no per-example Jacobian of the whole network. ``kron`` keeps them diagonal.
+weights needs no per-example Jacobian of the whole network. A grouped convolution (``Conv1D``,
+``Conv2D``, ``Conv3D`` with ``groups > 1``: RegNet, ResNeXt) is the same sum within each group
+of input channels, $z_{t, g f} = \sum_{k, c} p_{t k g c} W_{k c, g f} + b_{g f}$; a depthwise
+convolution is one with a group per input channel. ``kron`` keeps all of these diagonal.
 
 Example:
     ```python
@@ -43,6 +46,7 @@ from laplace_tf.curvature.kfac_layers import KernelAndBias, Probe, input_patches
 
 _DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 _SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+_GROUPED = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)  # with groups > 1
 
 
 @dataclass
@@ -76,6 +80,10 @@ class DepthwiseRule(KernelAndBias):
         """The layer's output, recording its inputs and adding watched zero perturbations to $z$
         (and, separable, to $o$)."""
         layer = self.layer
+        if type(layer) in _GROUPED:
+            return self._activated(
+                self._perturbed(tape, inputs, _plus_bias(layer, layer.convolution_op(inputs, layer.kernel)))
+            )
         depthwise = layer.depthwise_kernel if self.separable else layer.kernel
         z = keras.ops.depthwise_conv(
             inputs,
@@ -92,7 +100,11 @@ class DepthwiseRule(KernelAndBias):
             )
         else:
             z = self._perturbed(tape, inputs, _plus_bias(layer, z))
-        return layer.activation(z) if layer.activation is not None else z
+        return self._activated(z)
+
+    def _activated(self, z: tf.Tensor) -> tf.Tensor:
+        activation = self.layer.activation
+        return activation(z) if activation is not None else z
 
     def _perturbed(self, tape: tf.GradientTape, inputs: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
         perturbation = tf.zeros_like(z)
@@ -102,13 +114,14 @@ class DepthwiseRule(KernelAndBias):
 
 
 def depthwise_rules(model: keras.Model, selected_paths: set[str]) -> list[DepthwiseRule]:
-    """The rules of the model's depthwise and separable convolutions (channels last) with a
-    selected weight."""
+    """The rules of the model's depthwise, separable and grouped convolutions (channels last,
+    ``valid`` or ``same`` padding) with a selected weight."""
     rules = []
     for layer in model._flatten_layers(include_self=False):
-        if type(layer) not in (*_DEPTHWISE, *_SEPARABLE) or layer.data_format != "channels_last":
+        grouped = type(layer) in _GROUPED and layer.groups > 1
+        if not (type(layer) in (*_DEPTHWISE, *_SEPARABLE) or grouped) or layer.data_format != "channels_last":
             continue
-        if layer.padding not in ("valid", "same"):
+        if layer.padding not in ("valid", "same") or (layer.rank == 3 and any(d != 1 for d in layer.dilation_rate)):
             continue
         if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
             continue
@@ -128,16 +141,16 @@ def depthwise_gradients(
     """Variable path -> every example's gradient ``(C, examples, size)``, flattened like the variable,
     from each recorded probe's output gradients ``(C, rows, ..., channels)``."""
     steps = 2 if rule.separable else 1
-    depthwise_shape = (rule.layer.depthwise_kernel if rule.separable else rule.layer.kernel).shape
-    window, channels, multiplier = int(np.prod(depthwise_shape[:-2])), *depthwise_shape[-2:]
+    window, groups, group_inputs, group_outputs = _groups(rule)
     kernel, pointwise, bias = 0.0, 0.0, 0.0
     for call in range(0, len(rule.probes), steps):
         probe, g = rule.probes[call], _by_example(gradients[call], examples, dtype)
-        patches = tf.reshape(tf.cast(input_patches(rule.layer, probe.inputs), dtype), [examples, -1, window, channels])
-        g_channels = tf.reshape(g, [tf.shape(g)[0], examples, -1, channels, multiplier])
-        kernel += tf.einsum("ntkc,xntcm->xnkcm", patches, g_channels)
+        patches = tf.cast(input_patches(rule.layer, probe.inputs), dtype)
+        patches = tf.reshape(patches, [examples, -1, window, groups, group_inputs])
+        grouped = tf.reshape(g, [tf.shape(g)[0], examples, -1, groups, group_outputs])
+        kernel += tf.einsum("ntkgc,xntgf->xnkcgf", patches, grouped)  # flattens as (window, c, g, f)
         if rule.separable:
-            z = tf.reshape(tf.cast(rule.probes[call + 1].inputs, dtype), [examples, -1, channels * multiplier])
+            z = tf.reshape(tf.cast(rule.probes[call + 1].inputs, dtype), [examples, -1, groups * group_outputs])
             g = _by_example(gradients[call + 1], examples, dtype)
             pointwise += tf.einsum("ntc,xntf->xncf", z, g)
         bias += tf.reduce_sum(g, axis=2)
@@ -146,6 +159,20 @@ def depthwise_gradients(
         if variable is not None:
             pieces[variable.path] = tf.reshape(value, [tf.shape(value)[0], examples, -1])
     return pieces
+
+
+def _groups(rule: DepthwiseRule) -> tuple[int, int, int, int]:
+    """The kernel window's size, the number of channel groups and each group's input and output
+    channels. A depthwise kernel ``(window, C, M)`` is ``C`` groups of one input and ``M`` outputs;
+    a grouped convolution's ``(window, C / G, F)`` is ``G`` groups of ``C / G`` inputs and ``F / G``
+    outputs, its outputs group by group. Either way the kernel flattens as (window, input in the
+    group, group, output in the group)."""
+    layer = rule.layer
+    shape = (layer.depthwise_kernel if rule.separable else layer.kernel).shape
+    window = int(np.prod(shape[:-2]))
+    if type(layer) in (*_DEPTHWISE, *_SEPARABLE):
+        return window, int(shape[-2]), 1, int(shape[-1])
+    return window, layer.groups, int(shape[-2]), int(shape[-1]) // layer.groups
 
 
 def _plus_bias(layer: keras.layers.Layer, z: tf.Tensor) -> tf.Tensor:

@@ -1,8 +1,8 @@
 r"""The exact diagonal GGN (or empirical Fisher) from layer probes, without per-example Jacobians.
 
 Each supported layer (Dense, EinsumDense, convolutions, Embedding: `curvature.kfac_layers`;
-LayerNormalization and BatchNormalization: `curvature.norm_layers`; depthwise and separable
-convolutions: `curvature.depthwise_layers`) is re-run with a watched zero
+LayerNormalization and BatchNormalization: `curvature.norm_layers`; depthwise, separable and
+grouped convolutions: `curvature.depthwise_layers`) is re-run with a watched zero
 perturbation on its output, so one backward pass of the batch per column $v_{nc}$ of a square root
 of the output Hessian ($\Lambda_n = V_n V_n^\top$; the loss gradient for the empirical Fisher)
 gives every example's gradient at the layer's output. Example $n$'s gradient in the layer's
@@ -119,7 +119,7 @@ def probe_rules(params: ModelParameters) -> list:
 
 def diagonal_rules(model: Any, selected_paths: set[str]) -> list:
     """The probe rules that give only diagonals (no $A \\otimes G$): normalisations' scale and
-    shift, depthwise and separable convolutions."""
+    shift, depthwise, separable and grouped convolutions."""
     return scale_shift_rules(model, selected_paths) + depthwise_rules(model, selected_paths)
 
 
