@@ -317,14 +317,15 @@ READING_NOTES = """
   kept for the models `pfor` cannot vectorise. Dropping the eager forward pass `fit` runs on the
   first batch (to check the outputs) saves 0.03 s cold on the Transformer and nothing on the MLP:
   TensorFlow's first-use costs move into the compiled function's first run.
-- Deeper networks (by hand, not in the tables): on a MobileNetV2 (alpha 0.35, 32x32 inputs, 403k
-  weights, 64 images) the first `kron` fit takes 6.5 s (a graph of 10,528 nodes: 2.7 s to trace,
-  2.3 s to first run) and later ones 0.27 s, against 0.6 s for the model's first `predict` and
-  12.5 s for Keras's first training step; before its depthwise convolutions were probed it took
-  20 s and 2.0 s. On the Xception-style network of Keras's "image classification from scratch"
-  example the first `kron` fit takes 1.7 s (5.4 s before its separable convolutions were probed),
-  against 0.25 s for the model's first `predict`. On such graphs tracing and the first run's
-  graph optimisation dominate, and the first-call budget is missed by a factor of 4 to 6.
+- Deeper networks (by hand, not in the tables; imports before the clock): on a MobileNetV2
+  (alpha 0.35, 32x32 inputs, 403k weights, 64 images) the first `kron` fit takes 5.4 s (a graph
+  of 10,528 nodes: 2.7 s to trace, 2.3 s to first run) and later ones 0.24 s, against 0.6 s for
+  the model's first `predict` and 12.5 s for Keras's first training step: 5.6 times the
+  first-call budget. Before its depthwise convolutions were probed it took 21 s and 2.1 s. On
+  the Xception-style network of Keras's "image classification from scratch" example the first
+  `kron` fit takes 0.64 s (1.7 times the budget; 4.4 s before its separable convolutions were
+  probed) and the first GLM predictive 1.3 s (3.3 times; 5.6 s before). On such graphs tracing
+  and the first run's graph optimisation dominate.
 - Many classes: the backward passes per column hold one gradient of every probed layer's output
   per column, so the columns are taken in chunks of about 1 GiB for the first batch's size (a
   `tf.while_loop`, only when one chunk would not do). On a small CNN on 32x32x3 images with 100
