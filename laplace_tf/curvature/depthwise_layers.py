@@ -51,8 +51,9 @@ _GROUPED = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)  # wi
 
 @dataclass
 class DepthwiseRule(KernelAndBias):
-    """The probe rule of one depthwise or separable convolution: ``kernel`` is the depthwise
-    kernel, ``pointwise`` the separable layer's pointwise kernel; each is set when selected."""
+    """The probe rule of one depthwise, separable or grouped convolution: ``kernel`` is the
+    depthwise (or grouped) kernel, ``pointwise`` the separable layer's pointwise kernel; each is
+    set when selected."""
 
     layer: keras.layers.Layer
     kernel: Any | None
@@ -81,30 +82,14 @@ class DepthwiseRule(KernelAndBias):
         (and, separable, to $o$)."""
         layer = self.layer
         if type(layer) in _GROUPED:
-            return self._activated(
-                self._perturbed(tape, inputs, _plus_bias(layer, layer.convolution_op(inputs, layer.kernel)))
-            )
-        depthwise = layer.depthwise_kernel if self.separable else layer.kernel
-        z = keras.ops.depthwise_conv(
-            inputs,
-            depthwise,
-            strides=layer.strides,
-            padding=layer.padding,
-            data_format=layer.data_format,
-            dilation_rate=layer.dilation_rate,
-        )
-        if self.separable:
-            z = self._perturbed(tape, inputs, z)
-            z = self._perturbed(
-                tape, z, _plus_bias(layer, keras.ops.conv(z, layer.pointwise_kernel, data_format=layer.data_format))
-            )
+            z = self._perturbed(tape, inputs, _plus_bias(layer, layer.convolution_op(inputs, layer.kernel)))
+        elif self.separable:
+            z = self._perturbed(tape, inputs, _depthwise(layer, inputs, layer.depthwise_kernel))
+            pointwise = keras.ops.conv(z, layer.pointwise_kernel, data_format=layer.data_format)
+            z = self._perturbed(tape, z, _plus_bias(layer, pointwise))
         else:
-            z = self._perturbed(tape, inputs, _plus_bias(layer, z))
-        return self._activated(z)
-
-    def _activated(self, z: tf.Tensor) -> tf.Tensor:
-        activation = self.layer.activation
-        return activation(z) if activation is not None else z
+            z = self._perturbed(tape, inputs, _plus_bias(layer, _depthwise(layer, inputs, layer.kernel)))
+        return layer.activation(z) if layer.activation is not None else z
 
     def _perturbed(self, tape: tf.GradientTape, inputs: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
         perturbation = tf.zeros_like(z)
@@ -173,6 +158,17 @@ def _groups(rule: DepthwiseRule) -> tuple[int, int, int, int]:
     if type(layer) in (*_DEPTHWISE, *_SEPARABLE):
         return window, int(shape[-2]), 1, int(shape[-1])
     return window, layer.groups, int(shape[-2]), int(shape[-1]) // layer.groups
+
+
+def _depthwise(layer: keras.layers.Layer, inputs: tf.Tensor, kernel: Any) -> tf.Tensor:
+    return keras.ops.depthwise_conv(
+        inputs,
+        kernel,
+        strides=layer.strides,
+        padding=layer.padding,
+        data_format=layer.data_format,
+        dilation_rate=layer.dilation_rate,
+    )
 
 
 def _plus_bias(layer: keras.layers.Layer, z: tf.Tensor) -> tf.Tensor:
