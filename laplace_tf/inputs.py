@@ -84,7 +84,7 @@ def signature(x: Inputs, model: keras.Model | None = None, leading_axes: int = 0
 def _declared_example_shapes(model: keras.Model | None) -> list[tuple] | None:
     """The example shapes of the model's declared inputs (``None`` where free), in ``tf.nest``
     order; ``None`` for a model that declares none (subclassed)."""
-    tensors = _declared(lambda: model.inputs)
+    tensors = declared_inputs(model)
     return None if tensors is None else [tuple(t.shape[1:]) for t in tensors]
 
 
@@ -151,12 +151,18 @@ def check_declared_inputs(x: Inputs, model: keras.Model) -> None:
                 f"x lacks the model's inputs {missing}: the model takes a dict with keys {sorted(declared)}, "
                 f"x has keys {sorted(x)}."
             )
-    tensors, leaves = _declared(lambda: model.inputs) or [], tf.nest.flatten(x)
+    tensors, leaves = declared_inputs(model) or [], tf.nest.flatten(x)
     if len(leaves) != len(tensors):
         return
     for leaf, tensor, name in zip(leaves, tensors, _leaf_names("x", x), strict=True):
         if (_kind(leaf) == "text") != (tensor.dtype == "string"):
             raise TypeError(f"{name} holds {_kind(leaf)}, but the model's input there takes {tensor.dtype}.")
+
+
+def declared_inputs(model: keras.Model | None) -> list | None:
+    """The model's declared input tensors, flat in ``tf.nest`` order, or ``None`` if it declares
+    none (a subclassed model)."""
+    return _declared(lambda: model.inputs)
 
 
 def _declared(read: Callable[[], Any]) -> Any:

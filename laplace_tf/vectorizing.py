@@ -34,6 +34,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from laplace_tf.inputs import declared_inputs
+
 PARALLEL_ITERATIONS = 8
 
 
@@ -47,10 +49,7 @@ def can_vectorize(model: keras.Model) -> bool:
 
 def _takes_text(model: keras.Model) -> bool:
     """Whether the model declares a string input (a subclassed model declares none)."""
-    try:
-        return any(tensor.dtype == "string" for tensor in model.inputs)
-    except (AttributeError, TypeError, ValueError):
-        return False
+    return any(tensor.dtype == "string" for tensor in declared_inputs(model) or [])
 
 
 def map_examples(fn: Callable, elems: Any, vectorize: bool) -> Any:
