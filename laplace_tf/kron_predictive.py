@@ -71,16 +71,20 @@ class LayerFactors:
 
     def _factors(self, theta: tf.Tensor, x: Any) -> tuple:
         params = self.params
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(persistent=True) as tape:
             with recording(self.rules, tape):
                 f = params.apply(theta, x)
-            per_output = tf.reduce_sum(f, axis=0)  # examples are independent: one pass per output
-        self.factored = [r for r in self.rules if len(r.probes) == 1]
-        gradients = tape.jacobian(
-            per_output, [r.probe.perturbation for r in self.factored], experimental_use_pfor=params.vectorize
-        )
+            self.factored = [r for r in self.rules if len(r.probes) == 1]
+            dtypes = {r.probe.perturbation.dtype for r in self.factored}
+            # examples are independent: one pass per output, in each probe dtype (a mixed-precision
+            # layer's is float16, which the looped Jacobian needs its target in)
+            per_output = {dtype: tf.reduce_sum(tf.cast(f, dtype), axis=0) for dtype in dtypes}
+        by_dtype = {}
+        for dtype, target in per_output.items():
+            sources = [r.probe.perturbation for r in self.factored if r.probe.perturbation.dtype == dtype]
+            by_dtype[dtype] = iter(tape.jacobian(target, sources, experimental_use_pfor=params.vectorize))
+        gradients = [tf.cast(next(by_dtype[r.probe.perturbation.dtype]), f.dtype) for r in self.factored]
         inputs = [tf.cast(r.probe.inputs, f.dtype) for r in self.factored]
-        gradients = [tf.cast(g, f.dtype) for g in gradients]  # float16 in a mixed-precision layer
         covered = covered_paths(self.factored)
         leftover = [n for n in params.names if n not in covered]
         if not leftover:

@@ -1,12 +1,14 @@
 """Whether per-example work on a model may be vectorised with ``pfor``, and the map that does it.
 
 Per-example Jacobians and gradients are fastest vectorised over examples (``tf.vectorized_map``,
-``pfor``), but three kinds of model cannot take it:
+``pfor``), but four kinds of model cannot take it:
 
 * recurrent layers (LSTM, GRU, SimpleRNN, ConvLSTM, and wrappers such as ``Bidirectional``) run
   a ``tf.while_loop`` over time steps whose ``TensorList`` state ``pfor`` cannot vectorise;
 * text preprocessing inside the model (``TextVectorization``, or any string input): one example's
   words split into a ragged row whose length ``pfor`` cannot merge across examples;
+* grouped convolutions computing in half precision (mixed precision): TensorFlow's CPU kernels
+  refuse their backward pass vectorised ("Gradients for grouped convolutions are not supported");
 * layers that multiply rank-3 or higher inputs by a kernel (a Dense layer on sequences,
   ``EinsumDense``, ``MultiHeadAttention``): vectorised, these become rank-4 by rank-2 batched
   matrix products, which TensorFlow 2.21's oneDNN kernel mis-strides in float32, corrupting the
@@ -44,7 +46,14 @@ def can_vectorize(model: keras.Model) -> bool:
     layers = list(model._flatten_layers(include_self=False))
     recurrent = any(isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)) for layer in layers)
     text = any(isinstance(layer, keras.layers.TextVectorization) for layer in layers) or _takes_text(model)
-    return not recurrent and not text and not any(_multiplies_sequences(layer) for layer in layers)
+    half_grouped = any(_grouped_in_half_precision(layer) for layer in layers)
+    return not (recurrent or text or half_grouped) and not any(_multiplies_sequences(layer) for layer in layers)
+
+
+def _grouped_in_half_precision(layer: keras.layers.Layer) -> bool:
+    """A grouped convolution computing in float16 or bfloat16 (mixed precision)."""
+    grouped = isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)) and layer.groups > 1
+    return grouped and layer.compute_dtype in ("float16", "bfloat16")
 
 
 def _takes_text(model: keras.Model) -> bool:
