@@ -56,10 +56,16 @@ def residual_block():
 
 
 def recurrent(cell: str):
-    layer = {"lstm": LAYERS.LSTM(4), "gru": LAYERS.GRU(4), "bidirectional": LAYERS.Bidirectional(LAYERS.LSTM(3))}
-    return keras.Sequential(
-        [keras.Input((5,), dtype="int32"), LAYERS.Embedding(9, 3), layer[cell], LAYERS.Dense(N_CLASSES)]
-    )
+    """Recurrent layers as people stack them: padded (masked) sequences into an LSTM returning
+    sequences, then a SimpleRNN running backwards, unrolled; GRUs with and without ``reset_after``;
+    a bidirectional LSTM."""
+    layers = {
+        "lstm": [LAYERS.LSTM(4, return_sequences=True), LAYERS.SimpleRNN(3, go_backwards=True, unroll=True)],
+        "gru": [LAYERS.GRU(4, return_sequences=True, reset_after=False), LAYERS.GRU(3, go_backwards=True)],
+        "bidirectional": [LAYERS.Bidirectional(LAYERS.LSTM(3))],
+    }
+    embedding = LAYERS.Embedding(9, 3, mask_zero=cell == "lstm")
+    return keras.Sequential([keras.Input((5,), dtype="int32"), embedding, *layers[cell], LAYERS.Dense(N_CLASSES)])
 
 
 def transformer_block(length: int = 4, dtype: str = "float32", outputs: int = N_CLASSES):
@@ -182,14 +188,13 @@ def _selected(la, model) -> np.ndarray:
 
 
 def test_diag_ggn_equals_the_naive_one(real_model):
-    """Probes (convolutions, BatchNorm, LayerNorm, attention, embeddings, Dense layers on sequences)
-    and per-example Jacobians (recurrent kernels; looped, not vectorised, for recurrent and float32
-    attention models) give the GGN diagonal built by hand."""
+    """Probes (convolutions, BatchNorm, LayerNorm, attention, embeddings, Dense layers on sequences,
+    recurrent layers; tiled, not vectorised, for recurrent and float32 attention models) give the
+    GGN diagonal built by hand, without per-example Jacobians."""
     name, model, x, y = real_model
     la = lt.Laplace(model, "classification", hessian_structure="diag").fit((x, y), batch_size=4, verbose=False)
     assert la.params.vectorize == (name not in ("lstm", "gru", "bidirectional", "transformer"))
-    if name in ("cnn", "depthwise", "transformer"):  # every weight probed: no per-example Jacobians
-        assert uncovered_size(la.params, probe_rules(la.params)) == 0
+    assert uncovered_size(la.params, probe_rules(la.params)) == 0
     jacobians = naive_jacobians(model, x)
     hessians = output_hessians_np(np.asarray(model(x), np.float64), "classification")
     expected = np.einsum("nkp,nkl,nlp->p", jacobians, hessians, jacobians)
@@ -367,6 +372,18 @@ def test_a_grouped_convolution_in_mixed_precision_agrees_with_float32():
     x = np.random.default_rng(11).normal(size=(10, 5, 5, 4)).astype("float32")
     for reference, mixed in _fitted_in_float32_and_mixed(build, "mixed_float16", x, 10, 3e-2):
         assert reference.params.vectorize and not mixed.params.vectorize
+
+
+def test_recurrent_layers_in_mixed_precision_agree_with_float32():
+    """The probed LSTM and GRU loops compute in float16 like Keras's own."""
+
+    def build():
+        layers = [LAYERS.Embedding(9, 4, mask_zero=True), LAYERS.LSTM(5, return_sequences=True), LAYERS.GRU(4)]
+        return keras.Sequential([keras.Input((6,), dtype="int32"), *layers, LAYERS.Dense(N_CLASSES, dtype="float32")])
+
+    x = np.random.default_rng(12).integers(0, 9, (12, 6)).astype("int32")
+    for _, mixed in _fitted_in_float32_and_mixed(build, "mixed_float16", x, 12, 3e-2):
+        assert uncovered_size(mixed.params, probe_rules(mixed.params)) == 0
 
 
 def _fitted_in_float32_and_mixed(build, policy: str, x: np.ndarray, seed: int, tolerance: float) -> list:
@@ -559,7 +576,9 @@ def _widened_two_inputs():
 
 
 def test_memory_guard_covers_kron_lowrank_and_batch_jacobians():
-    model = recurrent("lstm")
+    """Stacked cells have no probe rule: their weights take per-example Jacobians, looped."""
+    cells = LAYERS.RNN(LAYERS.StackedRNNCells([LAYERS.LSTMCell(4), LAYERS.GRUCell(3)]))
+    model = keras.Sequential([keras.Input((5,), dtype="int32"), LAYERS.Embedding(9, 3), cells, LAYERS.Dense(N_CLASSES)])
     with pytest.raises(MemoryError, match=r"hessian_structure='kron'.*needs about"):
         lt.Laplace(model, "classification", hessian_structure="kron", memory_limit=1000)
     with pytest.raises(MemoryError, match=r"hessian_structure='lowrank'.*smaller rank"):

@@ -42,7 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from laplace_tf.curvature.kfac_layers import KernelAndBias, Probe, input_patches
+from laplace_tf.curvature.kfac_layers import KernelAndBias, Probe, by_variable, input_patches, selected_weights
 
 _DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 _SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
@@ -64,14 +64,8 @@ class DepthwiseRule(KernelAndBias):
     kind = "depthwise"
 
     @property
-    def covered(self) -> list[str]:
-        """The paths of the variables this rule gives diagonals."""
-        return [v.path for v in (self.kernel, self.pointwise, self.bias) if v is not None]
-
-    @property
-    def kernel_size(self) -> int:
-        """How many numbers one example's gradients in the two kernels hold."""
-        return sum(int(np.prod(v.shape)) for v in (self.kernel, self.pointwise) if v is not None)
+    def kernels(self) -> list:
+        return [self.kernel, self.pointwise]
 
     @property
     def separable(self) -> bool:
@@ -108,14 +102,12 @@ def depthwise_rules(model: keras.Model, selected_paths: set[str]) -> list[Depthw
             continue
         if layer.padding not in ("valid", "same") or (layer.rank == 3 and any(d != 1 for d in layer.dilation_rate)):
             continue
-        if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
-            continue
         separable = type(layer) in _SEPARABLE
         depthwise = layer.depthwise_kernel if separable else layer.kernel
         pointwise = layer.pointwise_kernel if separable else None
-        weights = [depthwise, pointwise, layer.bias if layer.use_bias else None]
-        kernel, pointwise, bias = [w if w is not None and w.path in selected_paths else None for w in weights]
-        if kernel is not None or pointwise is not None or bias is not None:
+        chosen = selected_weights(layer, [depthwise, pointwise, layer.bias if layer.use_bias else None], selected_paths)
+        if chosen is not None:
+            kernel, pointwise, bias = chosen
             rules.append(DepthwiseRule(layer, kernel, bias, pointwise))
     return rules
 
@@ -139,11 +131,7 @@ def depthwise_gradients(
             g = _by_example(gradients[call + 1], examples, dtype)
             pointwise += tf.einsum("ntc,xntf->xncf", z, g)
         bias += tf.reduce_sum(g, axis=2)
-    pieces = {}
-    for variable, value in ((rule.kernel, kernel), (rule.pointwise, pointwise), (rule.bias, bias)):
-        if variable is not None:
-            pieces[variable.path] = tf.reshape(value, [tf.shape(value)[0], examples, -1])
-    return pieces
+    return by_variable([(rule.kernel, kernel), (rule.pointwise, pointwise), (rule.bias, bias)], examples)
 
 
 def _groups(rule: DepthwiseRule) -> tuple[int, int, int, int]:

@@ -2,7 +2,8 @@ r"""The exact diagonal GGN (or empirical Fisher) from layer probes, without per-
 
 Each supported layer (Dense, EinsumDense, convolutions, Embedding: `curvature.kfac_layers`;
 LayerNormalization and BatchNormalization: `curvature.norm_layers`; depthwise, separable and
-grouped convolutions: `curvature.depthwise_layers`) is re-run with a watched zero
+grouped convolutions: `curvature.depthwise_layers`; LSTM, GRU and SimpleRNN:
+`curvature.recurrent_layers`) is re-run with a watched zero
 perturbation on its output, so one backward pass of the batch per column $v_{nc}$ of a square root
 of the output Hessian ($\Lambda_n = V_n V_n^\top$; the loss gradient for the empirical Fisher)
 gives every example's gradient at the layer's output. Example $n$'s gradient in the layer's
@@ -16,7 +17,7 @@ $$
 
 That is exact and costs ``C`` backward passes of the batch, where a ``(B, K, P)`` Jacobian costs
 ``K`` backward passes per example and a nested ``pfor`` to trace. Variables of other layers
-(recurrent kernels, custom layers) keep the per-example Jacobian diagonal, and so does a layer
+(custom layers, ConvLSTM) keep the per-example Jacobian diagonal, and so does a layer
 whose inputs are not grouped by example (`probe_squares.rows_grouped_by_example`).
 
 Example:
@@ -39,6 +40,7 @@ from laplace_tf.curvature.kfac_layers import find_rules, recording, uncovered_si
 from laplace_tf.curvature.norm_layers import scale_shift_rules
 from laplace_tf.curvature.probe_passes import ProbeRun, probe_columns, run_probes
 from laplace_tf.curvature.probe_squares import rows_grouped_by_example, squared_gradient_sums
+from laplace_tf.curvature.recurrent_layers import recurrent_rules
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType
 from laplace_tf.params import ModelParameters
@@ -119,8 +121,12 @@ def probe_rules(params: ModelParameters) -> list:
 
 def diagonal_rules(model: Any, selected_paths: set[str]) -> list:
     """The probe rules that give only diagonals (no $A \\otimes G$): normalisations' scale and
-    shift, depthwise, separable and grouped convolutions."""
-    return scale_shift_rules(model, selected_paths) + depthwise_rules(model, selected_paths)
+    shift, depthwise, separable and grouped convolutions, recurrent layers."""
+    return (
+        scale_shift_rules(model, selected_paths)
+        + depthwise_rules(model, selected_paths)
+        + recurrent_rules(model, selected_paths)
+    )
 
 
 def per_example_memory(rules: list, params: ModelParameters) -> int:

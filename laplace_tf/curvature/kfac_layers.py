@@ -65,20 +65,26 @@ class ProbedLayer:
 
 
 class KernelAndBias(ProbedLayer):
-    """A probe rule for a layer's kernel and, when it gets a block, its bias."""
+    """A probe rule for a layer's kernel(s) and, when it gets a block, its bias; a weight the
+    selection leaves out is ``None``."""
 
     kernel: Any
     bias: Any | None
 
     @property
+    def kernels(self) -> list:
+        """The kernels: a separable convolution's and a recurrent layer's rules have two."""
+        return [self.kernel]
+
+    @property
     def covered(self) -> list[str]:
-        """The paths of the variables this rule gives blocks: the kernel, and the bias with a block."""
-        return [self.kernel.path] + ([self.bias.path] if self.bias is not None else [])
+        """The paths of the variables this rule gives blocks: the kernels, and the bias with a block."""
+        return [v.path for v in (*self.kernels, self.bias) if v is not None]
 
     @property
     def kernel_size(self) -> int:
-        """How many numbers one example's gradient in the kernel(s) holds."""
-        return int(np.prod(self.kernel.shape))
+        """How many numbers one example's gradients in the kernels hold."""
+        return sum(int(np.prod(v.shape)) for v in self.kernels if v is not None)
 
 
 @dataclass
@@ -175,6 +181,26 @@ class LayerRule(KernelAndBias):
     @property
     def dtype(self) -> tf.DType:
         return tf.as_dtype(self.kernel.dtype)
+
+
+def selected_weights(owner: keras.layers.Layer, weights: list, selected_paths: set[str]) -> list | None:
+    """Each of a layer's (or cell's) weights if the selection holds it, else ``None`` (also for a
+    missing one); ``None`` altogether when it holds none, or when LoRA or quantisation changes what
+    the layer computes from them."""
+    if getattr(owner, "lora_enabled", False) or getattr(owner, "quantization_mode", None):
+        return None
+    chosen = [w if w is not None and w.path in selected_paths else None for w in weights]
+    return chosen if any(w is not None for w in chosen) else None
+
+
+def by_variable(gradients: list[tuple[Any, Any]], examples: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Variable path -> its per-example gradients ``(C, examples, size)``, from ``(variable,
+    gradients (C, examples, ...))`` pairs; a variable that is ``None`` (not selected) is left out."""
+    return {
+        variable.path: tf.reshape(value, [tf.shape(value)[0], examples, -1])
+        for variable, value in gradients
+        if variable is not None
+    }
 
 
 def covered_paths(rules: list) -> set[str]:

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from laplace_tf.curvature.depthwise_layers import depthwise_gradients
 from laplace_tf.curvature.kfac_layers import input_patches
+from laplace_tf.curvature.recurrent_layers import recurrent_gradients
 
 
 def rows_grouped_by_example(rule: Any, examples: int | None) -> bool:
@@ -56,6 +57,8 @@ def per_example_gradients(
     """
     if rule.kind == "depthwise":
         return depthwise_gradients(rule, gradients, examples, dtype)
+    if rule.kind == "recurrent":
+        return recurrent_gradients(rule, gradients, examples, dtype)
     if rule.kind == "scale_shift":
         width = int(rule.probes[0].inputs.shape[-1])
         inputs = tf.concat([_by_example(p.inputs, examples, width, dtype) for p in rule.probes], 1)
