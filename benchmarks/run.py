@@ -291,13 +291,14 @@ READING_NOTES = """
   runs and the tuned evidences use our default, so the two tuned kron evidences differ.
 - First calls: a cold `fit` or GLM `predict` pays for tracing its `tf.function` once per model and
   configuration (a second `Laplace` on the same model traces nothing, as a test checks). Every
-  layer with a probe rule (Dense, EinsumDense, convolutions, Embedding, LayerNorm, BatchNorm) is
-  differentiated by backward passes of the whole batch, one per column of the output Hessian's
-  square root (`K - 1` for a `K`-class softmax, whose Hessian has rank `K - 1`; one for a reward
-  model, which then needs no `pfor`), vectorised with `pfor` (or, for models `pfor` cannot
-  vectorise, on the batch tiled once per column); only layers without a rule (recurrent kernels)
-  are differentiated per example. Against the model's first predict, every cold call is within
-  budget but the Transformer (1.2-1.4), the larger MLP's diag fit (1.1) and the small CNN's fits
+  layer with a probe rule (Dense, EinsumDense, convolutions, Embedding, LayerNorm, BatchNorm,
+  LSTM, GRU, SimpleRNN) is differentiated by backward passes of the whole batch, one per column of
+  the output Hessian's square root (`K - 1` for a `K`-class softmax, whose Hessian has rank
+  `K - 1`; one for a reward model, which then needs no `pfor`), vectorised with `pfor` (or, for
+  models `pfor` cannot vectorise, on the batch tiled once per column); only layers without a rule
+  (custom layers, stacked recurrent cells) are differentiated per example. Against the model's
+  first predict, every cold call is within budget but the LSTM (1.6-1.7, see the next point), the
+  Transformer (1.2-1.4), the larger MLP's diag fit (1.1) and the small CNN's fits
   (1.0-1.1; 0.8 in the previous run, partly this machine's noise and partly the `K - 1` root,
   which adds about 30 graph nodes and 0.01-0.03 s to a first call: the CNN kron fit's trace took
   0.224 s against 0.200 s, medians of five alternating processes); against a first training
@@ -317,6 +318,18 @@ READING_NOTES = """
   kept for the models `pfor` cannot vectorise. Dropping the eager forward pass `fit` runs on the
   first batch (to check the outputs) saves 0.03 s cold on the Transformer and nothing on the MLP:
   TensorFlow's first-use costs move into the compiled function's first run.
+- LSTM: its kernels are probed since this run (the gate pre-activations of every step, through
+  Keras's own loop); before, they took per-example Jacobians in a loop over the examples. Against
+  the previous full run, the diag fit went from 1.59 s to 0.110 s warm (0.30 to 0.02 of the
+  peer's time) and from 2.07 s to 0.52 s cold, the diag GLM predictive from 0.81 s to 0.055 s
+  warm and 1.10 s to 0.41 s cold, the kron fit from 1.51 s to 0.094 s warm and 2.30 s to 0.50 s
+  cold (the LSTM rows were re-measured alone, `run.py --only LSTM`, peer included). The cold
+  calls fell four-fold but the warm ones fourteen-fold, so against the first-call budget
+  (1.5 times warm plus the model's first call) they went from 0.7-0.9 to 1.6-1.7. What a cold
+  fit pays now is the compiled function's trace (0.17 s: the loop and its gradient) and first run
+  (0.19 s against 0.012 s warm for a batch, of which about 0.08 s is Grappler's optimisation of
+  the loop's graph, measured by switching it off); Keras's own first training step of this model
+  takes 0.26 s.
 - Deeper networks (by hand, not in the tables; imports before the clock): on a MobileNetV2
   (alpha 0.35, 32x32 inputs, 403k weights, 64 images) the first `kron` fit takes 5.4 s (a graph
   of 10,528 nodes: 2.7 s to trace, 2.3 s to first run) and later ones 0.24 s, against 0.6 s for

@@ -16,8 +16,9 @@ Per-example Jacobians and gradients are fastest vectorised over examples (``tf.v
   for sequences of length one.
 
 For those models `map_examples` runs the same function example by example with
-``tf.map_fn`` (inside the compiled graph), and Jacobians loop over outputs instead of using
-``pfor``: slower, exact, and silent.
+``tf.map_fn`` (inside the compiled graph), Jacobians loop over outputs instead of using
+``pfor``, and the layer probes (which cover LSTM, GRU and SimpleRNN layers) run on the batch tiled
+once per column: slower, exact, and silent.
 
 Example:
     ```python
