@@ -112,7 +112,7 @@ def map_probabilities(model: keras.Model, x: np.ndarray) -> np.ndarray:
 
 def plot_by_length(model: keras.Model, la: lt.Laplace, rng: np.random.Generator, path: Path, per_length: int) -> None:
     """Accuracy and mean confidence of the MAP network and the Laplace predictive, by sequence length
-    (every length padded to the longest: the padding is masked, and one input shape is traced once)."""
+    (every length padded to the longest: the padding is masked)."""
     from matplotlib.figure import Figure
 
     lengths = np.arange(4, 41, 4)

@@ -198,9 +198,38 @@ def add_batch_axis(x: Inputs) -> Inputs:
     return tf.nest.map_structure(lambda leaf: leaf[None], x)
 
 
-def batch_spec(x: Inputs) -> Any:
-    """``tf.TensorSpec`` s of ``x`` with the batch axis left free, for a ``tf.function`` signature."""
-    return tf.nest.map_structure(lambda t: tf.TensorSpec([None, *t.shape[1:]], t.dtype), x)
+def batch_spec(x: Inputs, free: list[tuple[int, ...]] | None = None) -> Any:
+    """``tf.TensorSpec`` s of ``x`` with the batch axis left free, for a ``tf.function`` signature,
+    and, per leaf (in ``tf.nest`` order), the example axes ``free`` lists (`free_example_axes`)."""
+    leaves = tf.nest.flatten(x)
+    free = free or [()] * len(leaves)
+    specs = [
+        tf.TensorSpec([None, *(None if axis in axes else size for axis, size in enumerate(t.shape[1:]))], t.dtype)
+        for t, axes in zip(leaves, free, strict=True)
+    ]
+    return tf.nest.pack_sequence_as(x, specs)
+
+
+def free_example_axes(x: Inputs, model: keras.Model | None) -> list[tuple[int, ...]]:
+    """Per leaf of ``x`` (``tf.nest`` order), the axes of its examples (0: the first after the
+    batch axis) that the model declares free (``keras.Input((None,))``), matched from the last
+    axis (a reward model's examples lead with the pair axis); none for a model that declares
+    no inputs or declares more axes than a leaf has."""
+    leaves = tf.nest.flatten(x)
+    declared = _declared_example_shapes(model)
+    if declared is None or len(declared) != len(leaves):
+        return [()] * len(leaves)
+    free = []
+    for leaf, shape in zip(leaves, declared, strict=True):
+        leading = len(leaf.shape) - 1 - len(shape)
+        free.append(tuple(leading + i for i, size in enumerate(shape) if size is None) if leading >= 0 else ())
+    return free
+
+
+def free_extent(x: Inputs, free: list[tuple[int, ...]]) -> int:
+    """The largest size of ``x`` on the ``free`` axes (0 without free axes)."""
+    sizes = [int(t.shape[1 + axis]) for t, axes in zip(tf.nest.flatten(x), free, strict=True) for axis in axes]
+    return max(sizes, default=0)
 
 
 def describe(x: Inputs) -> str:

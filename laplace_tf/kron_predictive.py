@@ -64,7 +64,7 @@ class LayerFactors:
     def __init__(self, params: ModelParameters, rules: list[LayerRule]):
         self.params, self.rules = params, rules
         self.factored: list[LayerRule] = []
-        self._compiled = compile_for_batches(self._factors)
+        self._compiled = compile_for_batches(self._factors, params.model)
 
     def __call__(self, theta: tf.Tensor, x: Any) -> tuple:
         return self._compiled(theta, x)

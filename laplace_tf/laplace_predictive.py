@@ -383,7 +383,9 @@ def predictive_view(
         params=params,
         likelihood=likelihood,
         items=items,
-        jacobians=cached(model, ("jacobians", key), lambda: compile_for_batches(jacobians_function(params))),
+        jacobians=cached(
+            model, ("jacobians", key), lambda: compile_for_batches(jacobians_function(params), params.model)
+        ),
         outputs_at=cached(
             model,
             ("outputs", key),

@@ -67,7 +67,7 @@ def features_function(params: ModelParameters, rule: LayerRule) -> Callable:
             features = tf.concat([features, tf.ones_like(features[:, :1])], axis=1)
         return f, features
 
-    return compile_for_batches(outputs_and_features)
+    return compile_for_batches(outputs_and_features, params.model)
 
 
 def functional_variance(posterior: object, features: tf.Tensor, n_outputs: int) -> tf.Tensor:

@@ -77,6 +77,49 @@ def test_sequences_of_any_length_use_one_posterior_and_a_second_laplace_may_chan
     np.testing.assert_allclose(fitted_long.posterior.covariance, expected_covariance, rtol=1e-8, atol=1e-12)
 
 
+def _padded_batches(lengths: list[int], size: int = 5) -> tuple[tf.data.Dataset, list[tuple]]:
+    """Batches of token sequences padded to the given lengths, as a dataset and as arrays."""
+    batches = [(RNG.integers(0, 9, (size, n)).astype("int32"), RNG.integers(0, 3, size)) for n in lengths]
+    signature = (tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int64))
+    return tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=signature), batches
+
+
+def test_batches_padded_to_other_lengths_share_a_compiled_function(monkeypatch):
+    """A dataset padded batch by batch (``padded_batch``) gives each batch its own length: on the
+    model's free axis they share one compiled function, traced again only for a batch longer than
+    all before. The diagonal GGN is the sum of the batches' naive ones."""
+    model, traces = _free_length_model(), []
+    real_function = tf.function
+
+    def counting(fn, **options):
+        def traced(*args):
+            traces.append(args[1].shape.as_list())
+            return fn(*args)
+
+        return real_function(traced, **options)
+
+    monkeypatch.setattr(tf, "function", counting)
+    dataset, batches = _padded_batches([6, 3, 6, 12, 5])
+    la = lt.Laplace(model, "classification", hessian_structure="diag").fit(dataset, verbose=False)
+    assert traces == [[None, None], [None, None]]  # traced for 6, then for 12
+    expected = 0.0
+    for x, _ in batches:
+        jacobians = naive_jacobians(model, x)
+        hessians = output_hessians_np(model(x).numpy(), "classification")
+        expected += np.einsum("nkp,nkl,nlp->p", jacobians, hessians, jacobians)
+    np.testing.assert_allclose(la.curvature, expected, rtol=1e-6)  # the pooling layer computes in float32
+
+
+def test_a_padded_batch_too_long_for_memory_is_refused(monkeypatch):
+    """The chunks of columns (and the memory guard) of a function traced for a free length are
+    sized for the longest batch it serves: a long batch after short ones is refused, not run."""
+    monkeypatch.setattr(lt.validation, "default_memory_limit", lambda: 20_000)
+    dataset, _ = _padded_batches([6, 200])
+    la = lt.Laplace(_free_length_model(), "classification", hessian_structure="diag")
+    with pytest.raises(MemoryError, match=r"backward pass of a batch of 5 examples"):
+        la.fit(dataset, verbose=False)
+
+
 def test_a_second_laplace_on_one_model_may_give_the_features_another_rank():
     """``(N,)`` and ``(N, 1)`` both feed ``keras.Input((1,))``; the second used to fail to bind."""
     keras.utils.set_random_seed(2)

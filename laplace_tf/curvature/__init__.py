@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+import keras
 import tensorflow as tf
 
 from laplace_tf.curvature import diag, full, gp, lowrank
@@ -22,7 +23,7 @@ from laplace_tf.curvature.kron import KronPlan
 from laplace_tf.curvature.probe_passes import expected_batch
 from laplace_tf.curvature.probed_jacobians import jacobians_function
 from laplace_tf.distribution import summed_over_replicas
-from laplace_tf.inputs import batch_spec, n_examples
+from laplace_tf.inputs import batch_spec, free_example_axes, free_extent, n_examples
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType, HessianStructure
 from laplace_tf.params import ModelParameters
@@ -84,7 +85,7 @@ def curvature_estimator(
     if structure == HessianStructure.KRON:
         plan = KronPlan(params, likelihood, curvature_type, mc_samples)
         return CurvatureEstimator(
-            _summed_fit(compile_for_batches(plan.batch)),
+            _summed_fit(compile_for_batches(plan.batch, params.model)),
             plan.finalize,
             elements=plan.elements(),
             jacobian_params=plan.jacobian_params,
@@ -135,7 +136,7 @@ def curvature_estimator(
         if probed.rules:  # the probes' own per-example gradients come in chunks of columns that fit
             jacobian_params = probed.jacobian_params if jacobian_params else 0
             batch_fn = lambda theta, x, y, seed: probed.batch(theta, x, y)  # noqa: E731
-    batch = compile_for_batches(batch_fn)
+    batch = compile_for_batches(batch_fn, params.model)
     return CurvatureEstimator(
         _summed_fit(batch),
         _identity,
@@ -171,7 +172,7 @@ def _summed_fit(batch: Callable) -> Callable:
 
 def _lowrank_fit(params: ModelParameters, likelihood: Likelihood, rank: int) -> Callable:
     """Several passes of GGN-matrix products, then the randomised eigendecomposition."""
-    product = compile_for_batches(lowrank.ggn_matmul(params.apply, likelihood, params.vectorize))
+    product = compile_for_batches(lowrank.ggn_matmul(params.apply, likelihood, params.vectorize), params.model)
 
     def fit(
         theta: tf.Tensor, batches: Batches, seed: tf.Tensor, previous: Any = None, strategy: Any = None
@@ -224,33 +225,41 @@ def _dense_batch_function(
     return lambda theta, x, y, seed: chosen(theta, x, y)
 
 
-def compile_for_batches(fn: Callable) -> Callable:
+def compile_for_batches(fn: Callable, model: keras.Model | None = None) -> Callable:
     """``fn(theta, x, *rest)`` compiled once per input signature, for any batch size (traced on the
     first call with that signature, whose batch size sizes the chunks of `probe_passes.run_probes`).
 
-    ``x`` may be a structure of tensors (a model with several inputs). Inputs of another example
-    shape or dtype than before (a model taking sequences of any length, or a second `Laplace` on
-    the same model fed differently) get a function of their own instead of failing to bind.
+    ``x`` may be a structure of tensors (a model with several inputs). The axes of ``x`` that the
+    ``model`` declares free (sequences of any length) are free in the signature too: batches padded
+    to different lengths share one function, traced again only for a batch longer than every one
+    it was traced for (then for at least twice that length), since the chunks of columns are sized
+    for the longest. Inputs of another example shape or dtype (a second `Laplace` on the same
+    model fed differently) get a function of their own instead of failing to bind.
     """
-    compiled: dict[tuple, Callable] = {}
+    compiled: dict[tuple, list[tuple[int, Callable]]] = {}
 
     def call(theta: tf.Tensor, *batch: tf.Tensor):
-        key = _signature_key(theta, batch)
-        if key not in compiled:
-            signature = [tf.TensorSpec(theta.shape, theta.dtype)] + [batch_spec(t) for t in batch]
-            compiled[key] = tf.function(fn, input_signature=signature, autograph=False)
-            with expected_batch(n_examples(batch[0])):  # traced now: chunks of columns sized for this batch
-                return compiled[key](theta, *batch)
-        return compiled[key](theta, *batch)
+        free = free_example_axes(batch[0], model)
+        key, extent = _signature_key(theta, batch, free), free_extent(batch[0], free)
+        traced = compiled.setdefault(key, [])
+        for longest, function in traced:
+            if extent <= longest:
+                return function(theta, *batch)
+        longest = max([extent] + [2 * size for size, _ in traced])
+        signature = [tf.TensorSpec(theta.shape, theta.dtype), batch_spec(batch[0], free)]
+        function = tf.function(fn, input_signature=signature + [batch_spec(t) for t in batch[1:]], autograph=False)
+        traced.append((longest, function))
+        with expected_batch(n_examples(batch[0]), longest):  # traced now: chunks of columns sized for this batch
+            return function(theta, *batch)
 
     return call
 
 
-def _signature_key(theta: tf.Tensor, batch: tuple) -> tuple:
+def _signature_key(theta: tf.Tensor, batch: tuple, free: list[tuple[int, ...]]) -> tuple:
     """What a compiled function's input signature depends on: every leaf's dtype and shape (but the
-    batch axis), and the nesting of structured inputs."""
-    leaves = tf.nest.flatten((theta, batch))
-    key = (theta.shape[0], *((leaf.dtype, tuple(leaf.shape[1:])) for leaf in leaves))
+    batch axis and the ``free`` axes of ``batch[0]``), and the nesting of structured inputs."""
+    specs = tf.nest.flatten(batch_spec(batch[0], free)) + tf.nest.flatten(batch_spec(batch[1:]))
+    key = (theta.dtype, theta.shape[0], *((spec.dtype, tuple(spec.shape[1:])) for spec in specs))
     if any(tf.nest.is_nested(t) for t in batch):  # structured inputs: their nesting (dict keys, list lengths) too
         key += (repr(tf.nest.map_structure(lambda _: None, batch)),)
     return key

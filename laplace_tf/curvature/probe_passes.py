@@ -68,14 +68,15 @@ def probe_columns(likelihood: Likelihood, curvature_type: CurvatureType, f: tf.T
 
 CHUNK_BYTES = 2**30  # about what one chunk of columns' backward passes may hold
 
-_expected_batch: contextvars.ContextVar[int | None] = contextvars.ContextVar("expected_batch", default=None)
+_expected_batch: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar("expected_batch", default=None)
 
 
 @contextlib.contextmanager
-def expected_batch(size: int) -> Iterator[None]:
+def expected_batch(size: int, free_extent: int = 0) -> Iterator[None]:
     """While tracing inside, chunks of columns are sized for batches of ``size`` examples (a traced
-    batch axis is unknown)."""
-    token = _expected_batch.set(size)
+    batch axis is unknown) and, on axes a traced input leaves free (sequences of any length), for a
+    size of ``free_extent`` (the longest the compiled function is traced for)."""
+    token = _expected_batch.set((size, free_extent))
     try:
         yield
     finally:
@@ -121,11 +122,12 @@ def columns_per_chunk(rules: list, f: tf.Tensor, columns: int, weight_numbers: i
     for each output entry of a probed layer (recorded by the last forward pass: its gradient, the
     backward pass's own, a tiled activation) and the ``weight_numbers`` the caller forms. Raises a
     ``MemoryError`` if one column would not fit the memory limit."""
-    batch = f.shape[0] or _expected_batch.get() or DEFAULT_BATCH_SIZE  # a traced batch axis is unknown
+    expected, extent = _expected_batch.get() or (None, 0)
+    batch = f.shape[0] or expected or DEFAULT_BATCH_SIZE  # a traced batch axis is unknown
     numbers = weight_numbers
     for perturbation in _perturbations(rules):
         rows_per_example = (perturbation.shape[0] or batch) / batch
-        numbers += 3 * rows_per_example * int(np.prod([size or 1 for size in perturbation.shape[1:]]))
+        numbers += 3 * rows_per_example * int(np.prod([size or extent or 1 for size in perturbation.shape[1:]]))
     per_column = int(batch * numbers * f.dtype.size)
     check_memory(
         per_column,
