@@ -172,7 +172,7 @@ def _summed_fit(batch: Callable) -> Callable:
 
 def _lowrank_fit(params: ModelParameters, likelihood: Likelihood, rank: int) -> Callable:
     """Several passes of GGN-matrix products, then the randomised eigendecomposition."""
-    product = compile_for_batches(lowrank.ggn_matmul(params.apply, likelihood, params.vectorize), params.model)
+    product = compile_for_batches(lowrank.ggn_matmul(params, likelihood), params.model)
 
     def fit(
         theta: tf.Tensor, batches: Batches, seed: tf.Tensor, previous: Any = None, strategy: Any = None

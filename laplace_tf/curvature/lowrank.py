@@ -29,8 +29,9 @@ from typing import Any
 
 import tensorflow as tf
 
-from laplace_tf.curvature.jacobians import ApplyFn, output_jacobians
+from laplace_tf.curvature.probed_jacobians import jacobians_function
 from laplace_tf.likelihoods import Likelihood
+from laplace_tf.params import ModelParameters
 
 OVERSAMPLING = 10
 POWER_ITERATIONS = 2
@@ -44,19 +45,21 @@ class LowRankCurvature:
     eigenvectors: tf.Tensor
 
 
-def ggn_matmul(apply: ApplyFn, likelihood: Likelihood, vectorize: bool = True) -> Callable:
+def ggn_matmul(params: ModelParameters, likelihood: Likelihood) -> Callable:
     """``(theta, x, y, vectors (P, m)) -> (summed loss, GGN_batch @ vectors)``, uncompiled.
 
-    With ``vectorize=False`` (models ``pfor`` cannot vectorise, whose recurrent loops forward mode
-    cannot run either; `vectorizing`) the products come from the batch's
-    per-example Jacobians, looped over examples.
+    For models ``pfor`` cannot vectorise (``params.vectorize`` false: recurrent loops, which
+    forward mode cannot run either; `vectorizing`) the products come from the batch's
+    per-example Jacobians, by layer probes where the layers have them
+    (`probed_jacobians.jacobians_function`).
     """
+    apply, jacobians_of = params.apply, jacobians_function(params)
 
     def weighted(f: tf.Tensor, directional: tf.Tensor) -> tf.Tensor:
         return tf.vectorized_map(lambda jv: likelihood.hessian_times(f, jv[:, :, None])[:, :, 0], directional)
 
     def by_jacobians(theta: tf.Tensor, x: Any, y: tf.Tensor, vectors: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        f, jacobians = output_jacobians(apply, theta, x, vectorize=False)
+        f, jacobians = jacobians_of(theta, x)
         directional = tf.einsum("bkp,pm->mbk", jacobians, vectors)
         products = tf.einsum("bkp,mbk->pm", jacobians, weighted(f, directional))
         return tf.reduce_sum(likelihood.loss(f, y)), products
@@ -73,7 +76,7 @@ def ggn_matmul(apply: ApplyFn, likelihood: Likelihood, vectorize: bool = True) -
         directional = tf.vectorized_map(jvp, tf.transpose(vectors))  # (m, B, K) = J V
         return tf.reduce_sum(likelihood.loss(f, y)), _vjp_columns(tape, f, theta, weighted(f, directional))
 
-    return by_autodiff if vectorize else by_jacobians
+    return by_autodiff if params.vectorize else by_jacobians
 
 
 def _vjp_columns(tape: tf.GradientTape, f: tf.Tensor, theta: tf.Tensor, cotangents: tf.Tensor) -> tf.Tensor:
