@@ -231,10 +231,11 @@ def compile_for_batches(fn: Callable, model: keras.Model | None = None) -> Calla
 
     ``x`` may be a structure of tensors (a model with several inputs). The axes of ``x`` that the
     ``model`` declares free (sequences of any length) are free in the signature too: batches padded
-    to different lengths share one function, traced again only for a batch longer than every one
-    it was traced for (then for at least twice that length), since the chunks of columns are sized
-    for the longest. Inputs of another example shape or dtype (a second `Laplace` on the same
-    model fed differently) get a function of their own instead of failing to bind.
+    to different lengths share one function, traced for lengths up to the power of two at or above
+    the first batch's, and traced again only for a longer batch, since the chunks of columns (and
+    the memory guard) are sized for the longest length a function serves. Inputs of another
+    example shape or dtype (a second `Laplace` on the same model fed differently) get a function of
+    their own instead of failing to bind.
     """
     compiled: dict[tuple, list[tuple[int, Callable]]] = {}
 
@@ -245,7 +246,7 @@ def compile_for_batches(fn: Callable, model: keras.Model | None = None) -> Calla
         for longest, function in traced:
             if extent <= longest:
                 return function(theta, *batch)
-        longest = max([extent] + [2 * size for size, _ in traced])
+        longest = 1 << max(extent - 1, 0).bit_length()  # the power of two at or above
         signature = [tf.TensorSpec(theta.shape, theta.dtype), batch_spec(batch[0], free)]
         function = tf.function(fn, input_signature=signature + [batch_spec(t) for t in batch[1:]], autograph=False)
         traced.append((longest, function))
