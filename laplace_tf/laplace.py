@@ -68,6 +68,7 @@ from laplace_tf.reward import PairParameters, check_pairs
 from laplace_tf.seeds import stateless_seed
 from laplace_tf.validation import (
     check_flag,
+    check_not_stateful,
     check_one_output,
     check_outputs_are_logits,
     check_outputs_are_not_probabilities,
@@ -162,6 +163,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         self.params = parameters(model, subset_of_weights)
         check_one_output(getattr(model, "outputs", None))
         check_outputs_are_logits(model, self.likelihood.name)
+        check_not_stateful(model)
         sigma_noise, temperature = (
             positive_number(sigma_noise, "sigma_noise"),
             positive_number(temperature, "temperature"),

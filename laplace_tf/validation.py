@@ -113,6 +113,19 @@ def check_outputs_are_logits(model: Any, likelihood: Any) -> None:
         )
 
 
+def check_not_stateful(model: Any) -> None:
+    """Refuses a model with a stateful recurrent layer: its outputs depend on the state carried
+    over from earlier batches, so they are no function of the weights and the inputs alone."""
+    layers = model._flatten_layers(include_self=False) if hasattr(model, "_flatten_layers") else []
+    stateful = [layer.name for layer in layers if getattr(layer, "stateful", False)]
+    if stateful:
+        raise ValueError(
+            f"Layer {stateful[0]!r} is stateful (stateful=True): its outputs depend on the state carried over "
+            "from earlier batches, which a Laplace approximation cannot fix. Build the same model with "
+            "stateful=False, copy the weights (new_model.set_weights(model.get_weights())) and pass that one."
+        )
+
+
 def check_one_output(outputs: Any) -> None:
     """Refuses several model outputs (a list, tuple or dict of heads): the likelihoods take one
     ``(batch, outputs)`` tensor. ``outputs`` are a functional model's ``model.outputs`` or what

@@ -64,6 +64,12 @@ def _tagger():
     return lt.Laplace(model, "classification")
 
 
+def _stateful_lstm():
+    """A Laplace of a model with a stateful LSTM (its outputs depend on earlier batches)."""
+    model = keras.Sequential([keras.Input(batch_shape=(8, 5, 2)), keras.layers.LSTM(3, stateful=True)])
+    return lt.Laplace(keras.Sequential([model, keras.layers.Dense(3)]), "classification")
+
+
 def _two_heads(subclassed: bool):
     """A model with two output heads, functional or subclassed (returning a tuple)."""
     if not subclassed:
@@ -483,6 +489,7 @@ FILES = [
 ]
 
 MODELS = [
+    ("stateful_recurrent_layer", lambda c: _stateful_lstm(), ValueError, "stateful=False"),
     ("fit_laplace_not_joint", lambda c: lt.fit_laplace(tfd.Normal(0.0, 1.0), {"y": 1.0}), TypeError, "model"),
     ("fit_laplace_observed_list", lambda c: lt.fit_laplace(_normal_model(), [1.0]), TypeError, "observed"),
     ("fit_laplace_unknown_name", lambda c: lt.fit_laplace(_normal_model(), {"z": 1.0}), ValueError, "observed"),

@@ -25,8 +25,8 @@ Jacobian rows (GLM predictive, ``full``) need no per-example Jacobians through t
 the recurrent product's gradient is $g$ with its candidate part scaled by $r_t$ (``reset_after``),
 or the candidate columns of $U$ take $r_t \odot h_{t-1}$ as their inputs (``reset_after=False``).
 
-Dropout is inactive (the model is evaluated with ``training=False``). Stateful layers, stacked or
-custom cells and ``ConvLSTM`` keep per-example Jacobians.
+Dropout is inactive (the model is evaluated with ``training=False``). Stacked or custom cells and
+``ConvLSTM`` keep per-example Jacobians (a stateful layer is refused: `validation.check_not_stateful`).
 
 Example:
     ```python
@@ -124,7 +124,7 @@ class RecurrentRule(KernelAndBias):
 
 def recurrent_rules(model: keras.Model, selected_paths: set[str]) -> list[RecurrentRule]:
     """The rules of the model's LSTM, GRU and SimpleRNN layers (also inside ``Bidirectional``, and
-    ``keras.layers.RNN`` around one such cell) with a selected weight; not stateful ones."""
+    ``keras.layers.RNN`` around one such cell) with a selected weight."""
     rules = []
     for layer in model._flatten_layers(include_self=False):
         if not isinstance(layer, keras.layers.RNN) or type(getattr(layer, "cell", None)) not in _CELLS:
@@ -132,7 +132,7 @@ def recurrent_rules(model: keras.Model, selected_paths: set[str]) -> list[Recurr
         cell = layer.cell
         weights = [cell.kernel, cell.recurrent_kernel, cell.bias if cell.use_bias else None]
         chosen = selected_weights(cell, weights, selected_paths)
-        if chosen is not None and not layer.stateful:
+        if chosen is not None:
             kernel, recurrent, bias = chosen
             rules.append(RecurrentRule(layer, kernel, bias, recurrent))
     return rules
