@@ -44,7 +44,11 @@ from typing import Any
 
 import keras
 import tensorflow as tf
-from keras.src import backend as keras_backend
+
+try:  # the loop Keras's own RNN.inner_loop runs (not public API)
+    from keras.src.backend import rnn as keras_rnn
+except ImportError:  # a Keras that moved it: recurrent layers keep per-example Jacobians
+    keras_rnn = None
 
 from laplace_tf.curvature.kfac_layers import KernelAndBias, Probe, by_variable, selected_weights
 
@@ -104,7 +108,7 @@ class RecurrentRule(KernelAndBias):
         tape.watch(perturbation)
         units = cell.units
         step = _step_function(cell)
-        last, outputs, states = keras_backend.rnn(
+        last, outputs, states = keras_rnn(
             step,
             projected + perturbation,
             list(initial_state),
@@ -126,7 +130,8 @@ def recurrent_rules(model: keras.Model, selected_paths: set[str]) -> list[Recurr
     """The rules of the model's LSTM, GRU and SimpleRNN layers (also inside ``Bidirectional``, and
     ``keras.layers.RNN`` around one such cell) with a selected weight."""
     rules = []
-    for layer in model._flatten_layers(include_self=False):
+    layers = model._flatten_layers(include_self=False) if keras_rnn is not None else []
+    for layer in layers:
         if not isinstance(layer, keras.layers.RNN) or type(getattr(layer, "cell", None)) not in _CELLS:
             continue
         cell = layer.cell
