@@ -73,7 +73,7 @@ def signature(x: Inputs, model: keras.Model | None = None, leading_axes: int = 0
     examples before the model's own (a reward model's pair axis).
     """
     fitted = tf.nest.map_structure(lambda a: LeafSignature(tuple(a.shape[1:]), _kind(a)), x)
-    declared = _declared_example_shapes(model)
+    declared = declared_example_shapes(model)
     leaves = tf.nest.flatten(fitted)
     if declared is None or len(declared) != len(leaves):
         return fitted
@@ -81,7 +81,7 @@ def signature(x: Inputs, model: keras.Model | None = None, leading_axes: int = 0
     return tf.nest.pack_sequence_as(fitted, relaxed)
 
 
-def _declared_example_shapes(model: keras.Model | None) -> list[tuple] | None:
+def declared_example_shapes(model: keras.Model | None) -> list[tuple] | None:
     """The example shapes of the model's declared inputs (``None`` where free), in ``tf.nest``
     order; ``None`` for a model that declares none (subclassed)."""
     tensors = declared_inputs(model)
@@ -210,13 +210,12 @@ def batch_spec(x: Inputs, free: list[tuple[int, ...]] | None = None) -> Any:
     return tf.nest.pack_sequence_as(x, specs)
 
 
-def free_example_axes(x: Inputs, model: keras.Model | None) -> list[tuple[int, ...]]:
+def free_example_axes(x: Inputs, declared: list[tuple] | None) -> list[tuple[int, ...]]:
     """Per leaf of ``x`` (``tf.nest`` order), the axes of its examples (0: the first after the
-    batch axis) that the model declares free (``keras.Input((None,))``), matched from the last
-    axis (a reward model's examples lead with the pair axis); none for a model that declares
-    no inputs or declares more axes than a leaf has."""
+    batch axis) that the model's ``declared`` example shapes (`declared_example_shapes`) leave
+    free (``keras.Input((None,))``), matched from the last axis (a reward model's examples lead
+    with the pair axis); none for a model that declares no inputs or more axes than a leaf has."""
     leaves = tf.nest.flatten(x)
-    declared = _declared_example_shapes(model)
     if declared is None or len(declared) != len(leaves):
         return [()] * len(leaves)
     free = []

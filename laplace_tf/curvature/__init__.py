@@ -23,7 +23,7 @@ from laplace_tf.curvature.kron import KronPlan
 from laplace_tf.curvature.probe_passes import expected_batch
 from laplace_tf.curvature.probed_jacobians import jacobians_function
 from laplace_tf.distribution import summed_over_replicas
-from laplace_tf.inputs import batch_spec, free_example_axes, free_extent, n_examples
+from laplace_tf.inputs import batch_spec, declared_example_shapes, free_example_axes, free_extent, n_examples
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType, HessianStructure
 from laplace_tf.params import ModelParameters
@@ -238,9 +238,10 @@ def compile_for_batches(fn: Callable, model: keras.Model | None = None) -> Calla
     their own instead of failing to bind.
     """
     compiled: dict[tuple, list[tuple[int, Callable]]] = {}
+    declared = declared_example_shapes(model)  # read now: compiled functions must not keep the model alive
 
     def call(theta: tf.Tensor, *batch: tf.Tensor):
-        free = free_example_axes(batch[0], model)
+        free = free_example_axes(batch[0], declared)
         key, extent = _signature_key(theta, batch, free), free_extent(batch[0], free)
         traced = compiled.setdefault(key, [])
         for longest, function in traced:
