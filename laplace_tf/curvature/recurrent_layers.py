@@ -53,6 +53,7 @@ except ImportError:  # a Keras that moved it: recurrent layers keep per-example 
 from laplace_tf.curvature.kfac_layers import KernelAndBias, Probe, by_variable, selected_weights
 
 _CELLS = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
+_LAYERS = (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN, keras.layers.RNN)  # not subclasses
 
 
 @dataclass
@@ -132,7 +133,7 @@ def recurrent_rules(model: keras.Model, selected_paths: set[str]) -> list[Recurr
     rules = []
     layers = model._flatten_layers(include_self=False) if keras_rnn is not None else []
     for layer in layers:
-        if not isinstance(layer, keras.layers.RNN) or type(getattr(layer, "cell", None)) not in _CELLS:
+        if type(layer) not in _LAYERS or type(getattr(layer, "cell", None)) not in _CELLS:
             continue
         cell = layer.cell
         weights = [cell.kernel, cell.recurrent_kernel, cell.bias if cell.use_bias else None]
