@@ -7,8 +7,10 @@ Per-example Jacobians and gradients are fastest vectorised over examples (``tf.v
   a ``tf.while_loop`` over time steps whose ``TensorList`` state ``pfor`` cannot vectorise;
 * text preprocessing inside the model (``TextVectorization``, or any string input): one example's
   words split into a ragged row whose length ``pfor`` cannot merge across examples;
-* grouped convolutions computing in half precision (mixed precision): TensorFlow's CPU kernels
-  refuse their backward pass vectorised ("Gradients for grouped convolutions are not supported");
+* grouped convolutions (``groups > 1``): TensorFlow's CPU kernels refuse their backward pass
+  vectorised ("Gradients for grouped convolutions are not supported") in half precision, and in
+  every precision where TensorFlow runs without oneDNN (which it enables on CPUs with AVX-512
+  only), so such models loop on every machine rather than on some;
 * layers that multiply rank-3 or higher inputs by a kernel (a Dense layer on sequences,
   ``EinsumDense``, ``MultiHeadAttention``): vectorised, these become rank-4 by rank-2 batched
   matrix products, which TensorFlow 2.21's oneDNN kernel mis-strides in float32, corrupting the
@@ -47,14 +49,13 @@ def can_vectorize(model: keras.Model) -> bool:
     layers = list(model._flatten_layers(include_self=False))
     recurrent = any(isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)) for layer in layers)
     text = any(isinstance(layer, keras.layers.TextVectorization) for layer in layers) or _takes_text(model)
-    half_grouped = any(_grouped_in_half_precision(layer) for layer in layers)
-    return not (recurrent or text or half_grouped) and not any(_multiplies_sequences(layer) for layer in layers)
+    grouped = any(_is_grouped_convolution(layer) for layer in layers)
+    return not (recurrent or text or grouped) and not any(_multiplies_sequences(layer) for layer in layers)
 
 
-def _grouped_in_half_precision(layer: keras.layers.Layer) -> bool:
-    """A grouped convolution computing in float16 or bfloat16 (mixed precision)."""
-    grouped = isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)) and layer.groups > 1
-    return grouped and layer.compute_dtype in ("float16", "bfloat16")
+def _is_grouped_convolution(layer: keras.layers.Layer) -> bool:
+    """A convolution whose channels are split into groups (RegNet, ResNeXt)."""
+    return isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)) and layer.groups > 1
 
 
 def _takes_text(model: keras.Model) -> bool:

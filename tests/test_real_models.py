@@ -189,11 +189,11 @@ def _selected(la, model) -> np.ndarray:
 
 def test_diag_ggn_equals_the_naive_one(real_model):
     """Probes (convolutions, BatchNorm, LayerNorm, attention, embeddings, Dense layers on sequences,
-    recurrent layers; tiled, not vectorised, for recurrent and float32 attention models) give the
+    recurrent layers; tiled, not vectorised, for recurrent, attention and grouped-convolution models) give the
     GGN diagonal built by hand, without per-example Jacobians."""
     name, model, x, y = real_model
     la = lt.Laplace(model, "classification", hessian_structure="diag").fit((x, y), batch_size=4, verbose=False)
-    assert la.params.vectorize == (name not in ("lstm", "gru", "bidirectional", "transformer"))
+    assert la.params.vectorize == (name not in ("lstm", "gru", "bidirectional", "transformer", "depthwise"))
     assert uncovered_size(la.params, probe_rules(la.params)) == 0
     jacobians = naive_jacobians(model, x)
     hessians = output_hessians_np(np.asarray(model(x), np.float64), "classification")
@@ -361,8 +361,8 @@ def test_mixed_precision_agrees_with_float32(policy, tolerance):
 
 
 def test_a_grouped_convolution_in_mixed_precision_agrees_with_float32():
-    """TensorFlow cannot vectorise a grouped convolution's backward pass in half precision on CPU,
-    so such a model is looped (and its float16 Dense layer's closed-form Jacobians looped too)."""
+    """A grouped convolution's model is looped (TensorFlow's CPU kernels cannot vectorise its
+    backward pass), its float16 Dense layer's closed-form Jacobians too."""
 
     def build():
         inputs = keras.Input((5, 5, 4))
@@ -371,7 +371,7 @@ def test_a_grouped_convolution_in_mixed_precision_agrees_with_float32():
 
     x = np.random.default_rng(11).normal(size=(10, 5, 5, 4)).astype("float32")
     for reference, mixed in _fitted_in_float32_and_mixed(build, "mixed_float16", x, 10, 3e-2):
-        assert reference.params.vectorize and not mixed.params.vectorize
+        assert not reference.params.vectorize and not mixed.params.vectorize
 
 
 def test_recurrent_layers_in_mixed_precision_agree_with_float32():
