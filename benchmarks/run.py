@@ -314,7 +314,8 @@ READING_NOTES = """
   building the graph op by op in Python (about 0.2 ms an op; the 64-50-10 diag fit's graph has 287
   ops, 0.06 s) and its first run (0.04 s there, little of it graph optimisation). The Transformer's
   kron fit graph has about 1,060 nodes where a Keras training step of the same model has 530 (the
-  forward pass twice, once tiled, its backward pass, the factors); its trace takes 0.24 s and its
+  forward pass twice, once tiled, its backward pass, the factors; since this run the tiled pass
+  gives the outputs too, where the model declares their shape); its trace takes 0.24 s and its
   first run 0.19 s, of which 0.08 s is Grappler's optimisation (ten times a warm batch). Cold
   times move by up to 30% between processes on this shared machine (the Transformer's cold kron
   fit measured between 0.56 and 1.1 s). Tiling the batch once per column instead of `pfor` saves

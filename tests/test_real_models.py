@@ -614,7 +614,9 @@ def test_columns_in_chunks_give_the_same_curvature(name, monkeypatch):
         )
         for structure in ("kron", "diag", "full")
     }
-    assert sorted(whole_chunks) == [N_CLASSES - 1, N_CLASSES - 1, N_CLASSES]  # kron, diag; full's Jacobians
+    # kron and diag size N_CLASSES - 1 columns, full's Jacobians N_CLASSES (tiled models size them
+    # twice: for one tiled pass, then, refused, for the chunks)
+    assert len(whole_chunks) >= 3 and sorted(set(whole_chunks)) == [N_CLASSES - 1, N_CLASSES]
     for chunked, whole in zip(
         _kron_blocks_as_dense(fitted["kron"].curvature), _kron_blocks_as_dense(at_once.curvature), strict=True
     ):

@@ -11,6 +11,8 @@ gradient of $\sum_n v_{nc}^\top f_n$ at each probed layer's output. Two ways, sa
   examples; every sum over examples and columns the probes form is unchanged, and K-FAC's input
   moments count each input ``C`` times together with the positions they are divided by.
   This traces one backward pass instead of ``C`` (or a while loop), which is what a first call pays.
+  Where the model declares its outputs' shape (so ``C`` is known before any forward pass) and the
+  columns fit one chunk, ``f`` is the tiled pass's first copy: the batch runs through the model once.
 
 One column (a reward model, one regression output, the empirical Fisher) needs neither: the
 forward pass that gives ``f`` serves one plain backward pass, whatever the model.
@@ -98,6 +100,14 @@ def run_probes(
     when they would not fit ``CHUNK_BYTES``, the chunks' results summed or, with ``concatenate``,
     concatenated along their first axis (the columns'; padding dropped). ``weight_numbers``: how
     many numbers ``per_chunk`` forms per example and column (per-example weight gradients)."""
+    copies = None if params.vectorize else _declared_columns(params, x, columns)
+    if copies is not None and copies > 1:  # the tiled pass gives f too: the batch runs through the model once
+        tape, f_tiled = _tiled_forward(params, rules, theta, x, copies)
+        f = f_tiled[: tf.shape(f_tiled)[0] // copies]
+        seeds = tf.stop_gradient(columns(f))
+        if seeds.shape[-1] == copies and columns_per_chunk(rules, f, copies, weight_numbers) == copies:
+            return f, per_chunk(_tiled_run(tape, rules, f, f_tiled, seeds))
+        # chunks needed: the passes below serve (what was traced here is unused, and pruned)
     with tf.GradientTape() as tape:
         with recording(rules, tape):
             f = params.apply(theta, x)
@@ -149,11 +159,34 @@ def _probe_run(
             projected = tf.einsum("bkc,bk->c", seeds, outputs)
         flat = _column_gradients(tape, projected, _perturbations(rules))
         return ProbeRun(f, _by_rule(rules, flat), tf.shape(f)[0], f.shape[0])
-    copies = int(seeds.shape[-1])
+    tape, f_tiled = _tiled_forward(params, rules, theta, x, int(seeds.shape[-1]))
+    return _tiled_run(tape, rules, f, f_tiled, seeds)
+
+
+def _declared_columns(params: ModelParameters, x: Any, columns: Callable[[tf.Tensor], tf.Tensor]) -> int | None:
+    """The number of columns ``columns`` gives for the ``(batch, outputs)`` the model declares
+    (known before any forward pass), or ``None`` (a subclassed model declares none)."""
+    shape = getattr(params.model, "output_shape", None)
+    if not isinstance(shape, tuple) or len(shape) != 2 or not isinstance(shape[-1], int):
+        return None
+    examples = tf.shape(tf.nest.flatten(x)[0])[0]
+    stand_in = tf.zeros(tf.stack([examples, shape[-1]]), params.dtype)  # unused in the graph: pruned
+    return columns(tf.ensure_shape(stand_in, [None, shape[-1]])).shape[-1]
+
+
+def _tiled_forward(
+    params: ModelParameters, rules: list, theta: tf.Tensor, x: Any, copies: int
+) -> tuple[tf.GradientTape, tf.Tensor]:
+    """The model's outputs on the batch repeated ``copies`` times (copy-major), recorded by the probes."""
     tiled = tf.nest.map_structure(lambda t: tf.tile(t, [copies] + [1] * (len(t.shape) - 1)), x)
     with tf.GradientTape() as tape, recording(rules, tape):
         f_tiled = params.apply(theta, tiled)
-    seeds = tf.reshape(tf.transpose(seeds, [2, 0, 1]), tf.shape(f_tiled))  # copy c seeded by column c
+    return tape, f_tiled
+
+
+def _tiled_run(tape: tf.GradientTape, rules: list, f: tf.Tensor, f_tiled: tf.Tensor, seeds: tf.Tensor) -> ProbeRun:
+    """One backward pass through the tiled forward pass, copy ``c`` seeded by column ``c`` of ``seeds``."""
+    seeds = tf.reshape(tf.transpose(seeds, [2, 0, 1]), tf.shape(f_tiled))
     flat = tape.gradient(
         f_tiled, _perturbations(rules), output_gradients=seeds, unconnected_gradients=tf.UnconnectedGradients.ZERO
     )
