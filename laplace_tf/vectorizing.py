@@ -9,8 +9,8 @@ Per-example Jacobians and gradients are fastest vectorised over examples (``tf.v
   words split into a ragged row whose length ``pfor`` cannot merge across examples;
 * grouped convolutions (``groups > 1``): TensorFlow's CPU kernels refuse their backward pass
   vectorised ("Gradients for grouped convolutions are not supported") in half precision, and in
-  every precision where TensorFlow runs without oneDNN (which it enables on CPUs with AVX-512
-  only), so such models loop on every machine rather than on some;
+  every precision where TensorFlow runs without oneDNN (which it turns on by default on some CPUs
+  only: not on an AMD EPYC with AVX2, for one), so such models loop on every machine, not on some;
 * layers that multiply rank-3 or higher inputs by a kernel (a Dense layer on sequences,
   ``EinsumDense``, ``MultiHeadAttention``): vectorised, these become rank-4 by rank-2 batched
   matrix products, which TensorFlow 2.21's oneDNN kernel mis-strides in float32, corrupting the
