@@ -34,6 +34,7 @@ import tensorflow as tf
 from laplace_tf.curvature import compile_for_batches
 from laplace_tf.curvature.jacobians import output_jacobians
 from laplace_tf.curvature.kfac_layers import LayerRule, covered_paths, find_rules, recording
+from laplace_tf.curvature.probe_passes import backward_passes
 from laplace_tf.params import ModelParameters
 from laplace_tf.posterior.kron import EigenBlock, KronPosterior, block_variance
 from laplace_tf.vectorizing import input_rank
@@ -76,13 +77,14 @@ class LayerFactors:
                 f = params.apply(theta, x)
             self.factored = [r for r in self.rules if len(r.probes) == 1]
             dtypes = {r.probe.perturbation.dtype for r in self.factored}
-            # examples are independent: one pass per output, in each probe dtype (a mixed-precision
-            # layer's is float16, which the looped Jacobian needs its target in)
-            per_output = {dtype: tf.reduce_sum(tf.cast(f, dtype), axis=0) for dtype in dtypes}
+            # examples are independent: one backward pass per output, in each probe dtype (a
+            # mixed-precision layer's is float16, which the looped passes need their target in)
+            by_dtype_f = {dtype: tf.cast(f, dtype) for dtype in dtypes}
         by_dtype = {}
-        for dtype, target in per_output.items():
+        for dtype, f_in_dtype in by_dtype_f.items():
             sources = [r.probe.perturbation for r in self.factored if r.probe.perturbation.dtype == dtype]
-            by_dtype[dtype] = iter(tape.jacobian(target, sources, experimental_use_pfor=params.vectorize))
+            units = tf.eye(f.shape[-1], dtype=dtype)[:, None, :]  # output k's cotangent, for every example
+            by_dtype[dtype] = iter(backward_passes(tape, f_in_dtype, units, sources, params.vectorize))
         gradients = [tf.cast(next(by_dtype[r.probe.perturbation.dtype]), f.dtype) for r in self.factored]
         inputs = [tf.cast(r.probe.inputs, f.dtype) for r in self.factored]
         covered = covered_paths(self.factored)

@@ -3,8 +3,10 @@ r"""The backward passes that fill the probes: one per column $v_{nc}$, vectorise
 The probes (`curvature.kfac_layers`, `curvature.norm_layers`) need, for every column $c$, the
 gradient of $\sum_n v_{nc}^\top f_n$ at each probed layer's output. Two ways, same numbers:
 
-* ``pfor`` over the columns (`tf.GradientTape.jacobian`): one forward pass, ``C`` backward passes
-  vectorised. Gradients come as ``(C, rows, ...)``, the batch's ``B`` examples.
+* ``pfor`` over the columns (`tf.vectorized_map` of a backward pass seeded by column $c$): one
+  forward pass, ``C`` backward passes vectorised. Gradients come as ``(C, rows, ...)``, the batch's
+  ``B`` examples. Seeding the backward pass with the columns (rather than taking the Jacobian of
+  $\sum_n v_{nc}^\top f_n$) leaves ``pfor`` fewer ops to convert, which is what a first call pays.
 * tiling, for models ``pfor`` cannot vectorise (`vectorizing`): the batch repeated ``C`` times
   (column-major), one forward and one backward pass with column $c$ seeding copy $c$. Each copy
   is then an example of its own, so gradients come as ``(1, C * rows, ...)`` over ``C * B``
@@ -47,6 +49,7 @@ from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType
 from laplace_tf.params import ModelParameters
 from laplace_tf.validation import check_memory
+from laplace_tf.vectorizing import map_examples
 
 
 @dataclass
@@ -113,7 +116,6 @@ def run_probes(
             f = params.apply(theta, x)
         seeds = tf.stop_gradient(columns(f))
         untiled = params.vectorize or seeds.shape[-1] == 1  # one column needs no pfor and no tiling
-        projected = tf.einsum("bkc,bk->c", seeds, f) if untiled else None
     chunk = columns_per_chunk(rules, f, int(seeds.shape[-1]), weight_numbers)
     if chunk < seeds.shape[-1]:
 
@@ -122,7 +124,7 @@ def run_probes(
 
         return f, _over_chunks(chunk_result, seeds, chunk, concatenate)
     if untiled:  # the forward pass above serves the backward passes
-        flat = _column_gradients(tape, projected, _perturbations(rules))
+        flat = backward_passes(tape, f, tf.transpose(seeds, [2, 0, 1]), _perturbations(rules))
         return f, per_chunk(ProbeRun(f, _by_rule(rules, flat), tf.shape(f)[0], f.shape[0]))
     return f, per_chunk(_probe_run(params, rules, theta, x, f, seeds))
 
@@ -153,11 +155,9 @@ def _probe_run(
 ) -> ProbeRun:
     """The probes' gradients for the columns ``seeds`` ``(B, K, C)`` from a forward pass of their own."""
     if params.vectorize:
-        with tf.GradientTape() as tape:
-            with recording(rules, tape):
-                outputs = params.apply(theta, x)
-            projected = tf.einsum("bkc,bk->c", seeds, outputs)
-        flat = _column_gradients(tape, projected, _perturbations(rules))
+        with tf.GradientTape() as tape, recording(rules, tape):
+            outputs = params.apply(theta, x)
+        flat = backward_passes(tape, outputs, tf.transpose(seeds, [2, 0, 1]), _perturbations(rules))
         return ProbeRun(f, _by_rule(rules, flat), tf.shape(f)[0], f.shape[0])
     tape, f_tiled = _tiled_forward(params, rules, theta, x, int(seeds.shape[-1]))
     return _tiled_run(tape, rules, f, f_tiled, seeds)
@@ -193,13 +193,21 @@ def _tiled_run(tape: tf.GradientTape, rules: list, f: tf.Tensor, f_tiled: tf.Ten
     return ProbeRun(f, _by_rule(rules, [g[None] for g in flat]), tf.shape(f_tiled)[0], f_tiled.shape[0])
 
 
-def _column_gradients(tape: tf.GradientTape, projected: tf.Tensor, sources: list[tf.Tensor]) -> list[tf.Tensor]:
-    """The gradients ``(C, ...)`` of each entry of ``projected`` ``(C,)``: ``pfor`` over the
-    columns, or, for one column, a plain backward pass (which traces far fewer ops)."""
+def backward_passes(
+    tape: tf.GradientTape, f: tf.Tensor, cotangents: tf.Tensor, sources: list[tf.Tensor], vectorize: bool = True
+) -> list[tf.Tensor]:
+    r"""The gradients ``(C, ...)`` at ``sources`` of $\sum_n u_{cn}^\top f_n$ for each of the ``C``
+    cotangents ``(C, B, K)`` (or ``(C, 1, K)``: the same for every example): backward passes seeded
+    by them, vectorised over them with ``pfor`` (or looped, `vectorizing.map_examples`), or, for one
+    cotangent, a plain backward pass (which traces far fewer ops)."""
     zero = tf.UnconnectedGradients.ZERO
-    if projected.shape[0] == 1:
-        return [g[None] for g in tape.gradient(projected, sources, unconnected_gradients=zero)]
-    return tape.jacobian(projected, sources, unconnected_gradients=zero)
+
+    def backward_pass(cotangent: tf.Tensor) -> list[tf.Tensor]:
+        return tape.gradient(f, sources, tf.broadcast_to(cotangent, tf.shape(f)), unconnected_gradients=zero)
+
+    if cotangents.shape[0] == 1:
+        return [g[None] for g in backward_pass(cotangents[0])]
+    return map_examples(backward_pass, cotangents, vectorize)
 
 
 def _over_chunks(body: Callable[[tf.Tensor], Any], seeds: tf.Tensor, chunk: int, concatenate: bool) -> Any:
