@@ -188,7 +188,8 @@ def _hessian_diagonal_graph(f: ScalarFn, x: Any, unconnected: str, vectorize: bo
     for start in range(0, n, block):
         stop = min(start + block, n)
         units = tf.one_hot(tf.range(start, stop), n, dtype=dtype)
-        products = map_examples(lambda u: _hvp_graph(f, x, u, unconnected), units, vectorize)
+        signature = tf.TensorSpec([n], dtype)  # a Hessian-vector product, flattened
+        products = map_examples(lambda u: _hvp_graph(f, x, u, unconnected), units, vectorize, signature)
         pieces.append(tf.linalg.diag_part(products[:, start:stop]))
     return tf.concat(pieces, axis=0)
 

@@ -63,12 +63,18 @@ def _takes_text(model: keras.Model) -> bool:
     return any(tensor.dtype == "string" for tensor in declared_inputs(model) or [])
 
 
-def map_examples(fn: Callable, elems: Any, vectorize: bool) -> Any:
-    """``fn`` applied to each slice of ``elems`` along the first axis, stacked: vectorised or looped."""
+def map_examples(fn: Callable, elems: Any, vectorize: bool, signature: Any = None) -> Any:
+    """``fn`` applied to each slice of ``elems`` along the first axis, stacked: vectorised or looped.
+
+    Looped, ``fn``'s output ``signature`` (a structure of ``tf.TensorSpec``) is needed; without it,
+    ``fn`` is traced once more on the first slice to learn it (a backward pass through a recurrent
+    loop takes a tenth of a second to trace).
+    """
     if vectorize:
         return tf.vectorized_map(fn, elems)
-    example = tf.nest.map_structure(lambda t: t[0], elems)
-    signature = tf.nest.map_structure(tf.TensorSpec.from_tensor, fn(example))
+    if signature is None:
+        example = tf.nest.map_structure(lambda t: t[0], elems)
+        signature = tf.nest.map_structure(tf.TensorSpec.from_tensor, fn(example))
     return tf.map_fn(fn, elems, fn_output_signature=signature, parallel_iterations=PARALLEL_ITERATIONS)
 
 

@@ -207,7 +207,8 @@ def backward_passes(
 
     if cotangents.shape[0] == 1:
         return [g[None] for g in backward_pass(cotangents[0])]
-    return map_examples(backward_pass, cotangents, vectorize)
+    signature = [tf.TensorSpec(source.shape, source.dtype) for source in sources]  # a gradient is shaped as its source
+    return map_examples(backward_pass, cotangents, vectorize, signature)
 
 
 def _over_chunks(body: Callable[[tf.Tensor], Any], seeds: tf.Tensor, chunk: int, concatenate: bool) -> Any:

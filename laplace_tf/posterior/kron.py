@@ -51,15 +51,27 @@ class EigenBlock:
 
     def rotate(self, matrices: tf.Tensor) -> tf.Tensor:
         """$Q_A^\\top M Q_G$ for ``(..., d_in, d_out)``."""
-        if self.input_vectors is not None:
-            matrices = tf.linalg.matmul(self.input_vectors, matrices, transpose_a=True)
-        return tf.linalg.matmul(matrices, self.output_vectors)
+        rotated = _times(matrices, self.output_vectors)
+        if self.input_vectors is None:
+            return rotated
+        return tf.linalg.matrix_transpose(_times(tf.linalg.matrix_transpose(rotated), self.input_vectors))
 
     def unrotate(self, matrices: tf.Tensor) -> tf.Tensor:
         """$Q_A M Q_G^\\top$ for ``(..., d_in, d_out)``."""
-        if self.input_vectors is not None:
-            matrices = tf.linalg.matmul(self.input_vectors, matrices)
-        return tf.linalg.matmul(matrices, self.output_vectors, transpose_b=True)
+        unrotated = _times(matrices, tf.transpose(self.output_vectors))
+        if self.input_vectors is None:
+            return unrotated
+        return tf.linalg.matrix_transpose(
+            _times(tf.linalg.matrix_transpose(unrotated), tf.transpose(self.input_vectors))
+        )
+
+
+def _times(matrices: tf.Tensor, square: tf.Tensor) -> tf.Tensor:
+    """``matrices`` ``(..., m, n)`` times ``square`` ``(n, n)``, as one matrix product: a product
+    broadcast over a batch of matrices runs matrix by matrix (five times slower on Jacobians of a
+    batch: ``(B, K, d_in, d_out)``)."""
+    shape = tf.shape(matrices)
+    return tf.reshape(tf.matmul(tf.reshape(matrices, [-1, shape[-1]]), square), shape)
 
 
 def decompose(curvature: KronCurvature) -> list[EigenBlock | DiagBlock]:
