@@ -289,6 +289,17 @@ READING_NOTES = """
   is the closer to the exact GGN, see [likelihoods](likelihoods.md)). The agreement rows marked
   "A per pair" compare laplace-torch with our factors divided by the pairs instead; the timed
   runs and the tuned evidences use our default, so the two tuned kron evidences differ.
+- This machine: TensorFlow runs here without oneDNN (an AMD EPYC with AVX2 and no AVX-512); the
+  runs before this one were on a CPU where it ran with oneDNN. Against the last of those, our warm
+  times rose 1.5-3 times and laplace-torch's 1-2 times (the full GGN fit 0.86 to 2.5 s against
+  the peer's 3.0 to 4.8 s; the LSTM diag fit 0.09 to 0.29 s against 4.6 to 8.4 s; the 100-class
+  CNN's fits 12-20 to 40-64 s, the convolutions' backward passes), so some warm ratios are
+  higher than in that run (full GGN fit 0.29 to 0.52, full GLM predictive 0.22 to 0.27, CNN diag
+  GLM predictive 0.02 to 0.06) and others lower (the kron fits, the reward model's). The CNN's
+  kron GLM predictive rose most (0.15 to 1.3 s warm): rotating its Jacobians into the Kronecker
+  eigenbases was a matrix product broadcast over the batch, which TensorFlow runs matrix by matrix;
+  it is now one matrix product per factor: 1.3 to 0.43 s warm, 0.31 to 0.11 of the peer's time
+  (the row re-measured in this table).
 - First calls: a cold `fit` or GLM `predict` pays for tracing its `tf.function` once per model and
   configuration (a second `Laplace` on the same model traces nothing, as a test checks). Every
   layer with a probe rule (Dense, EinsumDense, convolutions, Embedding, LayerNorm, BatchNorm,
@@ -297,44 +308,24 @@ READING_NOTES = """
   `K - 1`; one for a reward model, which then needs no `pfor`), vectorised with `pfor` (or, for
   models `pfor` cannot vectorise, on the batch tiled once per column); only layers without a rule
   (custom layers, stacked recurrent cells) are differentiated per example. Against the model's
-  first predict, the cold calls are within budget for the full GGN, the 100-class CNN and the
-  reward model's predictives, and 1.15-1.8 of it elsewhere (the LSTM and the Transformer 1.6-1.8,
-  the MLPs' and small CNN's fits 1.2-1.5); against a first training step, 0.7-1.7. In the
-  previous full run most of these were within budget: the models' own first calls, which the
-  budget adds, measured half as long in this run (the 64-50-10 MLP's first predict 0.22 s there,
-  0.10 s here; the Transformer's 0.31 s and 0.19 s), while our cold calls fell less (the MLP's
-  diag fit 0.22 to 0.17 s, the Transformer's 0.65 to 0.58 s), on code unchanged for these models
-  but for a per-batch signature check (about 30 us). The `K - 1` root adds about 30 graph nodes
-  and 0.01-0.03 s to a first call (the CNN kron fit's trace took 0.224 s against 0.200 s, medians
-  of five alternating processes). The softmax root's `K - 1` columns took the reward-model fits from 1.2 to
-  0.7-0.8 (one column: a plain backward pass instead of `pfor`, 0.21 to 0.16 s cold for kron in
-  an A/B of five alternating processes) and cut warm times where the probes dominate (LSTM fits
-  2.4-2.6 to 1.5-1.6 s, Transformer 0.15-0.16 to 0.11-0.12 s, the 100-class CNN's kron
-  fit 15.5 to 12.8 s). What remains is TensorFlow's fixed cost per compiled function:
-  building the graph op by op in Python (about 0.2 ms an op; the 64-50-10 diag fit's graph has 287
-  ops, 0.06 s) and its first run (0.04 s there, little of it graph optimisation). The Transformer's
-  kron fit graph has about 1,060 nodes where a Keras training step of the same model has 530 (the
-  forward pass twice, once tiled, its backward pass, the factors; since this run the tiled pass
-  gives the outputs too, where the model declares their shape); its trace takes 0.24 s and its
-  first run 0.19 s, of which 0.08 s is Grappler's optimisation (ten times a warm batch). Cold
-  times move by up to 30% between processes on this shared machine (the Transformer's cold kron
-  fit measured between 0.56 and 1.1 s). Tiling the batch once per column instead of `pfor` saves
-  0.03 s cold on the small MLP but costs up to 1.7 times the warm time on the larger one, so it is
-  kept for the models `pfor` cannot vectorise. Dropping the eager forward pass `fit` runs on the
-  first batch (to check the outputs) saves 0.03 s cold on the Transformer and nothing on the MLP:
-  TensorFlow's first-use costs move into the compiled function's first run.
-- LSTM: its kernels are probed since this run (the gate pre-activations of every step, through
-  Keras's own loop); before, they took per-example Jacobians in a loop over the examples. Against
-  the previous full run, the diag fit went from 1.59 s to 0.092 s warm (0.30 to 0.02 of the
-  peer's time) and from 2.07 s to 0.54 s cold, the diag GLM predictive from 0.81 s to 0.052 s
-  warm and 1.10 s to 0.42 s cold, the kron fit from 1.51 s to 0.094 s warm and 2.30 s to 0.53 s
-  cold. The cold calls fell four-fold but the warm ones fifteen-fold, so against the first-call
-  budget (1.5 times warm plus the model's first call) they went from 0.7-0.9 to 1.6-1.7. What a cold
-  fit pays now is the compiled function's trace (0.17 s: the loop and its gradient) and first run
-  (0.19 s against 0.012 s warm for a batch, of which about 0.08 s is Grappler's optimisation of
-  the loop's graph, measured by switching it off); Keras's own first training step of this model
-  takes 0.26 s.
-- Deeper networks (by hand, not in the tables; imports before the clock): on a MobileNetV2
+  first predict, the full GGN fit, the kron GLM predictives, the CNNs' predictives, the 100-class
+  CNN's fits and the reward model's predictives are within budget and the full GLM predictive at
+  it (1.03); the fits of the MLPs, the small CNN, the LSTM and the reward model and the LSTM's
+  predictive take 1.25-1.5 times it, the Transformer's calls 1.45-1.55; against a first training
+  step, 0.4-1.4. Since the previous run the backward passes are seeded by the columns
+  (`tf.vectorized_map` over them) instead of taking the Jacobian of their projection, which gave
+  `pfor` more ops to convert: by hand, fresh processes alternating the two commits, the MLP's
+  first diag fit 0.25 to 0.20 s, kron 0.255 to 0.215 s, the first kron GLM predictive 0.185 to
+  0.135 s, the small CNN's first fits 0.37-0.40 to 0.31-0.34 s, warm times unchanged; and models
+  that declare their outputs' shape run the tiled forward pass once per batch instead of twice
+  (an LSTM's first diag fit 0.89 to 0.81 s). What remains is TensorFlow's fixed cost per compiled
+  function: building the graph op by op in Python (about 0.25 ms an op here) and its first run
+  (graph optimisation; for the LSTM the loop and its gradient, about 0.2 s, where Keras's own
+  first training step of the model takes 0.37 s). Tiling the batch once per column instead of
+  `pfor` saves about 0.05 s on the small MLP's first fit but costs about 30% of its warm time, so
+  it is kept for the models `pfor` cannot vectorise. Cold times move by up to 30% between
+  processes on this shared machine.
+- Deeper networks (by hand on the previous CPU, not in the tables; imports before the clock): on a MobileNetV2
   (alpha 0.35, 32x32 inputs, 403k weights, 64 images) the first `kron` fit takes 5.4 s (a graph
   of 10,528 nodes: 2.7 s to trace, 2.3 s to first run) and later ones 0.24 s, against 0.6 s for
   the model's first `predict` and 12.5 s for Keras's first training step: 5.6 times the
@@ -348,19 +339,17 @@ READING_NOTES = """
   `tf.while_loop`, only when one chunk would not do). On a small CNN on 32x32x3 images with 100
   classes (batches of 128), kron's fit peaks at 2.2 GB instead of 6.6 GB and diag's at 2.5 GB
   instead of 9.5 GB, both faster (11 s instead of 17 s, 12-17 s instead of 25 s); with 1,000
-  classes kron peaks at 2.9 GB (the process's peak resident memory, measured by hand). The
-  "CNN, 100 classes" rows measure such a model, trained, side by side with laplace-torch, which
-  runs out of this machine's 24 GiB on both (its kron fit is killed; its diag fit asks for 77 GiB
-  at once); ours peak at 2.4 and 2.5 GB. (An earlier run's cold diag fit there, 35.6 s against
-  22.6 s warm, was one noisy sample: by hand and in this run the cold fit is within 1-3 s of warm.)
-- Every row and table here comes from one full run. laplace-torch's times move as much as ours
-  between runs (this run's cold pipelines took 0.5-1.0 times the previous run's on our side and
-  0.7-0.8 times on laplace-torch's), so compare ratios within a row, not across runs. Where a row
-  moved against an earlier run, an A/B of the two commits in alternating fresh processes decided
-  whether the change was ours: the small CNN's kron fit (0.053 to 0.069 s warm between two
-  earlier runs) measured 0.074-0.091 s warm on both commits side by side; the reward model's
-  float32 kron fit (0.012 to 0.021 s warm between the previous run and this one) measured
-  0.012-0.014 s warm on both (three alternating processes each, seven repeats).
+  classes kron peaks at 2.9 GB (the process's peak resident memory, measured by hand on the
+  previous CPU). The "CNN, 100 classes" rows measure such a model, trained, side by side with
+  laplace-torch, which runs out of this machine's 24 GiB on both (its kron fit is killed; its diag
+  fit asks for 77 GiB at once); ours peak at about 2 GB. The cold fits are within 1-3 s of warm.
+- Every row and table here comes from one full run, but the CNN's kron GLM predictive, re-measured
+  after the change above (`run.py --only "CNN: kron GLM"`). laplace-torch's times move as much as
+  ours between runs, so compare ratios within a row, not across runs. Where a row moved against an
+  earlier run, an A/B of the two commits in alternating fresh processes decides whether the change
+  was ours: by hand, the CNN's kron GLM predictive took 0.55 s warm on this CPU both on the commit
+  before this run's and on the one it measured (so the CPU, not a change of ours, made it slower),
+  and 0.32 s with the change above.
 """
 
 
