@@ -636,3 +636,21 @@ def test_a_batch_whose_one_backward_pass_would_not_fit_is_refused(monkeypatch):
     la = lt.Laplace(model, "classification", hessian_structure="kron")
     with pytest.raises(MemoryError, match=r"backward pass of a batch of 64 examples.*smaller batch_size"):
         la.fit((x, np.arange(64) % N_CLASSES), batch_size=64, verbose=False)
+
+
+@pytest.mark.parametrize("structure", ["kron", "diag"])
+def test_a_looped_models_dense_head_takes_closed_form_factors(structure):
+    """A recurrent layer on float sequences has no K-FAC rule, so the Dense head alone is factored
+    (`kron_predictive.LayerFactors`) and, the model being looped, its per-output backward passes
+    run in a ``tf.map_fn``; the LSTM's weights take per-example Jacobians. Together: J J^T."""
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((5, 2)), LAYERS.LSTM(3), LAYERS.Dense(N_CLASSES)])
+    x = np.random.default_rng(4).normal(size=(N, 5, 2)).astype("float32")
+    y = np.random.default_rng(5).integers(0, N_CLASSES, N)
+    la = lt.Laplace(model, "classification", hessian_structure=structure, prior_precision=HUGE_PRIOR)
+    la.fit((x, y), batch_size=4, verbose=False)
+    _, f_var = la.glm_output_distribution(x, verbose=False)
+    assert not la.params.vectorize and la._fitted_view.layer_factors is not None
+    jacobians = naive_jacobians(model, x)
+    expected = np.einsum("nkp,nlp->nkl", jacobians, jacobians)
+    np.testing.assert_allclose(HUGE_PRIOR * f_var.numpy(), expected, rtol=2e-3, atol=2e-3 * np.abs(expected).max())
