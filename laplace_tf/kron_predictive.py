@@ -3,7 +3,7 @@ r"""The GLM predictive of a Kronecker-factored posterior without per-example net
 For a Dense layer with ``(batch, d_in)`` inputs, one example's Jacobian of output $k$ in the
 kernel is the outer product $a_n \otimes g_{nk}$ of the layer's input and the gradient of
 $f_{nk}$ in its pre-activation. The $g_{nk}$ of every example come from ``K`` backward
-passes of the batch (into the same recorded perturbations as K-FAC). In a block's eigenbasis,
+passes of the batch (at the same watched layer outputs as K-FAC). In a block's eigenbasis,
 $r = Q_A^\top a_n$, $u_k = Q_G^\top g_{nk}$, the block contributes
 
 $$
@@ -76,16 +76,16 @@ class LayerFactors:
             with recording(self.rules, tape):
                 f = params.apply(theta, x)
             self.factored = [r for r in self.rules if len(r.probes) == 1]
-            dtypes = {r.probe.perturbation.dtype for r in self.factored}
+            dtypes = {r.probe.output.dtype for r in self.factored}
             # examples are independent: one backward pass per output, in each probe dtype (a
             # mixed-precision layer's is float16, which the looped passes need their target in)
             by_dtype_f = {dtype: tf.cast(f, dtype) for dtype in dtypes}
         by_dtype = {}
         for dtype, f_in_dtype in by_dtype_f.items():
-            sources = [r.probe.perturbation for r in self.factored if r.probe.perturbation.dtype == dtype]
+            sources = [r.probe.output for r in self.factored if r.probe.output.dtype == dtype]
             units = tf.eye(f.shape[-1], dtype=dtype)[:, None, :]  # output k's cotangent, for every example
             by_dtype[dtype] = iter(backward_passes(tape, f_in_dtype, units, sources, params.vectorize))
-        gradients = [tf.cast(next(by_dtype[r.probe.perturbation.dtype]), f.dtype) for r in self.factored]
+        gradients = [tf.cast(next(by_dtype[r.probe.output.dtype]), f.dtype) for r in self.factored]
         inputs = [tf.cast(r.probe.inputs, f.dtype) for r in self.factored]
         covered = covered_paths(self.factored)
         leftover = [n for n in params.names if n not in covered]

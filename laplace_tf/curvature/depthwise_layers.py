@@ -7,8 +7,8 @@ $$
 z_{t, c m} = \sum_k p_{t k c}\, W_{k c m} + b_{c m},
 $$
 
-with $p_{t k c}$ the input patches (offset $k$ of the kernel window, channel $c$). A watched zero
-perturbation on $z$, as for the K-FAC layers (`curvature.kfac_layers`), gives the gradient
+with $p_{t k c}$ the input patches (offset $k$ of the kernel window, channel $c$). Watching $z$,
+as for the K-FAC layers (`curvature.kfac_layers`), gives the gradient
 $g_{ntc m}$ of $v_{n\cdot}^\top f_n$ at every position of every example in one backward pass per
 column, and example $n$'s gradients in the weights are
 
@@ -17,8 +17,8 @@ $$
 $$
 
 ``SeparableConv1D`` and ``SeparableConv2D`` (Xception, Keras's image-classification examples)
-follow the depthwise step (without bias) by a pointwise one, $o_t = P^\top z_t + b$; a second
-perturbation on $o$ gives its gradients $h_{nt}$, and $\partial_P = \sum_t z_{nt} h_{nt}^\top$,
+follow the depthwise step (without bias) by a pointwise one, $o_t = P^\top z_t + b$; watching $o$
+too gives its gradients $h_{nt}$, and $\partial_P = \sum_t z_{nt} h_{nt}^\top$,
 $\partial_b = \sum_t h_{nt}$. Either way the exact GGN diagonal (and the Jacobian rows) of these
 weights needs no per-example Jacobian of the whole network. A grouped convolution (``Conv1D``,
 ``Conv2D``, ``Conv3D`` with ``groups > 1``: RegNet, ResNeXt) is the same sum within each group
@@ -72,24 +72,22 @@ class DepthwiseRule(KernelAndBias):
         return isinstance(self.layer, _SEPARABLE)
 
     def forward(self, tape: tf.GradientTape, inputs: tf.Tensor, *args: Any, **kwargs: Any) -> tf.Tensor:
-        """The layer's output, recording its inputs and adding watched zero perturbations to $z$
-        (and, separable, to $o$)."""
+        """The layer's output, recording its inputs and watching $z$ (and, separable, $o$)."""
         layer = self.layer
         if type(layer) in _GROUPED:
-            z = self._perturbed(tape, inputs, _plus_bias(layer, layer.convolution_op(inputs, layer.kernel)))
+            z = self._watched(tape, inputs, _plus_bias(layer, layer.convolution_op(inputs, layer.kernel)))
         elif self.separable:
-            z = self._perturbed(tape, inputs, _depthwise(layer, inputs, layer.depthwise_kernel))
+            z = self._watched(tape, inputs, _depthwise(layer, inputs, layer.depthwise_kernel))
             pointwise = keras.ops.conv(z, layer.pointwise_kernel, data_format=layer.data_format)
-            z = self._perturbed(tape, z, _plus_bias(layer, pointwise))
+            z = self._watched(tape, z, _plus_bias(layer, pointwise))
         else:
-            z = self._perturbed(tape, inputs, _plus_bias(layer, _depthwise(layer, inputs, layer.kernel)))
+            z = self._watched(tape, inputs, _plus_bias(layer, _depthwise(layer, inputs, layer.kernel)))
         return layer.activation(z) if layer.activation is not None else z
 
-    def _perturbed(self, tape: tf.GradientTape, inputs: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
-        perturbation = tf.zeros_like(z)
-        tape.watch(perturbation)
-        self.probes.append(Probe(inputs=inputs, perturbation=perturbation))
-        return z + perturbation
+    def _watched(self, tape: tf.GradientTape, inputs: tf.Tensor, z: tf.Tensor) -> tf.Tensor:
+        tape.watch(z)
+        self.probes.append(Probe(inputs=inputs, output=z))
+        return z
 
 
 def depthwise_rules(model: keras.Model, selected_paths: set[str]) -> list[DepthwiseRule]:

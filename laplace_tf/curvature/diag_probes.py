@@ -3,8 +3,8 @@ r"""The exact diagonal GGN (or empirical Fisher) from layer probes, without per-
 Each supported layer (Dense, EinsumDense, convolutions, Embedding: `curvature.kfac_layers`;
 LayerNormalization and BatchNormalization: `curvature.norm_layers`; depthwise, separable and
 grouped convolutions: `curvature.depthwise_layers`; LSTM, GRU and SimpleRNN:
-`curvature.recurrent_layers`) is re-run with a watched zero
-perturbation on its output, so one backward pass of the batch per column $v_{nc}$ of a square root
+`curvature.recurrent_layers`) is re-run with the gradient tape
+watching its output, so one backward pass of the batch per column $v_{nc}$ of a square root
 of the output Hessian ($\Lambda_n = V_n V_n^\top$; the loss gradient for the empirical Fisher)
 gives every example's gradient at the layer's output. Example $n$'s gradient in the layer's
 weights follows from those and the layer's inputs, and the diagonal is the sum of their squares

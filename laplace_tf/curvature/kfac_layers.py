@@ -11,10 +11,9 @@ curvature block of $W$ factorises over examples as $A \otimes G$ (K-FAC), with
   f_n) / \partial z_{nt}$ for the columns $v_{nc}$ of a square root of the output Hessian
   $\Lambda_n = V_n V_n^\top$.
 
-The bias block is $G$ itself. Each rule re-runs its layer's forward pass with a zero
-perturbation $\varepsilon$ added to $z$; the gradient in $\varepsilon$ of
-$\sum_n v_{nc}^\top f_n$ is every example's $g_{nc}$ at once, so $G$ costs one
-backward pass of the batch per column $c$.
+The bias block is $G$ itself. Each rule re-runs its layer's forward pass with the tape watching
+$z$; the gradient at $z$ of $\sum_n v_{nc}^\top f_n$ is every example's $g_{nc}$ at once, so $G$
+costs one backward pass of the batch per column $c$.
 
 Supported, also inside nested models and wrappers (``TimeDistributed``, ``Bidirectional``,
 ``MultiHeadAttention``'s projections):
@@ -49,10 +48,11 @@ import tensorflow as tf
 
 @dataclass
 class Probe:
-    """What one call of a rule's layer recorded: its inputs and its perturbation."""
+    """What one call of a rule's layer recorded: its inputs and its output $z$ (pre-activation),
+    watched by the tape, at which the backward passes take their gradients."""
 
     inputs: tf.Tensor | None = None
-    perturbation: tf.Tensor | None = None
+    output: tf.Tensor | None = None
 
 
 class ProbedLayer:
@@ -62,8 +62,8 @@ class ProbedLayer:
     probes: list[Probe]
 
     @property
-    def perturbations(self) -> list[tf.Tensor]:
-        return [probe.perturbation for probe in self.probes]
+    def outputs(self) -> list[tf.Tensor]:
+        return [probe.output for probe in self.probes]
 
 
 class KernelAndBias(ProbedLayer):
@@ -127,7 +127,7 @@ class LayerRule(KernelAndBias):
         return int(np.prod(self.kernel.shape[self.input_axes :]))
 
     def forward(self, tape: tf.GradientTape, inputs: tf.Tensor, *args: Any, **kwargs: Any) -> tf.Tensor:
-        """The layer's output, recording its inputs and adding a watched zero perturbation (the
+        """The layer's output, recording its inputs and its watched pre-activation output (the
         layer's other call arguments, such as ``training``, change nothing here)."""
         layer = self.layer
         if self.kind == "embedding":
@@ -144,10 +144,8 @@ class LayerRule(KernelAndBias):
             z = keras.ops.matmul(inputs, layer.kernel)
         if getattr(layer, "bias", None) is not None and self.kind != "embedding":
             z = z + layer.bias
-        perturbation = tf.zeros_like(z)
-        tape.watch(perturbation)
-        self.probes.append(Probe(inputs=inputs, perturbation=perturbation))
-        z = z + perturbation
+        tape.watch(z)
+        self.probes.append(Probe(inputs=inputs, output=z))
         activation = getattr(layer, "activation", None)
         return activation(z) if activation is not None else z
 

@@ -2,7 +2,7 @@ r"""Probe rules for normalisation layers: an elementwise scale and shift of a no
 
 ``LayerNormalization`` over the last axis and ``BatchNormalization`` at inference (channels last)
 compute $z = \gamma \odot u + \beta$, with $u$ the normalised input (it does not depend on
-$\gamma$ or $\beta$). Adding a watched zero perturbation to $z$, as the K-FAC rules do
+$\gamma$ or $\beta$). Watching $z$, as the K-FAC rules do
 (`curvature.kfac_layers`), gives the gradient $g_{ntc}$ of $v_{nc}^\top f_n$ at every position $t$
 of every example in one backward pass per column, and example $n$'s gradients in the weights are
 
@@ -49,12 +49,11 @@ class ScaleShiftRule(ProbedLayer):
         return [v.path for v in (self.scale, self.shift) if v is not None]
 
     def forward(self, tape: tf.GradientTape, inputs: tf.Tensor, *args: Any, **kwargs: Any) -> tf.Tensor:
-        """The layer's own output plus a watched zero perturbation; records $u$ as the probe's inputs."""
+        """The layer's own output, watched; records $u$ as the probe's inputs."""
         outputs = type(self.layer).call(self.layer, inputs, *args, **kwargs)
-        perturbation = tf.zeros_like(outputs)
-        tape.watch(perturbation)
-        self.probes.append(Probe(inputs=tf.stop_gradient(self._normalised(inputs)), perturbation=perturbation))
-        return outputs + perturbation
+        tape.watch(outputs)
+        self.probes.append(Probe(inputs=tf.stop_gradient(self._normalised(inputs)), output=outputs))
+        return outputs
 
     def _normalised(self, inputs: tf.Tensor) -> tf.Tensor:
         layer = self.layer

@@ -124,7 +124,7 @@ def run_probes(
 
         return f, _over_chunks(chunk_result, seeds, chunk, concatenate)
     if untiled:  # the forward pass above serves the backward passes
-        flat = backward_passes(tape, f, tf.transpose(seeds, [2, 0, 1]), _perturbations(rules))
+        flat = backward_passes(tape, f, tf.transpose(seeds, [2, 0, 1]), _watched_outputs(rules))
         return f, per_chunk(ProbeRun(f, _by_rule(rules, flat), tf.shape(f)[0], f.shape[0]))
     return f, per_chunk(_probe_run(params, rules, theta, x, f, seeds))
 
@@ -137,9 +137,9 @@ def columns_per_chunk(rules: list, f: tf.Tensor, columns: int, weight_numbers: i
     expected, extent = _expected_batch.get() or (None, 0)
     batch = f.shape[0] or expected or DEFAULT_BATCH_SIZE  # a traced batch axis is unknown
     numbers = weight_numbers
-    for perturbation in _perturbations(rules):
-        rows_per_example = (perturbation.shape[0] or batch) / batch
-        numbers += 3 * rows_per_example * int(np.prod([size or extent or 1 for size in perturbation.shape[1:]]))
+    for output in _watched_outputs(rules):
+        rows_per_example = (output.shape[0] or batch) / batch
+        numbers += 3 * rows_per_example * int(np.prod([size or extent or 1 for size in output.shape[1:]]))
     per_column = int(batch * numbers * f.dtype.size)
     check_memory(
         per_column,
@@ -157,7 +157,7 @@ def _probe_run(
     if params.vectorize:
         with tf.GradientTape() as tape, recording(rules, tape):
             outputs = params.apply(theta, x)
-        flat = backward_passes(tape, outputs, tf.transpose(seeds, [2, 0, 1]), _perturbations(rules))
+        flat = backward_passes(tape, outputs, tf.transpose(seeds, [2, 0, 1]), _watched_outputs(rules))
         return ProbeRun(f, _by_rule(rules, flat), tf.shape(f)[0], f.shape[0])
     tape, f_tiled = _tiled_forward(params, rules, theta, x, int(seeds.shape[-1]))
     return _tiled_run(tape, rules, f, f_tiled, seeds)
@@ -188,7 +188,7 @@ def _tiled_run(tape: tf.GradientTape, rules: list, f: tf.Tensor, f_tiled: tf.Ten
     """One backward pass through the tiled forward pass, copy ``c`` seeded by column ``c`` of ``seeds``."""
     seeds = tf.reshape(tf.transpose(seeds, [2, 0, 1]), tf.shape(f_tiled))
     flat = tape.gradient(
-        f_tiled, _perturbations(rules), output_gradients=seeds, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        f_tiled, _watched_outputs(rules), output_gradients=seeds, unconnected_gradients=tf.UnconnectedGradients.ZERO
     )
     return ProbeRun(f, _by_rule(rules, [g[None] for g in flat]), tf.shape(f_tiled)[0], f_tiled.shape[0])
 
@@ -236,8 +236,8 @@ def _over_chunks(body: Callable[[tf.Tensor], Any], seeds: tf.Tensor, chunk: int,
     return tf.nest.pack_sequence_as(first, list(results))
 
 
-def _perturbations(rules: list) -> list[tf.Tensor]:
-    return [p for rule in rules for p in rule.perturbations]
+def _watched_outputs(rules: list) -> list[tf.Tensor]:
+    return [output for rule in rules for output in rule.outputs]
 
 
 def _by_rule(rules: list, flat: list[tf.Tensor]) -> list[list[tf.Tensor]]:

@@ -9,10 +9,10 @@ $$
 (a GRU's candidate gate takes $r_t \odot (h_{t-1} U_h)$, or $(r_t \odot h_{t-1}) U_h$ with
 ``reset_after=False``, and ``reset_after`` gives the recurrent product a bias of its own). The rule
 re-runs the layer's loop (Keras's own, with its masking, ``go_backwards`` and ``unroll``) with the
-input projection $x_t W + b$ computed for all steps at once and a watched zero perturbation
-$\varepsilon$ added to it; the loop also records $h_{t-1}$ (and a GRU's $r_t$). One backward pass of
-the batch per column $v_{nc}$ then gives $g_{ntc} = \partial (v_{nc}^\top f_n) / \partial z_{nt}$
-at every step of every example, and example $n$'s gradients in the weights are
+input projection $x_t W + b$ computed for all steps at once and watched by the tape; the loop
+also records $h_{t-1}$ (and a GRU's $r_t$). One backward pass of the batch per column $v_{nc}$
+then gives $g_{ntc} = \partial (v_{nc}^\top f_n) / \partial z_{nt}$ at every step of
+every example, and example $n$'s gradients in the weights are
 
 $$
 \partial_W = \sum_t x_{nt} g_{ntc}^\top, \qquad
@@ -58,8 +58,8 @@ _LAYERS = (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN, keras.la
 
 @dataclass
 class RecurrentProbe(Probe):
-    """One call's inputs $x$ ``(B, T, D)``, perturbation ``(B, T, gates)`` and, per step in time
-    order, $h_{t-1}$ and (a GRU) $r_t$ ``(B, T, H or 2 H)``."""
+    """One call's inputs $x$ ``(B, T, D)``, watched input projection ``(B, T, gates)`` and, per step
+    in time order, $h_{t-1}$ and (a GRU) $r_t$ ``(B, T, H or 2 H)``."""
 
     recorded: tf.Tensor | None = None
 
@@ -97,21 +97,20 @@ class RecurrentRule(KernelAndBias):
     def _probed_loop(
         self, tape: tf.GradientTape, sequences: tf.Tensor, initial_state: list, mask: Any, training: bool = False
     ) -> tuple[tf.Tensor, tf.Tensor, list]:
-        """``RNN.inner_loop``'s results, from a loop whose inputs are the perturbed projections
-        $x_t W + b + \\varepsilon_t$ and whose outputs carry the recorded $h_{t-1}$ (and $r_t$)."""
+        """``RNN.inner_loop``'s results, from a loop whose inputs are the watched projections
+        $x_t W + b$ and whose outputs carry the recorded $h_{t-1}$ (and $r_t$)."""
         layer, cell = self.layer, self.cell
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
         projected = keras.ops.matmul(sequences, cell.kernel)
         if cell.use_bias:
             projected = projected + _input_bias(cell)
-        perturbation = tf.zeros_like(projected)
-        tape.watch(perturbation)
+        tape.watch(projected)
         units = cell.units
         step = _step_function(cell)
         last, outputs, states = keras_rnn(
             step,
-            projected + perturbation,
+            projected,
             list(initial_state),
             go_backwards=layer.go_backwards,
             mask=mask,
@@ -123,7 +122,7 @@ class RecurrentRule(KernelAndBias):
         recorded = outputs[:, :, units:]
         if layer.go_backwards:  # the loop ran, and stacked its outputs, from the last step
             recorded = tf.reverse(recorded, [1])
-        self.probes.append(RecurrentProbe(inputs=sequences, perturbation=perturbation, recorded=recorded))
+        self.probes.append(RecurrentProbe(inputs=sequences, output=projected, recorded=recorded))
         return last[:, :units], outputs[:, :, :units], states
 
 
@@ -148,7 +147,7 @@ def recurrent_gradients(
     rule: RecurrentRule, gradients: list[tf.Tensor], examples: tf.Tensor, dtype: tf.DType
 ) -> dict[str, tf.Tensor]:
     """Variable path -> every example's gradient ``(C, examples, size)``, flattened like the
-    variable, from each call's perturbation gradients ``(C, rows, T, gates)``."""
+    variable, from each call's gradients at the projections ``(C, rows, T, gates)``."""
     kernel, recurrent, bias = 0.0, 0.0, 0.0
     for probe, g in zip(rule.probes, gradients, strict=True):
         g = tf.reshape(tf.cast(g, dtype), [tf.shape(g)[0], examples, -1, g.shape[-1]])
