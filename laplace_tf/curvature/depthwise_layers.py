@@ -42,7 +42,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from laplace_tf.curvature.kfac_layers import KernelAndBias, Probe, by_variable, input_patches, selected_weights
+from laplace_tf.curvature.kfac_layers import (
+    KernelAndBias,
+    Probe,
+    by_variable,
+    columns_by_example,
+    input_patches,
+    selected_weights,
+)
 
 _DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 _SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
@@ -122,7 +129,7 @@ def depthwise_gradients(
         probe, g = rule.probes[call], _by_example(gradients[call], examples, dtype)
         patches = tf.cast(input_patches(rule.layer, probe.inputs), dtype)
         patches = tf.reshape(patches, [examples, -1, window, groups, group_inputs])
-        grouped = tf.reshape(g, [tf.shape(g)[0], examples, -1, groups, group_outputs])
+        grouped = columns_by_example(g, examples, groups, group_outputs)
         kernel += tf.einsum("ntkgc,xntgf->xnkcgf", patches, grouped)  # flattens as (window, c, g, f)
         if rule.separable:
             z = tf.reshape(tf.cast(rule.probes[call + 1].inputs, dtype), [examples, -1, groups * group_outputs])
@@ -163,4 +170,4 @@ def _plus_bias(layer: keras.layers.Layer, z: tf.Tensor) -> tf.Tensor:
 
 def _by_example(g: tf.Tensor, examples: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
     """``(C, rows, ..., channels)`` as ``(C, examples, positions, channels)``."""
-    return tf.reshape(tf.cast(g, dtype), [tf.shape(g)[0], examples, -1, g.shape[-1]])
+    return columns_by_example(tf.cast(g, dtype), examples, g.shape[-1])

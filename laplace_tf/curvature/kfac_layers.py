@@ -196,11 +196,14 @@ def selected_weights(owner: keras.layers.Layer, weights: list, selected_paths: s
 def by_variable(gradients: list[tuple[Any, Any]], examples: tf.Tensor) -> dict[str, tf.Tensor]:
     """Variable path -> its per-example gradients ``(C, examples, size)``, from ``(variable,
     gradients (C, examples, ...))`` pairs; a variable that is ``None`` (not selected) is left out."""
-    return {
-        variable.path: tf.reshape(value, [tf.shape(value)[0], examples, -1])
-        for variable, value in gradients
-        if variable is not None
-    }
+    return {variable.path: columns_by_example(value, examples) for variable, value in gradients if variable is not None}
+
+
+def columns_by_example(t: tf.Tensor, examples: tf.Tensor, *trailing: int) -> tf.Tensor:
+    """``(C, rows, ...)`` as ``(C, examples, -1, *trailing)``; ``C`` from the static shape where it is
+    known (it is, for every run of the probes), which spares the graph a shape lookup per call."""
+    columns = t.shape[0] if t.shape[0] is not None else tf.shape(t)[0]
+    return tf.reshape(t, [columns, examples, -1, *trailing])
 
 
 def covered_paths(rules: list) -> set[str]:

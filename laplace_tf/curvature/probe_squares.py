@@ -31,7 +31,7 @@ from typing import Any
 import tensorflow as tf
 
 from laplace_tf.curvature.depthwise_layers import depthwise_gradients
-from laplace_tf.curvature.kfac_layers import input_patches
+from laplace_tf.curvature.kfac_layers import columns_by_example, input_patches
 from laplace_tf.curvature.recurrent_layers import recurrent_gradients
 
 
@@ -77,7 +77,7 @@ def per_example_gradients(
         inputs = [_by_example(_layer_inputs(rule, p.inputs), examples, rule.input_dim, dtype) for p in rule.probes]
         inputs = tf.concat(inputs, 1)
     kernel = tf.einsum("etd,cetk->cedk", inputs, outputs)
-    pieces = {rule.kernel.path: tf.reshape(kernel, [tf.shape(kernel)[0], examples, -1])}
+    pieces = {rule.kernel.path: columns_by_example(kernel, examples)}
     if getattr(rule, "bias", None) is not None:
         pieces[rule.bias.path] = tf.reduce_sum(outputs, 2)
     return pieces
@@ -129,7 +129,7 @@ def _embedding(rule: Any, gradients: list[tf.Tensor], examples: tf.Tensor, dtype
     vocabulary, width = rule.input_dim, rule.output_dim
     ids = tf.concat([tf.reshape(tf.cast(p.inputs, tf.int64), [examples, -1]) for p in rule.probes], 1)
     outputs = tf.concat([_by_example(g, examples, width, dtype, columns=True) for g in gradients], 2)
-    columns = tf.shape(outputs)[0]
+    columns = outputs.shape[0] if outputs.shape[0] is not None else tf.shape(outputs)[0]
     example_of = tf.broadcast_to(tf.range(tf.cast(examples, tf.int64))[:, None], tf.shape(ids))
     keys, segment = tf.unique(tf.reshape(example_of * vocabulary + ids, [-1]))  # (example, token) pairs
     rows = tf.reshape(tf.transpose(outputs, [1, 2, 0, 3]), [-1, columns * width])
@@ -148,5 +148,5 @@ def _by_example(t: tf.Tensor, examples: tf.Tensor, width: int, dtype: tf.DType, 
     as ``(C, examples, positions, width)``."""
     t = tf.cast(t, dtype)
     if columns:
-        return tf.reshape(t, [tf.shape(t)[0], examples, -1, width])
+        return columns_by_example(t, examples, width)
     return tf.reshape(t, [examples, -1, width])

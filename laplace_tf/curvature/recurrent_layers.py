@@ -50,7 +50,7 @@ try:  # the loop Keras's own RNN.inner_loop runs (not public API)
 except ImportError:  # a Keras that moved it: recurrent layers keep per-example Jacobians
     keras_rnn = None
 
-from laplace_tf.curvature.kfac_layers import KernelAndBias, Probe, by_variable, selected_weights
+from laplace_tf.curvature.kfac_layers import KernelAndBias, Probe, by_variable, columns_by_example, selected_weights
 
 _CELLS = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
 _LAYERS = (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN, keras.layers.RNN)  # not subclasses
@@ -150,7 +150,7 @@ def recurrent_gradients(
     variable, from each call's gradients at the projections ``(C, rows, T, gates)``."""
     kernel, recurrent, bias = 0.0, 0.0, 0.0
     for probe, g in zip(rule.probes, gradients, strict=True):
-        g = tf.reshape(tf.cast(g, dtype), [tf.shape(g)[0], examples, -1, g.shape[-1]])
+        g = columns_by_example(tf.cast(g, dtype), examples, g.shape[-1])
         inputs = tf.reshape(tf.cast(probe.inputs, dtype), [examples, -1, probe.inputs.shape[-1]])
         recorded = tf.reshape(tf.cast(probe.recorded, dtype), [examples, -1, probe.recorded.shape[-1]])
         kernel += tf.einsum("ntd,xntg->xndg", inputs, g)
