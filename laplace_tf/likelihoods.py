@@ -72,6 +72,11 @@ class Likelihood(abc.ABC):
     def hessian_sqrt(self, f: tf.Tensor) -> tf.Tensor:
         r"""$V_b$ with $V_b V_b^\top = \Lambda_b$, ``(B, K, C)``."""
 
+    def hessian_sqrt_columns(self, n_outputs: int) -> int:
+        """``C``, the number of columns `hessian_sqrt` gives for ``n_outputs`` outputs (known before
+        any graph is built: the probes size their passes by it)."""
+        return n_outputs
+
     @abc.abstractmethod
     def loss_gradient(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         r"""$\nabla_f \ell(f, y)$, ``(B, K)``."""
@@ -194,6 +199,9 @@ class Classification(Likelihood):
         rows = tf.linalg.diag(root - root * is_pivot) - tf.einsum("bi,bj->bij", coefficients, root)
         before_pivot = tf.expand_dims(np.arange(classes - 1) < tf.expand_dims(pivot, -1), 1)
         return tf.where(before_pivot, rows[:, :, :-1], rows[:, :, 1:])  # every column but the pivot's
+
+    def hessian_sqrt_columns(self, n_outputs: int) -> int:
+        return n_outputs - 1 if n_outputs >= 2 else n_outputs
 
     def loss_gradient(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         return tf.nn.softmax(f) - y

@@ -66,6 +66,18 @@ def test_softmax_hessian_root_has_one_column_fewer_and_squares_to_the_hessian(cl
     assert np.all(np.abs(squared - exact) <= 40 * epsilon * scale)
 
 
+@pytest.mark.parametrize(
+    "likelihood", ["classification", "regression", "binary", "multilabel", "heteroscedastic", "reward_modeling"]
+)
+def test_each_likelihood_states_its_hessian_roots_column_count(likelihood):
+    """The probes size a tiled pass by `hessian_sqrt_columns` before any output exists: it must be
+    the width `hessian_sqrt` gives (a wrong count would send every fit down the slower path)."""
+    lik = get_likelihood(likelihood)
+    for outputs in (2, 4) if likelihood == "heteroscedastic" else (1, 2, 5):
+        f = tf.constant(np.random.default_rng(outputs).normal(size=(3, outputs)), tf.float32)
+        assert lik.hessian_sqrt(f).shape[-1] == lik.hessian_sqrt_columns(outputs), outputs
+
+
 @pytest.mark.parametrize("likelihood", ["classification", "regression", "binary", "multilabel"])
 def test_full_ggn_equals_dense_jt_h_j(likelihood):
     model = make_mlp(4, LIKELIHOOD_OUTPUTS[likelihood])

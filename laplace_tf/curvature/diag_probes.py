@@ -38,7 +38,7 @@ from laplace_tf.curvature.depthwise_layers import depthwise_rules
 from laplace_tf.curvature.jacobians import loss_gradients, output_jacobians
 from laplace_tf.curvature.kfac_layers import find_rules, recording, uncovered_size
 from laplace_tf.curvature.norm_layers import scale_shift_rules
-from laplace_tf.curvature.probe_passes import ProbeRun, probe_columns, run_probes
+from laplace_tf.curvature.probe_passes import ProbeRun, probe_column_count, probe_columns, run_probes
 from laplace_tf.curvature.probe_squares import rows_grouped_by_example, squared_gradient_sums
 from laplace_tf.curvature.recurrent_layers import recurrent_rules
 from laplace_tf.likelihoods import Likelihood
@@ -76,6 +76,7 @@ class ProbedDiagonal:
             x,
             lambda f: probe_columns(self.likelihood, self.curvature_type, f, y),
             lambda run: probed_pieces(self.rules, run, self.params.dtype, self.one_position),
+            lambda outputs: probe_column_count(self.likelihood, self.curvature_type, outputs),
             weight_numbers=per_example_memory(self.rules, self.params),
         )
         pieces = with_jacobian_pieces(self, self.params.names, pieces, x, y)

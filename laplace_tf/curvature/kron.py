@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from laplace_tf.curvature.diag_probes import diagonal_rules, probed_pieces, with_jacobian_pieces
 from laplace_tf.curvature.kfac_layers import covered_paths, find_rules, uncovered_size
-from laplace_tf.curvature.probe_passes import ProbeRun, probe_columns, run_probes
+from laplace_tf.curvature.probe_passes import ProbeRun, probe_column_count, probe_columns, run_probes
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType
 from laplace_tf.params import ModelParameters
@@ -93,7 +93,13 @@ class KronPlan:
     def batch(self, theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, dict]:
         """The summed loss and the factors' sums over one batch."""
         f, sums = run_probes(
-            self.params, self.rules + self.diagonal_rules, theta, x, lambda f: self._columns(f, y, seed), self._sums
+            self.params,
+            self.rules + self.diagonal_rules,
+            theta,
+            x,
+            lambda f: self._columns(f, y, seed),
+            self._sums,
+            self._column_count,
         )
         pieces = with_jacobian_pieces(self, self.diagonal_paths, sums.pop("diag"), x, y)
         sums["diag"] = tf.concat([pieces[n] for n in self.diagonal_paths] or [tf.zeros([0], theta.dtype)], 0)
@@ -127,6 +133,12 @@ class KronPlan:
             for path, piece in zip(self.diagonal_paths, pieces, strict=True):
                 blocks[path] = DiagBlock(piece)
         return KronCurvature([blocks[n] for n in self.params.names], self.treatment())
+
+    def _column_count(self, n_outputs: int) -> int:
+        """How many columns `_columns` gives for ``n_outputs`` outputs."""
+        if self.mc_samples is None or self.curvature_type == CurvatureType.EF:
+            return probe_column_count(self.likelihood, self.curvature_type, n_outputs)
+        return self.mc_samples
 
     def _columns(self, f: tf.Tensor, y: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """The ``(B, K, C)`` vectors $v_{nc}$ to backpropagate."""

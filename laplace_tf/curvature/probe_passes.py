@@ -28,7 +28,8 @@ for ``CHUNK_BYTES`` (`columns_per_chunk`), one after another in a ``tf.while_loo
 
 Example:
     ```python
-    >>> f, diagonal = run_probes(params, rules, theta, x, likelihood.hessian_sqrt, per_chunk)
+    >>> f, diagonal = run_probes(params, rules, theta, x, likelihood.hessian_sqrt, per_chunk,
+    ...                          likelihood.hessian_sqrt_columns)
     ```
 """
 
@@ -71,6 +72,11 @@ def probe_columns(likelihood: Likelihood, curvature_type: CurvatureType, f: tf.T
     return likelihood.hessian_sqrt(f)
 
 
+def probe_column_count(likelihood: Likelihood, curvature_type: CurvatureType, n_outputs: int) -> int:
+    """How many columns `probe_columns` gives for ``n_outputs`` outputs."""
+    return 1 if curvature_type == CurvatureType.EF else likelihood.hessian_sqrt_columns(n_outputs)
+
+
 CHUNK_BYTES = 2**30  # about what one chunk of columns' backward passes may hold
 
 _expected_batch: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar("expected_batch", default=None)
@@ -95,15 +101,17 @@ def run_probes(
     x: Any,
     columns: Callable[[tf.Tensor], tf.Tensor],
     per_chunk: Callable[[ProbeRun], Any],
+    column_count: Callable[[int], int],
     concatenate: bool = False,
     weight_numbers: int = 0,
 ) -> tuple[tf.Tensor, Any]:
     """The model's outputs ``f`` and ``per_chunk`` of the probes' gradients for ``columns(f)``
-    ``(B, K, C)``: vectorised when ``params.vectorize``, tiled otherwise; in chunks of columns
-    when they would not fit ``CHUNK_BYTES``, the chunks' results summed or, with ``concatenate``,
-    concatenated along their first axis (the columns'; padding dropped). ``weight_numbers``: how
-    many numbers ``per_chunk`` forms per example and column (per-example weight gradients)."""
-    copies = None if params.vectorize else _declared_columns(params, x, columns)
+    ``(B, K, C)``, with ``C = column_count(K)`` (a tiled pass is sized by it before ``f`` exists):
+    vectorised when ``params.vectorize``, tiled otherwise; in chunks of columns when they would not
+    fit ``CHUNK_BYTES``, the chunks' results summed or, with ``concatenate``, concatenated along
+    their first axis (the columns'; padding dropped). ``weight_numbers``: how many numbers
+    ``per_chunk`` forms per example and column (per-example weight gradients)."""
+    copies = None if params.vectorize else _declared_columns(params, column_count)
     if copies is not None and copies > 1:  # the tiled pass gives f too: the batch runs through the model once
         tape, f_tiled = _tiled_forward(params, rules, theta, x, copies)
         f = f_tiled[: tf.shape(f_tiled)[0] // copies]
@@ -163,15 +171,13 @@ def _probe_run(
     return _tiled_run(tape, rules, f, f_tiled, seeds)
 
 
-def _declared_columns(params: ModelParameters, x: Any, columns: Callable[[tf.Tensor], tf.Tensor]) -> int | None:
-    """The number of columns ``columns`` gives for the ``(batch, outputs)`` the model declares
-    (known before any forward pass), or ``None`` (a subclassed model declares none)."""
+def _declared_columns(params: ModelParameters, column_count: Callable[[int], int]) -> int | None:
+    """The number of columns for the ``(batch, outputs)`` the model declares (known before any
+    forward pass), or ``None`` (a subclassed model declares none)."""
     shape = getattr(params.model, "output_shape", None)
     if not isinstance(shape, tuple) or len(shape) != 2 or not isinstance(shape[-1], int):
         return None
-    examples = tf.shape(tf.nest.flatten(x)[0])[0]
-    stand_in = tf.zeros(tf.stack([examples, shape[-1]]), params.dtype)  # unused in the graph: pruned
-    return columns(tf.ensure_shape(stand_in, [None, shape[-1]])).shape[-1]
+    return column_count(shape[-1])
 
 
 def _tiled_forward(

@@ -46,7 +46,15 @@ def jacobians_function(params: ModelParameters) -> Callable[[tf.Tensor, Any], tu
 
     def jacobians(theta: tf.Tensor, x: Any) -> tuple[tf.Tensor, tf.Tensor]:
         f, blocks = run_probes(
-            params, rules, theta, x, _every_output, _per_output_blocks, concatenate=True, weight_numbers=probed_size
+            params,
+            rules,
+            theta,
+            x,
+            _every_output,
+            _per_output_blocks,
+            lambda outputs: outputs,
+            concatenate=True,
+            weight_numbers=probed_size,
         )
         blocks = {path: tf.transpose(block, [1, 0, 2]) for path, block in blocks.items()}  # (B, K, size)
         rest = [name for name in params.names if name not in blocks]
