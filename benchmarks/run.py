@@ -305,26 +305,36 @@ READING_NOTES = """
   layer with a probe rule (Dense, EinsumDense, convolutions, Embedding, LayerNorm, BatchNorm,
   LSTM, GRU, SimpleRNN) is differentiated by backward passes of the whole batch, one per column of
   the output Hessian's square root (`K - 1` for a `K`-class softmax, whose Hessian has rank
-  `K - 1`; one for a reward model, which then needs no `pfor`), vectorised with `pfor` (or, for
-  models `pfor` cannot vectorise, on the batch tiled once per column); only layers without a rule
-  (custom layers, stacked recurrent cells) are differentiated per example. Against the model's
-  first predict, the full GGN fit, the kron GLM predictives, the CNNs' predictives, the 100-class
-  CNN's fits and the reward model's predictives are within budget and the full GLM predictive at
-  it (1.03); the fits of the MLPs, the small CNN, the LSTM and the reward model and the LSTM's
-  predictive take 1.25-1.5 times it, the Transformer's calls 1.45-1.55; against a first training
-  step, 0.4-1.4. Since the previous run the backward passes are seeded by the columns
-  (`tf.vectorized_map` over them) instead of taking the Jacobian of their projection, which gave
-  `pfor` more ops to convert: by hand, fresh processes alternating the two commits, the MLP's
-  first diag fit 0.25 to 0.20 s, kron 0.255 to 0.215 s, the first kron GLM predictive 0.185 to
-  0.135 s, the small CNN's first fits 0.37-0.40 to 0.31-0.34 s, warm times unchanged; and models
-  that declare their outputs' shape run the tiled forward pass once per batch instead of twice
-  (an LSTM's first diag fit 0.89 to 0.81 s). What remains is TensorFlow's fixed cost per compiled
-  function: building the graph op by op in Python (about 0.25 ms an op here) and its first run
-  (graph optimisation; for the LSTM the loop and its gradient, about 0.2 s, where Keras's own
-  first training step of the model takes 0.37 s). Tiling the batch once per column instead of
-  `pfor` saves about 0.05 s on the small MLP's first fit but costs about 30% of its warm time, so
-  it is kept for the models `pfor` cannot vectorise. Cold times move by up to 30% between
-  processes on this shared machine.
+  `K - 1`; one for a reward model, which then needs no `pfor`), seeded by the columns and
+  vectorised over them with `pfor` (or, for models `pfor` cannot vectorise, on the batch tiled
+  once per column); only layers without a rule (custom layers, stacked recurrent cells) are
+  differentiated per example. Against the model's first predict, the full GGN fit, every GLM
+  predictive of the MLP, the CNNs and the reward model, and the 100-class CNN's fits are within
+  budget (the full GLM predictive at 1.02); the fits of the MLPs, the small CNN and the reward
+  model take 1.08-1.26 times it, the LSTM's calls 1.25-1.40 and the Transformer's 1.35-1.56;
+  against a first training step, 0.4-1.2 (before these changes 0.44-1.36). These rows (the fits
+  and GLM predictives of the MLPs, the CNNs, the LSTM, the Transformer and the reward model) were
+  re-measured at 10daf77, after these changes (`run.py --only`, a label at a time): the probes now watch each layer's
+  pre-activation output instead of adding a watched zero perturbation to it (a `ZerosLike` and an
+  `AddV2` fewer per layer call, and no broadcast bookkeeping in the gradient for `pfor` to
+  convert), the classification loss is `-sum(y * log_softmax(f))` (`softmax_cross_entropy_with_logits`
+  traces two dozen shape ops), per-example reshapes read the columns' count from the static shape,
+  and a tiled pass is sized by the likelihood's stated column count instead of tracing the Hessian
+  root on a stand-in output. By hand, fresh processes alternating with the commit before: the
+  MLP's first diag fit 0.19 to 0.16 s, kron 0.20 to 0.18 s, the 300-300 MLP's kron 0.34 to
+  0.29 s, the CNN's first kron GLM predictive 0.67 to 0.62 s, the Transformer's first fits about
+  0.94 to 0.84 s (diag) and 0.79 to 0.72 s (kron), warm times unchanged. What remains is
+  TensorFlow's fixed cost per compiled function: building the graph op by op in Python (about
+  0.3 ms an op here; the MLP's diag fit graph has about 160 ops, nearly a third of them the
+  softmax Hessian root's 45, the Transformer's about 920), its first run (about 0.03 s for the MLP, 0.2 s
+  for the LSTM and the Transformer, of which Grappler's graph optimisation is 0.013 s and
+  0.11-0.13 s: turning Grappler off process-wide would take that off but is the user's setting,
+  and TensorFlow has no public per-function switch), and one eager forward pass that checks the
+  outputs before any work (0.02 s for the MLP, 0.05-0.07 s for the LSTM and the Transformer).
+  Tiling the batch once per column instead of `pfor` saves about 0.05 s on the small MLP's first
+  fit but costs about 30% of its warm time, so it is kept for the models `pfor` cannot vectorise.
+  Cold times move by up to 30% between processes on this shared machine, and whole rows by as
+  much when another tenant loads it (rows measured then were measured again).
 - Deeper networks (by hand on the previous CPU, not in the tables; imports before the clock): on a MobileNetV2
   (alpha 0.35, 32x32 inputs, 403k weights, 64 images) the first `kron` fit takes 5.4 s (a graph
   of 10,528 nodes: 2.7 s to trace, 2.3 s to first run) and later ones 0.24 s, against 0.6 s for
@@ -343,13 +353,17 @@ READING_NOTES = """
   previous CPU). The "CNN, 100 classes" rows measure such a model, trained, side by side with
   laplace-torch, which runs out of this machine's 24 GiB on both (its kron fit is killed; its diag
   fit asks for 77 GiB at once); ours peak at about 2 GB. The cold fits are within 1-3 s of warm.
-- Every row and table here comes from one full run, but the CNN's kron GLM predictive, re-measured
-  after the change above (`run.py --only "CNN: kron GLM"`). laplace-torch's times move as much as
-  ours between runs, so compare ratios within a row, not across runs. Where a row moved against an
-  earlier run, an A/B of the two commits in alternating fresh processes decides whether the change
-  was ours: by hand, the CNN's kron GLM predictive took 0.55 s warm on this CPU both on the commit
-  before this run's and on the one it measured (so the CPU, not a change of ours, made it slower),
-  and 0.32 s with the change above.
+- Every table here comes from one full run at 5cccda7 on this CPU, but the rows re-measured with
+  `run.py --only` since: the CNN's kron GLM predictive after rotating Jacobians by one matrix
+  product per factor, and the first-call rows above (and the same cases' warm times, peer times
+  and agreement) at 10daf77. The cold pipelines, prior
+  tuning and `lt.hessian` tables are from the full run. laplace-torch's times move as much as
+  ours between runs, so compare ratios within a row, not across runs. Where a row moved against
+  an earlier run, an A/B of the two commits in alternating fresh processes decides whether the
+  change was ours: by hand, the CNN's kron GLM predictive took 0.55 s warm on this CPU both on the
+  commit before the full run and on the one it measured (so the CPU, not a change of ours, made it
+  slower), and 0.32 s with the change above (by hand); the first-call changes left it as it was (0.40-0.43 s
+  warm in this harness on 7dd9259 and on 10daf77, three processes a side).
 """
 
 
