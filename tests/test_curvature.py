@@ -66,6 +66,18 @@ def test_softmax_hessian_root_has_one_column_fewer_and_squares_to_the_hessian(cl
     assert np.all(np.abs(squared - exact) <= 40 * epsilon * scale)
 
 
+def test_softmax_loss_is_the_cross_entropy_and_ignores_zero_labels_whose_log_probability_underflows():
+    """-sum(y log softmax(f)) against float64 NumPy, with one example whose other classes' log
+    probabilities are -inf in float32 (tf.nn.softmax_cross_entropy_with_logits gives NaN there)."""
+    logits = np.array([[3e38, -3e38, 0.0], [1.0, 2.0, 3.0], [-2.0, 0.5, 0.1]])
+    labels = np.array([[1.0, 0, 0], [0, 0, 1], [0, 1, 0]])
+    top = logits.max(axis=1, keepdims=True)
+    log_p = logits - top - np.log(np.exp(logits - top).sum(axis=1, keepdims=True))
+    expected = -(labels * log_p).sum(axis=1)
+    loss = get_likelihood("classification").loss(tf.constant(logits, tf.float32), tf.constant(labels, tf.float32))
+    np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "likelihood", ["classification", "regression", "binary", "multilabel", "heteroscedastic", "reward_modeling"]
 )
