@@ -1,7 +1,7 @@
 r"""The GLM predictive of a diagonal posterior from Dense-layer factors, without per-example Jacobians.
 
 For a Dense layer on ``(batch, d_in)`` inputs, example $n$'s Jacobian of output $k$ in the kernel
-is $a_n g_{nk}^\top$ (`kron_predictive` records both in one forward and ``K`` backward passes of
+is $a_n g_{nk}^\top$ (`layer_factors` records both in one forward and ``K`` backward passes of
 the batch). With the kernel's posterior variances $S \in \mathbb{R}^{d_{in} \times d_{out}}$,
 
 $$
@@ -15,7 +15,7 @@ and the other variables their own small Jacobians.
 Example:
     ```python
     >>> la = lt.Laplace(mlp, "classification", hessian_structure="diag").fit((x, y))
-    >>> la.predict(x_test)        # this path, when every selected Dense layer takes 2-D inputs
+    >>> la.predict(x_test)        # this path for the selected Dense layers on 2-D inputs
     ```
 """
 

@@ -33,8 +33,8 @@ from laplace_tf.data import UNBATCHED_X, as_inputs
 from laplace_tf.dataset_predictions import input_rank, is_dataset, over_batches
 from laplace_tf.distribution import concatenated_over_replicas, current_strategy
 from laplace_tf.inputs import n_examples, take
-from laplace_tf.kron_predictive import LayerFactors, dense_rules
 from laplace_tf.last_layer import dense_output_rule, features_function
+from laplace_tf.layer_factors import LayerFactors, check_one_row_per_example, layer_factors
 from laplace_tf.options import HessianStructure, LinkApprox, PredType, parse_option
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.params import ModelParameters
@@ -204,17 +204,18 @@ class LaplacePredictive:
     def _glm_output_distribution(self, view: PredictiveView, x: Any, verbose: bool) -> tuple[tf.Tensor, tf.Tensor]:
         glm_batch = self._per_example(functools.partial(self._glm_batch, view))
         means, covariances = [], []
-        for part in batch_slices(n_examples(x), self._batch_size(view, view.closed_form), verbose, label="predict"):
+        for part in batch_slices(n_examples(x), self._batch_size(view, view.jacobian_width), verbose, label="predict"):
             f, covariance = glm_batch(self._cast(take(x, part)))
             means.append(f)
             covariances.append(covariance)
         return tf.concat(means, axis=0), tf.concat(covariances, axis=0)
 
-    def _batch_size(self, view: PredictiveView, without_jacobians: bool) -> int:
-        """Examples per predictive batch: per-example Jacobians are capped in memory."""
-        if without_jacobians:
+    def _batch_size(self, view: PredictiveView, jacobian_width: int) -> int:
+        """Examples per predictive batch: per-example Jacobians (``jacobian_width`` columns per
+        output) are capped in memory."""
+        if not jacobian_width:
             return PREDICT_BATCH_SIZE
-        per_example = self._outputs_per_example(view) * self.n_params
+        per_example = self._outputs_per_example(view) * jacobian_width
         return max(1, min(PREDICT_BATCH_SIZE, JACOBIAN_ELEMENTS_PER_BATCH // per_example))
 
     def _joint_glm_distribution(self, view: PredictiveView, x: Any) -> tuple[tf.Tensor, tf.Tensor]:
@@ -231,6 +232,7 @@ class LaplacePredictive:
             return f, last_layer.functional_variance(self.posterior, features, self._outputs_per_example(view))
         if view.layer_factors is not None:
             f, layer_inputs, gradients, leftover = view.layer_factors(self.mean, inputs)
+            check_one_row_per_example(view.layer_factors.factored, layer_inputs, f)
             variance_from_factors = (
                 diag_predictive.functional_variance
                 if self.hessian_structure == HessianStructure.DIAG
@@ -313,9 +315,10 @@ class LaplacePredictive:
         outputs = self._per_example(
             functools.partial(self._linearised_outputs if linearised else self._network_outputs, view)
         )
+        batch_size = self._batch_size(view, self.n_params if linearised else 0)
         chunks = [
             outputs(self._cast(take(x, part)), thetas)
-            for part in batch_slices(n_examples(x), self._batch_size(view, not linearised), verbose, label="predict")
+            for part in batch_slices(n_examples(x), batch_size, verbose, label="predict")
         ]
         return tf.transpose(tf.concat(chunks, axis=0), [1, 0, 2])
 
@@ -362,8 +365,15 @@ class PredictiveView:
 
     @property
     def closed_form(self) -> bool:
-        """Whether the GLM predictive avoids per-example Jacobians."""
+        """Whether the GLM predictive avoids some per-example Jacobians."""
         return self.features is not None or self.layer_factors is not None
+
+    @property
+    def jacobian_width(self) -> int:
+        """The GLM predictive's per-example Jacobian columns per output."""
+        if self.features is not None:
+            return 0
+        return self.params.n_params if self.layer_factors is None else self.layer_factors.jacobian_width
 
 
 def predictive_view(
@@ -373,11 +383,8 @@ def predictive_view(
     apply, vectorize, key = params.apply, params.vectorize, params.cache_key()  # no `self` in cached closures
     rule = dense_output_rule(params)
     features = None if rule is None else cached(model, ("features", key), lambda: features_function(params, rule))
-    rules = dense_rules(params) if factored else None
     factors = (
-        None
-        if features is not None or rules is None
-        else cached(model, ("factors", key), lambda: LayerFactors(params, rules))
+        None if features is not None or not factored else cached(model, ("factors", key), lambda: layer_factors(params))
     )
     return PredictiveView(
         params=params,

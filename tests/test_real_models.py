@@ -22,8 +22,8 @@ from laplace_tf.curvature.graph_calls import forward_calls
 from laplace_tf.curvature.kfac_layers import uncovered_size
 from laplace_tf.curvature.kron import DiagBlock
 from laplace_tf.curvature.probed_jacobians import jacobians_function
-from laplace_tf.kron_predictive import dense_rules
 from laplace_tf.last_layer import dense_output_rule
+from laplace_tf.layer_factors import layer_factors
 
 LAYERS = keras.layers
 N = 6
@@ -489,7 +489,7 @@ def test_a_sequential_model_reloaded_from_keras_keeps_the_fast_paths(tmp_path):
     reloaded_mlp = lt.Laplace(
         keras.saving.load_model(tmp_path / "mlp.keras"), "classification", hessian_structure="kron"
     )
-    assert dense_rules(reloaded_mlp.params) is not None  # the closed-form kron predictive
+    assert layer_factors(reloaded_mlp.params) is not None  # the closed-form kron predictive
     assert dense_output_rule(lt.Laplace(reloaded_mlp.model, "classification", subset_of_weights="last_layer").params)
 
 
@@ -594,7 +594,8 @@ def test_columns_in_chunks_give_the_same_curvature(name, monkeypatch):
     """Many classes take the probes' backward passes a chunk of columns at a time (here all but one
     at a time: one of the softmax root's two columns, two of the full GGN's three Jacobian columns,
     the last chunk padded with a zero column): the diagonal and full GGN equal the ones built by
-    hand, the K-FAC factors those of all columns in one go."""
+    hand, the K-FAC factors those of all columns in one go, and the kron and diag GLM predictives
+    (Dense factors and other layers' Jacobians, two outputs at a time) those of naive Jacobians."""
     keras.utils.set_random_seed(1)
     model, x = BUILDERS[name](), inputs_for(name)
     y = np.random.default_rng(2).integers(0, N_CLASSES, N)
@@ -627,6 +628,11 @@ def test_columns_in_chunks_give_the_same_curvature(name, monkeypatch):
     scale = np.abs(expected).max()
     np.testing.assert_allclose(fitted["full"].curvature, expected, rtol=2e-4, atol=1e-6 * scale)
     np.testing.assert_allclose(fitted["diag"].curvature, np.diag(expected), rtol=2e-4, atol=1e-6 * scale)
+    for structure in ("kron", "diag"):  # the GLM predictive's Dense factors and Jacobian blocks, chunked too
+        la = fitted[structure]
+        expected = la.posterior.functional_variance(tf.constant(jacobians, la.dtype)).numpy()
+        np.testing.assert_allclose(la.glm_output_distribution(x, verbose=False)[1], expected, rtol=1e-4, atol=1e-7)
+        assert la._fitted_view.layer_factors.factored  # the factored path, in chunks
 
 
 def test_a_batch_whose_one_backward_pass_would_not_fit_is_refused(monkeypatch):
@@ -636,6 +642,31 @@ def test_a_batch_whose_one_backward_pass_would_not_fit_is_refused(monkeypatch):
     la = lt.Laplace(model, "classification", hessian_structure="kron")
     with pytest.raises(MemoryError, match=r"backward pass of a batch of 64 examples.*smaller batch_size"):
         la.fit((x, np.arange(64) % N_CLASSES), batch_size=64, verbose=False)
+
+
+class FoldsPositionsIntoTheBatch(keras.Model):
+    """A Dense layer on ``(B * T, d)`` rows: built for matrices, yet several rows per example."""
+
+    def __init__(self):
+        super().__init__()
+        self.per_position = LAYERS.Dense(2, activation="tanh", name="per_position")
+        self.head = LAYERS.Dense(N_CLASSES)
+
+    def call(self, x):
+        rows = self.per_position(keras.ops.reshape(x, (-1, x.shape[-1])))
+        return self.head(keras.ops.reshape(rows, (-1, x.shape[1] * 2)))
+
+
+def test_a_dense_layer_on_positions_folded_into_the_batch_stops_the_closed_form_predictive():
+    """Tracing cannot tell ``(B * T, d)`` rows from ``(B, d)``: the factored predictive checks the
+    rows it got and says what to do instead of returning a covariance for each row."""
+    model = FoldsPositionsIntoTheBatch()
+    x, y = np.random.default_rng(0).normal(size=(6, 3, 4)).astype("float32"), np.arange(6) % N_CLASSES
+    model(x)
+    la = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y), verbose=False)
+    with pytest.raises(ValueError, match=r"'per_position' sees 18 rows for 6 examples.*pred_type='nn'"):
+        la.predict(x, verbose=False)
+    assert la.predict(x, pred_type="nn", n_samples=2, seed=0, verbose=False).shape == (6, N_CLASSES)
 
 
 @pytest.mark.parametrize("structure", ["kron", "diag"])

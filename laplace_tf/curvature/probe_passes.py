@@ -56,12 +56,14 @@ from laplace_tf.vectorizing import map_examples
 @dataclass
 class ProbeRun:
     """The outputs ``f`` ``(B, K)``, per rule and recorded call the gradients ``(C', rows, ...)``,
-    and the number of examples the probes' rows group into (``B``, or ``C * B`` tiled)."""
+    the number of examples the probes' rows group into (``B``, or ``C * B`` tiled) and how many
+    copies of the batch the rows hold (``C`` tiled, column-major, with ``C' = 1``; else 1)."""
 
     f: tf.Tensor
     gradients: list[list[tf.Tensor]]
     examples: tf.Tensor
     static_examples: int | None
+    copies: int = 1
 
 
 def probe_columns(likelihood: Likelihood, curvature_type: CurvatureType, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
@@ -106,8 +108,9 @@ def run_probes(
     weight_numbers: int = 0,
 ) -> tuple[tf.Tensor, Any]:
     """The model's outputs ``f`` and ``per_chunk`` of the probes' gradients for ``columns(f)``
-    ``(B, K, C)``, with ``C = column_count(K)`` (a tiled pass is sized by it before ``f`` exists):
-    vectorised when ``params.vectorize``, tiled otherwise; in chunks of columns when they would not
+    ``(B, K, C)`` (or ``(1, K, C)``, the same for every example), with ``C = column_count(K)`` (a
+    tiled pass is sized by it before ``f`` exists): vectorised when ``params.vectorize``, tiled
+    otherwise; in chunks of columns when they would not
     fit ``CHUNK_BYTES``, the chunks' results summed or, with ``concatenate``, concatenated along
     their first axis (the columns'; padding dropped). ``weight_numbers``: how many numbers
     ``per_chunk`` forms per example and column (per-example weight gradients)."""
@@ -191,12 +194,17 @@ def _tiled_forward(
 
 
 def _tiled_run(tape: tf.GradientTape, rules: list, f: tf.Tensor, f_tiled: tf.Tensor, seeds: tf.Tensor) -> ProbeRun:
-    """One backward pass through the tiled forward pass, copy ``c`` seeded by column ``c`` of ``seeds``."""
+    """One backward pass through the tiled forward pass, copy ``c`` seeded by column ``c`` of ``seeds``
+    (``(B, K, C)``, or ``(1, K, C)``: the same for every example)."""
+    copies = int(seeds.shape[-1])
+    if seeds.shape[0] == 1:  # every example's copy needs its own
+        seeds = tf.expand_dims(tf.zeros_like(f), -1) + seeds
     seeds = tf.reshape(tf.transpose(seeds, [2, 0, 1]), tf.shape(f_tiled))
     flat = tape.gradient(
         f_tiled, _watched_outputs(rules), output_gradients=seeds, unconnected_gradients=tf.UnconnectedGradients.ZERO
     )
-    return ProbeRun(f, _by_rule(rules, [tf.expand_dims(g, 0) for g in flat]), tf.shape(f_tiled)[0], f_tiled.shape[0])
+    gradients = _by_rule(rules, [tf.expand_dims(g, 0) for g in flat])
+    return ProbeRun(f, gradients, tf.shape(f_tiled)[0], f_tiled.shape[0], copies=copies)
 
 
 def backward_passes(

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from laplace_tf.curvature.diag_probes import probe_rules
@@ -39,9 +40,7 @@ def jacobians_function(params: ModelParameters) -> Callable[[tf.Tensor, Any], tu
     model is looped (not vectorised) for variables without a rule anyway."""
     rules = probe_rules(params)
     probed_size = params.n_params - uncovered_size(params, rules)  # the Jacobian's columns the probes give
-    sizes = dict(zip(params.names, params.sizes, strict=True))
-    looped_anyway = not params.vectorize and probed_size < params.n_params
-    if not rules or looped_anyway:  # a model looped example by example (recurrent): one loop for all
+    if not rules or looped_anyway(params, rules):  # a model looped example by example (recurrent): one loop for all
         return lambda theta, x: output_jacobians(params.apply, theta, x, params.vectorize)
 
     def jacobians(theta: tf.Tensor, x: Any) -> tuple[tf.Tensor, tf.Tensor]:
@@ -50,35 +49,52 @@ def jacobians_function(params: ModelParameters) -> Callable[[tf.Tensor, Any], tu
             rules,
             theta,
             x,
-            _every_output,
-            _per_output_blocks,
+            every_output,
+            lambda run: per_output_blocks(params, rules, run),
             lambda outputs: outputs,
             concatenate=True,
             weight_numbers=probed_size,
         )
-        blocks = {path: tf.transpose(block, [1, 0, 2]) for path, block in blocks.items()}  # (B, K, size)
-        rest = [name for name in params.names if name not in blocks]
-        if rest:
-            blocks.update(_differentiated_per_example(params, theta, x, rest))
-        return f, tf.concat([blocks[name] for name in params.names], axis=-1)
-
-    def _per_output_blocks(run: ProbeRun) -> dict[str, tf.Tensor]:
-        """Variable path -> ``(C, B, size)``, the Jacobian's rows of the run's columns (outputs)."""
-        batch, blocks = tf.shape(run.f)[0], {}
-        for rule, gradients in zip(rules, run.gradients, strict=True):
-            if rule.probes and rows_grouped_by_example(rule, run.static_examples):
-                for path, g in per_example_gradients(rule, gradients, run.examples, params.dtype).items():
-                    # (C, B, size) or, tiled, (1, C * B, size) with copy c first: either way column-major
-                    blocks[path] = tf.reshape(g, [-1, batch, sizes[path]])
-        return blocks
+        return f, tf.concat(examples_first(params, theta, x, blocks), axis=-1)
 
     return jacobians
 
 
-def _every_output(f: tf.Tensor) -> tf.Tensor:
-    """Columns picking each output: the probes' gradients are those of $\\sum_n f_{nk}$."""
-    outputs = f.shape[-1]
-    return tf.broadcast_to(tf.eye(outputs, dtype=f.dtype), [tf.shape(f)[0], outputs, outputs])
+def looped_anyway(params: ModelParameters, rules: list) -> bool:
+    """Whether the model is looped example by example (not vectorised) for variables the ``rules``
+    leave out anyway: then one per-example loop serves every variable better than probes and a loop."""
+    return not params.vectorize and uncovered_size(params, rules) > 0
+
+
+def per_output_blocks(params: ModelParameters, rules: list, run: ProbeRun) -> dict[str, tf.Tensor]:
+    """Variable path -> ``(C, B, size)``: the Jacobian's rows of the run's columns (outputs), for
+    the variables of ``rules`` whose inputs are grouped by example."""
+    batch, blocks = tf.shape(run.f)[0], {}
+    sizes = dict(zip(params.names, params.sizes, strict=True))
+    for rule, gradients in zip(rules, run.gradients, strict=True):
+        if rule.probes and rows_grouped_by_example(rule, run.static_examples):
+            for path, g in per_example_gradients(rule, gradients, run.examples, params.dtype).items():
+                # (C, B, size) or, tiled, (1, C * B, size) with copy c first: either way column-major
+                blocks[path] = tf.reshape(g, [-1, batch, sizes[path]])
+    return blocks
+
+
+def examples_first(
+    params: ModelParameters, theta: tf.Tensor, x: Any, blocks: dict[str, tf.Tensor], wanted: list[str] | None = None
+) -> list[tf.Tensor]:
+    """The ``wanted`` variables' Jacobians ``(B, K, size)`` in ``params`` order (default: all): the
+    probes' ``blocks`` ``(K, B, size)`` transposed, the others differentiated example by example."""
+    wanted = params.names if wanted is None else wanted
+    rest = [name for name in wanted if name not in blocks]
+    jacobians = _differentiated_per_example(params, theta, x, rest) if rest else {}
+    jacobians.update({path: tf.transpose(block, [1, 0, 2]) for path, block in blocks.items() if path in wanted})
+    return [jacobians[name] for name in params.names if name in wanted]
+
+
+def every_output(f: tf.Tensor) -> tf.Tensor:
+    """Columns ``(1, K, K)`` picking each output, for every example alike: the probes' gradients
+    are those of $\\sum_n f_{nk}$."""
+    return tf.constant(np.eye(f.shape[-1])[None], f.dtype)  # one graph constant, where tf.eye builds six ops
 
 
 def _differentiated_per_example(
