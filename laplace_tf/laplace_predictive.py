@@ -28,12 +28,13 @@ import tensorflow_probability as tfp
 from laplace_tf import diag_predictive, heteroscedastic, kron_predictive, last_layer, predictive
 from laplace_tf.compiled import cached
 from laplace_tf.curvature import compile_for_batches
+from laplace_tf.curvature.output_layer import dense_output_rule
 from laplace_tf.curvature.probed_jacobians import jacobians_function
 from laplace_tf.data import UNBATCHED_X, as_inputs
 from laplace_tf.dataset_predictions import input_rank, is_dataset, over_batches
 from laplace_tf.distribution import concatenated_over_replicas, current_strategy
 from laplace_tf.inputs import n_examples, take
-from laplace_tf.last_layer import dense_output_rule, features_function
+from laplace_tf.last_layer import OutputFeatures
 from laplace_tf.layer_factors import LayerFactors, check_one_row_per_example, layer_factors
 from laplace_tf.options import HessianStructure, LinkApprox, PredType, parse_option
 from laplace_tf.options import Likelihood as LikelihoodName
@@ -229,7 +230,8 @@ class LaplacePredictive:
         """Outputs and their linearised covariance, by the cheapest exact path available."""
         if view.features is not None:
             f, features = view.features(self.mean, inputs)
-            return f, last_layer.functional_variance(self.posterior, features, self._outputs_per_example(view))
+            if view.features.direct:
+                return f, last_layer.functional_variance(self.posterior, features, self._outputs_per_example(view))
         if view.layer_factors is not None:
             f, layer_inputs, gradients, leftover = view.layer_factors(self.mean, inputs)
             check_one_row_per_example(view.layer_factors.factored, layer_inputs, f)
@@ -360,7 +362,7 @@ class PredictiveView:
     items: bool  # a reward model's items: the fitted pairs' signature without the pair axis
     jacobians: Callable
     outputs_at: Callable
-    features: Callable | None  # closed-form last-layer path (`last_layer`)
+    features: OutputFeatures | None  # closed-form last-layer path (`last_layer`), if the outputs are direct
     layer_factors: LayerFactors | None  # closed-form kron and diag path (`kron_predictive`, `diag_predictive`)
 
     @property
@@ -371,7 +373,7 @@ class PredictiveView:
     @property
     def jacobian_width(self) -> int:
         """The GLM predictive's per-example Jacobian columns per output."""
-        if self.features is not None:
+        if self.features is not None and self.features.direct is not False:
             return 0
         return self.params.n_params if self.layer_factors is None else self.layer_factors.jacobian_width
 
@@ -382,10 +384,8 @@ def predictive_view(
     """The view's compiled functions, built once per model and parameter selection."""
     apply, vectorize, key = params.apply, params.vectorize, params.cache_key()  # no `self` in cached closures
     rule = dense_output_rule(params)
-    features = None if rule is None else cached(model, ("features", key), lambda: features_function(params, rule))
-    factors = (
-        None if features is not None or not factored else cached(model, ("factors", key), lambda: layer_factors(params))
-    )
+    features = None if rule is None else cached(model, ("features", key), lambda: OutputFeatures(params, rule))
+    factors = None if not factored else cached(model, ("factors", key), lambda: layer_factors(params))
     return PredictiveView(
         params=params,
         likelihood=likelihood,

@@ -11,6 +11,9 @@ $a = (\phi, 1)$ (row-major weights, bias last). So no Jacobian is taken through 
   / E_{ij}\big) Q_G^\top$, plus the bias block's $Q_G \operatorname{diag}(1/E_{\cdot j}) Q_G^\top$;
 * full and lowrank: $J$ is formed from $a$ directly (no backward pass).
 
+This needs the model's outputs to be the layer's pre-activation outputs: a model with an
+activation on that layer, or a layer after it, takes the other exact paths (`OutputFeatures.direct`).
+
 Each costs $O(d^2 + dK + K^2)$ per example for diag and kron, so thousands of classes are fine.
 
 Example:
@@ -22,52 +25,39 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import tensorflow as tf
 
 from laplace_tf.curvature import compile_for_batches
-from laplace_tf.curvature.graph_calls import called_once, forward_calls
-from laplace_tf.curvature.kfac_layers import LayerRule, find_rules, recording
+from laplace_tf.curvature.kfac_layers import LayerRule, recording
+from laplace_tf.curvature.output_layer import output_features
 from laplace_tf.params import ModelParameters
 from laplace_tf.posterior.diag import DiagPosterior
 from laplace_tf.posterior.kron import EigenBlock, KronPosterior
 
 
-def dense_output_rule(params: ModelParameters) -> LayerRule | None:
-    """The rule of the Dense layer whose kernel (and bias, if any) are exactly the selected weights."""
-    if not params.rows_are_examples:
-        return None
-    calls = forward_calls(params.model)
-    rules = [
-        r
-        for r in find_rules(params.model, set(params.names))
-        if r.kind == "dense" and r.per_example and called_once(calls, r.layer)
-    ]
-    if len(rules) != 1:
-        return None
-    rule = rules[0]
-    covered = [rule.kernel.path] + ([rule.bias.path] if rule.bias is not None else [])
-    has_bias = getattr(rule.layer, "bias", None) is not None
-    if sorted(covered) != sorted(params.names) or has_bias != (rule.bias is not None):
-        return None
-    return rule
+class OutputFeatures:
+    r"""Compiled ``(theta, x) -> (outputs (B, K), a (B, d[+1]))``: the features with a 1 for the bias.
 
+    ``direct`` (known once the first call is traced) says whether the model's outputs are the
+    Dense layer's own, up to casts and unit axes, from ``(batch, features)`` inputs, in one call:
+    only then is $J = a^\top \otimes I_K$. An activation on the layer, any layer after it (a
+    rescaling, a reshape), or a second call (a subclassed model reusing it) makes it ``False``,
+    and the features are not computed (the predictive then takes another exact path)."""
 
-def features_function(params: ModelParameters, rule: LayerRule) -> Callable:
-    """Compiled ``(theta, x) -> (outputs (B, K), a (B, d[+1]))``: the features with a 1 for the bias."""
+    def __init__(self, params: ModelParameters, rule: LayerRule):
+        self.params, self.rule = params, rule
+        self.direct: bool | None = None
+        self._compiled = compile_for_batches(self._outputs_and_features, params.model)
 
-    def outputs_and_features(theta: tf.Tensor, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        with tf.GradientTape() as tape, recording([rule], tape):
-            f = params.apply(theta, x)
-        features = tf.cast(rule.probe.inputs, f.dtype)
-        if features.shape.rank != 2:
-            raise ValueError("The closed-form last-layer predictive needs (batch, features) inputs to the last layer.")
-        if rule.bias is not None:
-            features = tf.concat([features, tf.ones_like(features[:, :1])], axis=1)
-        return f, features
+    def __call__(self, theta: tf.Tensor, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return self._compiled(theta, x)
 
-    return compile_for_batches(outputs_and_features, params.model)
+    def _outputs_and_features(self, theta: tf.Tensor, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape, recording([self.rule], tape):
+            f = self.params.apply(theta, x)
+        features = output_features(self.rule, f)
+        self.direct = features is not None
+        return f, features if self.direct else tf.zeros([tf.shape(f)[0], 0], f.dtype)
 
 
 def functional_variance(posterior: object, features: tf.Tensor, n_outputs: int) -> tf.Tensor:

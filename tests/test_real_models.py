@@ -21,8 +21,8 @@ from laplace_tf.curvature.diag_probes import probe_rules
 from laplace_tf.curvature.graph_calls import forward_calls
 from laplace_tf.curvature.kfac_layers import uncovered_size
 from laplace_tf.curvature.kron import DiagBlock
+from laplace_tf.curvature.output_layer import dense_output_rule
 from laplace_tf.curvature.probed_jacobians import jacobians_function
-from laplace_tf.last_layer import dense_output_rule
 from laplace_tf.layer_factors import layer_factors
 
 LAYERS = keras.layers

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import N_CLASSES, make_mlp, naive_jacobians
+from conftest import N_CLASSES, make_mlp, naive_jacobians, output_hessians_np
 
 import laplace_tf as lt
 
@@ -104,8 +104,39 @@ def test_last_layer_predictive_from_features_equals_the_jacobian_one(model, clas
     jacobians = naive_jacobians(model, x)[:, :, index]
     expected = la.posterior.functional_variance(jacobians)
     f_mean, f_var = la.glm_output_distribution(x)
+    assert la._fitted_view.features.direct  # known once traced: the outputs are the layer's own
     np.testing.assert_allclose(f_var, expected, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(f_mean, model(x), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("structure", "after"), [("kron", "rescaling"), ("diag", "activation"), ("full", "rescaling")])
+def test_last_layer_predictive_when_the_outputs_are_not_the_layers_own(classification_data, structure, after):
+    """$J = a^T \\otimes I$ holds only when the outputs are the Dense layer's own: a rescaling after
+    it, or an activation on it, used to be ignored (variances off by the factor's square). Now the
+    predictive sees that while tracing and takes the other exact path: naive Jacobians agree (and
+    the full fit likewise does not take its closed form)."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((4,), dtype="float64")
+    hidden = keras.layers.Dense(5, activation="tanh", dtype="float64")(inputs)
+    head = keras.layers.Dense(N_CLASSES, activation=None if after == "rescaling" else "tanh", dtype="float64")
+    outputs = head(hidden)
+    if after == "rescaling":
+        outputs = keras.layers.Rescaling(2.0, dtype="float64")(outputs)
+    model = keras.Model(inputs, outputs)
+    la = lt.Laplace(model, "classification", subset_of_weights="last_layer", hessian_structure=structure)
+    la.fit(classification_data, verbose=False)
+    x = classification_data[0][:6]
+    index = _indices(model, chosen_paths={v.path for v in head.weights})
+    expected = la.posterior.functional_variance(naive_jacobians(model, x)[:, :, index])
+    np.testing.assert_allclose(la.glm_output_distribution(x, verbose=False)[1], expected, rtol=1e-9, atol=1e-12)
+    assert la._fitted_view.features.direct is False
+    if structure == "full":  # nor does the fit take the output layer's closed form: the curvature is the GGN
+        jacobians = naive_jacobians(model, classification_data[0])[:, :, index]
+        hessians = output_hessians_np(np.asarray(model(classification_data[0])), "classification")
+        ggn = np.einsum("nkp,nkl,nlq->pq", jacobians, hessians, jacobians)
+        np.testing.assert_allclose(la.curvature, ggn, rtol=1e-9, atol=1e-12)
 
 
 def test_last_layer_kron_handles_many_classes_without_network_jacobians():

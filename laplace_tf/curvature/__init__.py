@@ -20,6 +20,7 @@ from laplace_tf.curvature import diag, full, gp, lowrank
 from laplace_tf.curvature.diag_probes import ProbedDiagonal
 from laplace_tf.curvature.jacobians import loss_gradients
 from laplace_tf.curvature.kron import KronPlan
+from laplace_tf.curvature.output_layer import dense_output_rule, output_layer_ggn
 from laplace_tf.curvature.probe_passes import expected_batch
 from laplace_tf.curvature.probed_jacobians import jacobians_function
 from laplace_tf.distribution import summed_over_replicas
@@ -203,8 +204,12 @@ def _dense_batch_function(
     """``(theta, x, y, seed) -> (summed loss, curvature)`` for the full or diag structure."""
     apply = params.apply
     jacobians_of = jacobians_function(params) if curvature_type == CurvatureType.GGN else None
+    output_rule = dense_output_rule(params) if module is full and curvature_type == CurvatureType.GGN else None
 
     def ggn(theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        closed_form = None if output_rule is None else output_layer_ggn(params, likelihood, output_rule, theta, x, y)
+        if closed_form is not None:  # a Dense output layer's own weights: (a a^T) (x) Lambda
+            return closed_form
         f, jacobians = jacobians_of(theta, x)
         loss = tf.reduce_sum(likelihood.loss(f, y))
         return loss, module.from_jacobians(jacobians, likelihood.hessian_times(f, jacobians))
