@@ -298,8 +298,22 @@ READING_NOTES = """
   GLM predictive 0.02 to 0.06) and others lower (the kron fits, the reward model's). The CNN's
   kron GLM predictive rose most (0.15 to 1.3 s warm): rotating its Jacobians into the Kronecker
   eigenbases was a matrix product broadcast over the batch, which TensorFlow runs matrix by matrix;
-  it is now one matrix product per factor: 1.3 to 0.43 s warm, 0.31 to 0.11 of the peer's time
-  (the row re-measured in this table).
+  one matrix product per factor took it to 0.43 s warm (0.11 of the peer's time), and its Dense
+  head's closed-form factors (below) to about 0.2 s.
+- GLM predictives of `kron` and `diag`: a Dense layer on matrices anywhere in a model (an MLP's
+  layers, a CNN's head, an LSTM's or a Transformer's output layer) gives `J Sigma J^T` in closed
+  form from its inputs and per-output gradients, which the same backward passes give as the other
+  probed layers' rows of the Jacobian. Before, only models of Dense layers alone did; a CNN had
+  its head's `(K, 2560)` per-example Jacobian rows rotated into a `256 x 256` eigenbasis, 1.7
+  GFLOP a batch and most of its predictive's time. By hand, fresh processes alternating with the
+  commit before (three a side): the CNN's kron GLM predictive 0.43 to 0.20 s warm and 0.66 to
+  0.40 s first, diag 0.23 to 0.12 s and 0.41 to 0.29 s; the MLP's, the LSTM's, the
+  Transformer's and the reward model's unchanged within noise. Their rows here were re-measured at
+  96bd19d while another tenant loaded the machine (laplace-torch's times rose 20-70% against the
+  earlier rows, ours 10-45%): the ratios within a row hold, but the cold times against the
+  model's first call (measured quietly at 10daf77) are pessimistic. A faster warm time also
+  tightens a row's first-call budget: the CNN's diag GLM predictive reads 1.00 in that table
+  (0.29 s first against 1.5 x 0.12 + 0.14 s by hand: 0.90).
 - First calls: a cold `fit` or GLM `predict` pays for tracing its `tf.function` once per model and
   configuration (a second `Laplace` on the same model traces nothing, as a test checks). Every
   layer with a probe rule (Dense, EinsumDense, convolutions, Embedding, LayerNorm, BatchNorm,
@@ -310,7 +324,8 @@ READING_NOTES = """
   once per column); only layers without a rule (custom layers, stacked recurrent cells) are
   differentiated per example. Against the model's first predict, the full GGN fit, every GLM
   predictive of the MLP, the CNNs and the reward model, and the 100-class CNN's fits are within
-  budget (the full GLM predictive at 1.02); the fits of the MLPs, the small CNN and the reward
+  budget (the full GLM predictive at 1.02, the CNN's diag one at 1.00 re-measured under load, see
+  below); the fits of the MLPs, the small CNN and the reward
   model take 1.08-1.26 times it, the LSTM's calls 1.25-1.40 and the Transformer's 1.35-1.56;
   against a first training step, 0.4-1.2 (before these changes 0.44-1.36). These rows (the fits
   and GLM predictives of the MLPs, the CNNs, the LSTM, the Transformer and the reward model) were
@@ -356,7 +371,8 @@ READING_NOTES = """
 - Every table here comes from one full run at 5cccda7 on this CPU, but the rows re-measured with
   `run.py --only` since: the CNN's kron GLM predictive after rotating Jacobians by one matrix
   product per factor, and the first-call rows above (and the same cases' warm times, peer times
-  and agreement) at 10daf77. The cold pipelines, prior
+  and agreement) at 10daf77, and the GLM predictive rows of the CNN, the LSTM, the Transformer,
+  the reward model and the MLP's kron at 96bd19d. The cold pipelines, prior
   tuning and `lt.hessian` tables are from the full run. laplace-torch's times move as much as
   ours between runs, so compare ratios within a row, not across runs. Where a row moved against
   an earlier run, an A/B of the two commits in alternating fresh processes decides whether the
