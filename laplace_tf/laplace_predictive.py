@@ -228,7 +228,7 @@ class LaplacePredictive:
 
     def _glm_batch(self, view: PredictiveView, inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Outputs and their linearised covariance, by the cheapest exact path available."""
-        if view.features is not None:
+        if view.features is not None and view.features.direct is not False:  # unknown until traced
             f, features = view.features(self.mean, inputs)
             if view.features.direct:
                 return f, last_layer.functional_variance(self.posterior, features, self._outputs_per_example(view))
