@@ -33,7 +33,7 @@ from laplace_tf.curvature.kfac_layers import LayerRule, find_rules, recording
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.params import ModelParameters
 
-_PER_EXAMPLE_UNCHANGED = ("Identity", "IdentityN", "Cast", "ExpandDims", "Squeeze")
+_PER_EXAMPLE_UNCHANGED = ("Identity", "Cast", "ExpandDims", "Squeeze")  # input 0 is the tensor, values unmoved
 
 
 def dense_output_rule(params: ModelParameters) -> LayerRule | None:
