@@ -316,10 +316,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
             check_pairs(first)
         check_batched(data, self.model)
         check_declared_inputs(first, self.model)
-        prepare = self._estimator.prepare or self.params.apply
-        first_outputs = prepare(self.mean, self._cast(first)).numpy()
-        check_outputs_are_not_probabilities(first_outputs, self.likelihood.name)
-        self.n_outputs = int(first_outputs.shape[-1])
+        self.n_outputs = self._output_count(first)
         batches = as_batches(data, batch_size, self._validate_targets)
         started = time.perf_counter()
         total = None if batches.n_batches is None else batches.n_batches * self._estimator.passes
@@ -357,6 +354,20 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
             for path, treatment in (self._estimator.treatment or {}).items():
                 print(f"  {path}: {treatment}")
         return self
+
+    def _output_count(self, first: Any) -> int:
+        """The number of outputs: declared by an affine output layer (logits by construction), or
+        counted by an eager forward pass on the ``first`` examples, which refuses probabilities.
+        The estimator's own eager pass, while it has something to learn, serves for both."""
+        x = self._cast(first)
+        outputs = self._estimator.prepare(self.mean, x) if self._estimator.prepare else None
+        declared = self.params.declared_output_count()
+        if outputs is None and declared is None:
+            outputs = self.params.apply(self.mean, x)
+        if outputs is None:
+            return declared
+        check_outputs_are_not_probabilities(outputs.numpy(), self.likelihood.name)
+        return int(outputs.shape[-1])
 
     def _curvature_state(self) -> list[tf.Tensor]:
         """The tensors the fit keeps (the curvature sums), flattened."""

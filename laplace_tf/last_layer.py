@@ -28,8 +28,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from laplace_tf.curvature import compile_for_batches
-from laplace_tf.curvature.kfac_layers import LayerRule, recording
-from laplace_tf.curvature.output_layer import output_features
+from laplace_tf.curvature.kfac_layers import LayerRule
+from laplace_tf.curvature.output_layer import outputs_and_features
 from laplace_tf.params import ModelParameters
 from laplace_tf.posterior.diag import DiagPosterior
 from laplace_tf.posterior.kron import EigenBlock, KronPosterior
@@ -53,9 +53,7 @@ class OutputFeatures:
         return self._compiled(theta, x)
 
     def _outputs_and_features(self, theta: tf.Tensor, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        with tf.GradientTape() as tape, recording([self.rule], tape):
-            f = self.params.apply(theta, x)
-        features = output_features(self.rule, f)
+        f, features = outputs_and_features(self.params, self.rule, theta, x)
         self.direct = features is not None
         return f, features if self.direct else tf.zeros([tf.shape(f)[0], 0], f.dtype)
 

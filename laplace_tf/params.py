@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from laplace_tf.validation import check_one_output
+from laplace_tf.validation import check_one_output, declared_logit_count
 from laplace_tf.vectorizing import can_vectorize
 
 Subset = str | Sequence[str] | Sequence[Any] | dict[str, Any]
@@ -90,6 +90,11 @@ class ModelParameters:
     def restricted(self, subset: list[str]) -> ModelParameters:
         """The same model's parameters, over the variables matching ``subset`` only."""
         return type(self)(self.model, subset)
+
+    def declared_output_count(self) -> int | None:
+        """How many outputs `apply` gives, where the model declares them from an affine output
+        layer (logits by construction: nothing a forward pass would need to check); else ``None``."""
+        return declared_logit_count(self.model)
 
     def cache_key(self) -> tuple:
         """What identifies this selection of this model's weights in compiled-function caches."""

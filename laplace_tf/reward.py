@@ -83,6 +83,10 @@ class PairParameters(ModelParameters):
             )
         return tf.reshape(rewards, [-1, 2])
 
+    def declared_output_count(self) -> int | None:
+        """A pair's two rewards, where the model declares one logit per item."""
+        return 2 if super().declared_output_count() == 1 else None
+
     def cache_key(self) -> tuple:
         return ("pairs", *super().cache_key())
 

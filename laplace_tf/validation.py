@@ -150,6 +150,25 @@ def check_outputs_are_not_probabilities(outputs: np.ndarray, likelihood: Any) ->
         )
 
 
+def declared_logit_count(model: Any) -> int | None:
+    """``K`` if the model declares ``(batch, K)`` outputs computed by an affine layer (a ``Dense``
+    or ``EinsumDense`` without activation): logits by construction, counted without a forward
+    pass; else ``None`` (subclassed models, other output layers, several outputs)."""
+    shape = getattr(model, "output_shape", None)
+    if not isinstance(shape, tuple) or len(shape) != 2 or not isinstance(shape[-1], int):
+        return None
+    return shape[-1] if _affine_output(model) else None
+
+
+def _affine_output(model: Any) -> bool:
+    """Whether the layer that produces the model's output (looked into, if a model) is affine."""
+    layer = _output_layer(model)
+    if isinstance(layer, keras.Model):
+        return _affine_output(layer)
+    affine = type(layer) in (keras.layers.Dense, keras.layers.EinsumDense)  # a subclass may change `call`
+    return affine and layer.activation is keras.activations.linear
+
+
 def _final_squashing(model: Any) -> str | None:
     """``"softmax"``/``"sigmoid"`` if the layer that produces the model's output applies one."""
     layer = _output_layer(model)

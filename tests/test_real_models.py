@@ -445,6 +445,36 @@ def test_a_subclassed_model_returning_probabilities_is_refused_at_fit():
         lt.Laplace(model, "classification").fit((x, np.arange(8) % N_CLASSES), verbose=False)
 
 
+class _ScaledDense(LAYERS.Dense):
+    def call(self, inputs):
+        return 2.0 * super().call(inputs)
+
+
+@pytest.mark.parametrize(
+    "make_outputs, declared",
+    [
+        (lambda inputs: LAYERS.Dense(N_CLASSES)(inputs), N_CLASSES),
+        (lambda inputs: keras.Sequential([LAYERS.Dense(N_CLASSES)])(inputs), N_CLASSES),
+        (lambda inputs: LAYERS.EinsumDense("bi,ik->bk", N_CLASSES)(inputs), N_CLASSES),
+        (lambda inputs: LAYERS.Dense(N_CLASSES, activation="relu")(inputs), None),
+        (lambda inputs: 2.0 * LAYERS.Dense(N_CLASSES)(inputs), None),
+        (lambda inputs: _ScaledDense(N_CLASSES)(inputs), None),
+        (lambda inputs: [LAYERS.Dense(N_CLASSES)(inputs), LAYERS.Dense(1)(inputs)], None),
+    ],
+    ids=["dense", "nested", "einsum_dense", "activation", "scaled", "dense_subclass", "two_outputs"],
+)
+def test_only_an_affine_output_layer_declares_the_output_count(make_outputs, declared):
+    """Where the count is declared, a fit needs no eager forward pass to find it (or to refuse
+    probabilities: an affine layer's outputs are logits); elsewhere one counts them, and both agree."""
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, make_outputs(inputs))
+    assert validation.declared_logit_count(model) == declared
+    if len(model.outputs) == 1:
+        x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+        la = lt.Laplace(model, "classification").fit((x, np.arange(8) % N_CLASSES), verbose=False)
+        assert la.n_outputs == model(x).shape[-1] == N_CLASSES
+
+
 def test_save_load_by_structure_onto_a_reloaded_or_rebuilt_model(tmp_path):
     keras.utils.set_random_seed(10)
     model = two_inputs()

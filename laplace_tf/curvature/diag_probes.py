@@ -55,16 +55,22 @@ class ProbedDiagonal:
         self.rules = probe_rules(params)
         self.jacobian_params = uncovered_size(params, self.rules)  # per-example Jacobians
         self.one_position: dict[int, bool] = {}  # by id(rule), learnt by `prepare`
+        self._prepared_for: str | None = None  # the example shapes and dtypes `prepare` learnt it from
 
-    def prepare(self, theta: tf.Tensor, x: Any) -> tf.Tensor:
+    def prepare(self, theta: tf.Tensor, x: Any) -> tf.Tensor | None:
         """The outputs on a batch, run eagerly, noting which Dense layers see one row per example
-        (a model may reshape ``(B, T, D)`` to ``(B * T, D)``, which tracing cannot tell apart)."""
+        (a model may reshape ``(B, T, D)`` to ``(B * T, D)``, which tracing cannot tell apart);
+        ``None``, without a forward pass, if an earlier batch of the same example shapes told."""
+        shapes = repr(tf.nest.map_structure(lambda t: (tuple(t.shape[1:]), t.dtype.name), x))
+        if shapes == self._prepared_for:
+            return None
         with tf.GradientTape() as tape, recording(self.rules, tape):
             f = self.params.apply(theta, x)
         for rule in self.rules:
             probe = rule.probes[0] if len(rule.probes) == 1 else None
             matrix = probe is not None and rule.kind == "dense" and probe.inputs.shape.rank == 2
             self.one_position[id(rule)] = matrix and probe.inputs.shape[0] == f.shape[0]
+        self._prepared_for = shapes
         return f
 
     def batch(self, theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -56,6 +56,15 @@ def dense_output_rule(params: ModelParameters) -> LayerRule | None:
     return rule
 
 
+def outputs_and_features(
+    params: ModelParameters, rule: LayerRule, theta: tf.Tensor, x: Any
+) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """The model's outputs ``f`` on ``x``, and the layer's `output_features` if ``f`` is its own."""
+    with tf.GradientTape() as tape, recording([rule], tape):
+        f = params.apply(theta, x)
+    return f, output_features(rule, f)
+
+
 def output_features(rule: LayerRule, f: tf.Tensor) -> tf.Tensor | None:
     """The features $a$ ``(B, d[+1])`` (a 1 for the bias) of the rule's one recorded call, if the
     traced outputs ``f`` are that call's own pre-activation outputs from ``(batch, d)`` inputs;
@@ -87,9 +96,7 @@ def output_layer_ggn(
 ) -> tuple[tf.Tensor, tf.Tensor] | None:
     """The summed loss and the full GGN ``(P, P)`` of the batch from the output layer's features,
     or ``None`` (decided while tracing) if the outputs are not the layer's own."""
-    with tf.GradientTape() as tape, recording([rule], tape):
-        f = params.apply(theta, x)
-    features = output_features(rule, f)
+    f, features = outputs_and_features(params, rule, theta, x)
     if features is None:
         return None
     hessians = likelihood.output_hessian(f)  # (B, K, K)
