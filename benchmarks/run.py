@@ -311,9 +311,9 @@ READING_NOTES = """
   Transformer's and the reward model's unchanged within noise. Their rows here were re-measured at
   96bd19d while another tenant loaded the machine (laplace-torch's times rose 20-70% against the
   earlier rows, ours 10-45%): the ratios within a row hold, but the cold times against the
-  model's first call (measured quietly at 10daf77) are pessimistic. A faster warm time also
-  tightens a row's first-call budget: the CNN's diag GLM predictive reads 1.00 in that table
-  (0.29 s first against 1.5 x 0.12 + 0.14 s by hand: 0.90).
+  model's first call (measured quietly, at d930372) are pessimistic. A faster warm time also
+  tightens a row's first-call budget: the CNN's diag GLM predictive reads 1.06 in that table
+  (0.29 s first against 1.5 x 0.12 + 0.12 s by hand: 0.97).
 - First calls: a cold `fit` or GLM `predict` pays for tracing its `tf.function` once per model and
   configuration (a second `Laplace` on the same model traces nothing, as a test checks). Every
   layer with a probe rule (Dense, EinsumDense, convolutions, Embedding, LayerNorm, BatchNorm,
@@ -322,12 +322,17 @@ READING_NOTES = """
   `K - 1`; one for a reward model, which then needs no `pfor`), seeded by the columns and
   vectorised over them with `pfor` (or, for models `pfor` cannot vectorise, on the batch tiled
   once per column); only layers without a rule (custom layers, stacked recurrent cells) are
-  differentiated per example. Against the model's first predict, the full GGN fit, every GLM
-  predictive of the MLP, the CNNs and the reward model, and the 100-class CNN's fits are within
-  budget (the full GLM predictive at 1.02, the CNN's diag one at 1.00 re-measured under load, see
-  below); the fits of the MLPs, the small CNN and the reward
-  model take 1.08-1.26 times it, the LSTM's calls 1.25-1.40 and the Transformer's 1.35-1.56;
-  against a first training step, 0.4-1.2 (before these changes 0.44-1.36). These rows (the fits
+  differentiated per example. Against the model's first predict, the full GGN fit, the kron GLM
+  predictives of the MLP and the CNN, the reward model's and the 100-class CNN's fits are within
+  budget (the full GLM predictive at 1.01, the CNN's diag one at 1.06, both measured under load,
+  see below); the fits of the MLPs, the small CNN and the reward
+  model take 1.07-1.25 times it, the LSTM's calls 1.35-1.50 and the Transformer's 1.39-1.49;
+  against a first training step, 0.4-1.2 (before these changes 0.44-1.36). Since d930372 a fit
+  skips its eager forward pass where it can (below), which took 0.04-0.08 s off the warm fits of
+  the LSTM and the Transformer (LSTM diag 0.28 to 0.20 s, kron 0.24 to 0.21 s; Transformer diag
+  0.26 to 0.23 s, kron 0.19 to 0.16 s) and less off their first fits (0.80 to 0.76 s, 0.75 to
+  0.70 s, 0.83 to 0.84 s, 0.82 to 0.67 s): the faster warm time shrinks the budget more than the
+  first call, so the LSTM's diag fit reads 1.50 where it read 1.25. These rows (the fits
   and GLM predictives of the MLPs, the CNNs, the LSTM, the Transformer and the reward model) were
   re-measured at 10daf77, after these changes (`run.py --only`, a label at a time): the probes now watch each layer's
   pre-activation output instead of adding a watched zero perturbation to it (a `ZerosLike` and an
@@ -344,8 +349,13 @@ READING_NOTES = """
   softmax Hessian root's 45, the Transformer's about 920), its first run (about 0.03 s for the MLP, 0.2 s
   for the LSTM and the Transformer, of which Grappler's graph optimisation is 0.013 s and
   0.11-0.13 s: turning Grappler off process-wide would take that off but is the user's setting,
-  and TensorFlow has no public per-function switch), and one eager forward pass that checks the
-  outputs before any work (0.02 s for the MLP, 0.05-0.07 s for the LSTM and the Transformer).
+  and TensorFlow has no public per-function switch; turning off single passes saved nothing
+  measurable), and one eager forward pass before any work (0.02 s for the MLP, 0.05-0.07 s for
+  the LSTM and the Transformer) where the fit cannot do without it: it counts and checks the
+  outputs of a model whose output layer is not a `Dense` or `EinsumDense` without activation (a
+  subclassed model, a final activation or layer), and `diag`'s probes learn from it, once per
+  model and example shape, which Dense layers see one row per example. Other models declare
+  their output count, and an affine layer gives logits by construction.
   Tiling the batch once per column instead of `pfor` saves about 0.05 s on the small MLP's first
   fit but costs about 30% of its warm time, so it is kept for the models `pfor` cannot vectorise.
   Cold times move by up to 30% between processes on this shared machine, and whole rows by as
@@ -372,7 +382,9 @@ READING_NOTES = """
   `run.py --only` since: the CNN's kron GLM predictive after rotating Jacobians by one matrix
   product per factor, and the first-call rows above (and the same cases' warm times, peer times
   and agreement) at 10daf77, and the GLM predictive rows of the CNN, the LSTM, the Transformer,
-  the reward model and the MLP's kron at 96bd19d. The cold pipelines, prior
+  the reward model and the MLP's kron at 96bd19d, and the fits of the MLPs, the small CNN, the
+  LSTM, the Transformer and the reward model (with every model's first calls) at d930372, the
+  machine quiet. The cold pipelines, prior
   tuning and `lt.hessian` tables are from the full run. laplace-torch's times move as much as
   ours between runs, so compare ratios within a row, not across runs. Where a row moved against
   an earlier run, an A/B of the two commits in alternating fresh processes decides whether the
