@@ -308,12 +308,10 @@ READING_NOTES = """
   GFLOP a batch and most of its predictive's time. By hand, fresh processes alternating with the
   commit before (three a side): the CNN's kron GLM predictive 0.43 to 0.20 s warm and 0.66 to
   0.40 s first, diag 0.23 to 0.12 s and 0.41 to 0.29 s; the MLP's, the LSTM's, the
-  Transformer's and the reward model's unchanged within noise. Their rows here were re-measured at
-  96bd19d while another tenant loaded the machine (laplace-torch's times rose 20-70% against the
-  earlier rows, ours 10-45%): the ratios within a row hold, but the cold times against the
-  model's first call (measured quietly, at d930372) are pessimistic. A faster warm time also
-  tightens a row's first-call budget: the CNN's diag GLM predictive reads 1.06 in that table
-  (0.29 s first against 1.5 x 0.12 + 0.12 s by hand: 0.97).
+  Transformer's and the reward model's unchanged within noise. Their rows here were measured
+  again at a795e40 on a quiet machine (a first measurement at 96bd19d was taken while another
+  tenant loaded the machine): the CNN's kron GLM predictive 0.19 s warm and 0.38 s first, diag
+  0.09 s and 0.24 s, both now within their first-call budgets.
 - First calls: a cold `fit` or GLM `predict` pays for tracing its `tf.function` once per model and
   configuration (a second `Laplace` on the same model traces nothing, as a test checks). Every
   layer with a probe rule (Dense, EinsumDense, convolutions, Embedding, LayerNorm, BatchNorm,
@@ -322,17 +320,19 @@ READING_NOTES = """
   `K - 1`; one for a reward model, which then needs no `pfor`), seeded by the columns and
   vectorised over them with `pfor` (or, for models `pfor` cannot vectorise, on the batch tiled
   once per column); only layers without a rule (custom layers, stacked recurrent cells) are
-  differentiated per example. Against the model's first predict, the full GGN fit, the kron GLM
-  predictives of the MLP and the CNN, the reward model's and the 100-class CNN's fits are within
-  budget (the full GLM predictive at 1.01, the CNN's diag one at 1.06, both measured under load,
-  see below); the fits of the MLPs, the small CNN and the reward
-  model take 1.07-1.25 times it, the LSTM's calls 1.35-1.50 and the Transformer's 1.39-1.49;
-  against a first training step, 0.4-1.2 (before these changes 0.44-1.36). Since d930372 a fit
+  differentiated per example. Against the model's first predict, the full GGN fit, the GLM
+  predictives of the MLP (kron), the CNN and the reward model, and the 100-class CNN's fits are
+  within budget (the full GLM predictive at 1.02); the fits of the MLPs, the small CNN and the
+  reward model take 1.11-1.26 times it, the LSTM's calls 1.30-1.53 and the Transformer's
+  1.51-1.54; against a first training step, 0.4-1.3 (before these changes 0.44-1.36). The
+  model's first predict is one sample per problem and moves by 20% between runs (the small MLP's
+  0.104 s here, 0.127 s in the run that measured its fits), and that MLP's ratios with it (its
+  diag fit 1.26 here, 1.08 against the other sample). Since d930372 a fit
   skips its eager forward pass where it can (below), which took 0.04-0.08 s off the warm fits of
   the LSTM and the Transformer (LSTM diag 0.28 to 0.20 s, kron 0.24 to 0.21 s; Transformer diag
   0.26 to 0.23 s, kron 0.19 to 0.16 s) and less off their first fits (0.80 to 0.76 s, 0.75 to
   0.70 s, 0.83 to 0.84 s, 0.82 to 0.67 s): the faster warm time shrinks the budget more than the
-  first call, so the LSTM's diag fit reads 1.50 where it read 1.25. These rows (the fits
+  first call, so the LSTM's diag fit reads 1.53 where it read 1.25. These rows (the fits
   and GLM predictives of the MLPs, the CNNs, the LSTM, the Transformer and the reward model) were
   re-measured at 10daf77, after these changes (`run.py --only`, a label at a time): the probes now watch each layer's
   pre-activation output instead of adding a watched zero perturbation to it (a `ZerosLike` and an
@@ -382,9 +382,9 @@ READING_NOTES = """
   `run.py --only` since: the CNN's kron GLM predictive after rotating Jacobians by one matrix
   product per factor, and the first-call rows above (and the same cases' warm times, peer times
   and agreement) at 10daf77, and the GLM predictive rows of the CNN, the LSTM, the Transformer,
-  the reward model and the MLP's kron at 96bd19d, and the fits of the MLPs, the small CNN, the
-  LSTM, the Transformer and the reward model (with every model's first calls) at d930372, the
-  machine quiet. The cold pipelines, prior
+  the reward model and the MLP's kron at 96bd19d, and, the machine quiet, the fits of the MLPs,
+  the small CNN, the LSTM, the Transformer and the reward model at d930372 and those GLM
+  predictive rows again at a795e40 (the same code; every model's first calls with them). The cold pipelines, prior
   tuning and `lt.hessian` tables are from the full run. laplace-torch's times move as much as
   ours between runs, so compare ratios within a row, not across runs. Where a row moved against
   an earlier run, an A/B of the two commits in alternating fresh processes decides whether the
