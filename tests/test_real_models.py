@@ -699,6 +699,34 @@ def test_a_dense_layer_on_positions_folded_into_the_batch_stops_the_closed_form_
     assert la.predict(x, pred_type="nn", n_samples=2, seed=0, verbose=False).shape == (6, N_CLASSES)
 
 
+class AveragesFoldedPositions(keras.Model):
+    """A Dense layer on ``(B * T, d)`` rows, averaged per example: any number of positions ``T``."""
+
+    def __init__(self):
+        super().__init__()
+        self.per_position = LAYERS.Dense(2, activation="tanh")
+        self.head = LAYERS.Dense(N_CLASSES)
+
+    def call(self, x):
+        rows = self.per_position(keras.ops.reshape(x, (-1, x.shape[-1])))
+        return self.head(keras.ops.mean(keras.ops.reshape(rows, (-1, x.shape[1], 2)), axis=1))
+
+
+def test_diag_learns_again_which_layers_see_one_row_per_example_for_new_example_shapes():
+    """With one position a Dense layer on folded rows sees one row per example (its factorised
+    diagonal applies); a second fit of the same model (whose estimator is shared) on three positions
+    must learn that again rather than reuse it. Both diagonals equal the naive GGN's."""
+    model, rng, y = AveragesFoldedPositions(), np.random.default_rng(1), np.arange(6) % N_CLASSES
+    for positions in (1, 3):
+        x = rng.normal(size=(6, positions, 4)).astype("float32")
+        model(x)  # built by the first call
+        la = lt.Laplace(model, "classification", hessian_structure="diag").fit((x, y), verbose=False)
+        jacobians = naive_jacobians(model, x)
+        hessians = output_hessians_np(np.asarray(model(x), np.float64), "classification")
+        expected = np.einsum("nkp,nkl,nlp->p", jacobians, hessians, jacobians)
+        np.testing.assert_allclose(la.curvature, expected, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize("structure", ["kron", "diag"])
 def test_a_looped_models_dense_head_takes_closed_form_factors(structure):
     """A recurrent layer on float sequences has no K-FAC rule, so the Dense head alone is factored
