@@ -249,9 +249,34 @@ def _conv_model(layer, input_shape):
     )
 
 
+def _one_step_recurrent(cell: str):
+    """One step of a recurrent layer whose initial state a second input sets (else the recurrent
+    kernel's input h_{t-1} would be zero), float64."""
+    options = {"dtype": "float64"}
+    sequence, state = keras.Input((1, 2), name="sequence", **options), keras.Input((3,), name="state", **options)
+    starts = [LAYERS.Dense(3, activation="tanh", **options)(state) for _ in range(2 if cell == "lstm" else 1)]
+    layer = {"lstm": LAYERS.LSTM, "gru": LAYERS.GRU, "simple_rnn": LAYERS.SimpleRNN}[cell](3, **options)
+    outputs = LAYERS.Dense(2, **options)(layer(sequence, initial_state=starts))
+    rng = np.random.default_rng(6)
+    return keras.Model({"sequence": sequence, "state": state}, outputs), {
+        "sequence": rng.normal(size=(1, 1, 2)),
+        "state": rng.normal(size=(1, 3)),
+    }
+
+
 @pytest.mark.parametrize(
     "name",
-    ["einsum", "transformer_one_position", "conv1d", "conv1d_causal", "conv3d", "time_distributed"],
+    [
+        "einsum",
+        "transformer_one_position",
+        "conv1d",
+        "conv1d_causal",
+        "conv3d",
+        "time_distributed",
+        "lstm",
+        "gru",
+        "simple_rnn",
+    ],
 )
 def test_kfac_is_the_exact_ggn_block_on_one_example_at_one_position(name):
     keras.utils.set_random_seed(4)
@@ -274,9 +299,11 @@ def test_kfac_is_the_exact_ggn_block_on_one_example_at_one_position(name):
     elif name == "conv3d":
         model = _conv_model(LAYERS.Conv3D(2, 2, activation="tanh", dtype="float64"), (2, 2, 2, 2))
         x = rng.normal(size=(1, 2, 2, 2, 2))
-    else:
+    elif name == "time_distributed":
         layer = LAYERS.TimeDistributed(LAYERS.Dense(3, activation="tanh", dtype="float64"), dtype="float64")
         model, x = _conv_model(layer, (1, 2)), rng.normal(size=(1, 1, 2))
+    else:  # one step of a recurrent layer (a GRU's reset_after: the recurrent product scaled by r_t)
+        model, x = _one_step_recurrent(name)
     y = np.array([1])
     kron = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y), verbose=False)
     full = lt.Laplace(model, "classification").fit((x, y), verbose=False).curvature.numpy()
@@ -286,11 +313,16 @@ def test_kfac_is_the_exact_ggn_block_on_one_example_at_one_position(name):
         "transformer_one_position": "einsum",
         "time_distributed": "dense",
         "conv1d_causal": "conv1d",
+        "lstm": "recurrent",
+        "gru": "recurrent",
+        "simple_rnn": "recurrent",
     }
     assert f"kron ({expected_kind.get(name, name)})" in kinds
     if name == "transformer_one_position":  # every projection and feed-forward layer, and the norms' diagonals
         assert sum(kind == "kron (einsum)" for kind in kron._estimator.treatment.values()) == 4
         assert sum(kind == "diag" for kind in kron._estimator.treatment.values()) == 4
+    if expected_kind.get(name) == "recurrent":  # kernel, recurrent kernel and bias, the Dense layers too
+        assert "diag" not in kinds
     starts = np.cumsum([0] + [int(np.prod(v.shape)) for v in model.trainable_variables])
     blocks = zip(
         kron._estimator.treatment.values(), _kron_blocks_as_dense(kron.curvature), starts[:-1], starts[1:], strict=True
@@ -729,8 +761,8 @@ def test_diag_learns_again_which_layers_see_one_row_per_example_for_new_example_
 
 @pytest.mark.parametrize("structure", ["kron", "diag"])
 def test_a_looped_models_dense_head_takes_closed_form_factors(structure):
-    """A recurrent layer on float sequences has no K-FAC rule, so the Dense head alone is factored
-    (`kron_predictive.LayerFactors`) and, the model being looped, its per-output backward passes
+    """A recurrent layer's weights serve every step, so in the GLM predictive the Dense head alone is
+    factored in closed form (`kron_predictive.LayerFactors`) and, the model being looped, its per-output backward passes
     run in a ``tf.map_fn``; the LSTM's weights take per-example Jacobians. Together: J J^T."""
     keras.utils.set_random_seed(3)
     model = keras.Sequential([keras.Input((5, 2)), LAYERS.LSTM(3), LAYERS.Dense(N_CLASSES)])

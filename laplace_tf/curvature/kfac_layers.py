@@ -29,9 +29,9 @@ Supported, also inside nested models and wrappers (``TimeDistributed``, ``Bidire
   patches (of the left-padded inputs, for a causal convolution);
 * ``keras.layers.Embedding``, whose $A$ is diagonal (the token counts).
 
-Other layers with weights (normalisation, recurrent kernels, ...) get an exact diagonal block
-(`curvature.norm_layers`, `curvature.depthwise_layers`, `curvature.recurrent_layers`, or
-per-example Jacobians).
+Recurrent layers' kernels get Kronecker blocks of their own (`curvature.recurrent_layers`). Other
+layers with weights (normalisation, depthwise convolutions, ...) get an exact diagonal block
+(`curvature.norm_layers`, `curvature.depthwise_layers`, or per-example Jacobians).
 """
 
 from __future__ import annotations

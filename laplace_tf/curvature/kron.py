@@ -1,7 +1,8 @@
 r"""Kronecker-factored (K-FAC) curvature, one block per selected variable.
 
 A supported layer's kernel gets $A \otimes G$ and its bias $G$ (see
-`curvature.kfac_layers`); any other selected variable gets the exact diagonal of
+`curvature.kfac_layers`; a recurrent layer's kernels get one block each,
+`curvature.recurrent_layers`); any other selected variable gets the exact diagonal of
 its GGN. Per batch the factors' sums are returned; `finalize` turns the sums over the
 data set into blocks, so batches can be summed in any grouping.
 
@@ -31,6 +32,7 @@ import tensorflow as tf
 from laplace_tf.curvature.diag_probes import diagonal_rules, probed_pieces, with_jacobian_pieces
 from laplace_tf.curvature.kfac_layers import covered_paths, find_rules, uncovered_size
 from laplace_tf.curvature.probe_passes import ProbeRun, probe_column_count, probe_columns, run_probes
+from laplace_tf.curvature.recurrent_layers import RecurrentRule
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType
 from laplace_tf.params import ModelParameters
@@ -73,14 +75,22 @@ class KronPlan:
         self.params, self.likelihood = params, likelihood
         self.curvature_type, self.mc_samples = curvature_type, mc_samples
         self.rules = find_rules(params.model, set(params.names))
-        self.diagonal_rules = diagonal_rules(params.model, set(params.names))
-        kron_paths = covered_paths(self.rules)
+        others = diagonal_rules(params.model, set(params.names))
+        self.recurrent_rules = [r for r in others if isinstance(r, RecurrentRule) and r.factored]
+        self.diagonal_rules = [r for r in others if r not in self.recurrent_rules]
+        kron_paths = covered_paths(self.rules + self.recurrent_rules)
         self.diagonal_paths = [n for n in params.names if n not in kron_paths]
-        self.jacobian_params = uncovered_size(params, self.rules + self.diagonal_rules)  # per-example Jacobians
+        self.jacobian_params = uncovered_size(params, self._probed_rules)  # per-example Jacobians
+
+    @property
+    def _probed_rules(self) -> list:
+        """Every rule, in the order the probes' gradients come: Kronecker, recurrent, diagonal."""
+        return self.rules + self.recurrent_rules + self.diagonal_rules
 
     def elements(self) -> int:
         """The curvature's size in numbers: every factor, and the diagonal blocks."""
         factors = sum(r.input_dim * (1 if r.kind == "embedding" else r.input_dim) + r.output_dim**2 for r in self.rules)
+        factors += sum(a * a + g * g for r in self.recurrent_rules for a, g in r.factor_shapes())
         sizes = zip(self.params.names, self.params.sizes, strict=True)
         return factors + sum(size for name, size in sizes if name in self.diagonal_paths)
 
@@ -88,13 +98,16 @@ class KronPlan:
         """Variable path -> ``"kron (dense)"`` etc., or ``"diag"``."""
         kinds = {r.kernel.path: f"kron ({r.kind})" for r in self.rules}
         kinds.update({r.bias.path: f"kron ({r.kind} bias)" for r in self.rules if r.bias is not None})
+        for rule in self.recurrent_rules:
+            kinds.update({v.path: "kron (recurrent)" for v in rule.kernels if v is not None})
+            kinds.update({rule.bias.path: "kron (recurrent bias)"} if rule.bias is not None else {})
         return {n: kinds.get(n, "diag") for n in self.params.names}
 
     def batch(self, theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, dict]:
         """The summed loss and the factors' sums over one batch."""
         f, sums = run_probes(
             self.params,
-            self.rules + self.diagonal_rules,
+            self._probed_rules,
             theta,
             x,
             lambda f: self._columns(f, y, seed),
@@ -109,18 +122,27 @@ class KronPlan:
         """The factors' sums from one run of the probes (several chunks of columns add up: the input
         moments and their positions then count every input once per chunk, which their ratio undoes)."""
         kron_gradients = run.gradients[: len(self.rules)]
+        recurrent_end = len(self.rules) + len(self.recurrent_rules)
+        recurrent_gradients = run.gradients[len(self.rules) : recurrent_end]
         moments = [rule.input_moment() for rule in self.rules]
-        diagonal_run = dataclasses.replace(run, gradients=run.gradients[len(self.rules) :])
-        return {
+        diagonal_run = dataclasses.replace(run, gradients=run.gradients[recurrent_end:])
+        sums = {
             "input": [m[0] for m in moments],
             "positions": [m[1] for m in moments],
             "output": [rule.output_moment(g) for rule, g in zip(self.rules, kron_gradients, strict=True)],
             "diag": probed_pieces(self.diagonal_rules, diagonal_run, self.params.dtype),
         }
+        if self.recurrent_rules:  # a key of its own: the sums of models without recurrent layers keep their layout
+            sums["recurrent"] = [
+                entry
+                for rule, g in zip(self.recurrent_rules, recurrent_gradients, strict=True)
+                for entry in rule.kronecker_sums(g, self.params.dtype)
+            ]
+        return sums
 
     def finalize(self, sums: dict) -> KronCurvature:
         """Blocks from the factors' sums over the data set."""
-        blocks: dict[str, KronBlock | DiagBlock] = {}
+        blocks: dict[str, KronBlock | DiagBlock] = self._recurrent_blocks(sums)
         for rule, a_sum, positions, g_sum in zip(
             self.rules, sums["input"], sums["positions"], sums["output"], strict=True
         ):
@@ -133,6 +155,18 @@ class KronPlan:
             for path, piece in zip(self.diagonal_paths, pieces, strict=True):
                 blocks[path] = DiagBlock(piece)
         return KronCurvature([blocks[n] for n in self.params.names], self.treatment())
+
+    def _recurrent_blocks(self, sums: dict) -> dict[str, KronBlock]:
+        """The recurrent layers' blocks, $A$ averaged over the steps that ran."""
+        paths = [path for rule in self.recurrent_rules for path in rule.covered]
+        entries = sums.get("recurrent", [])
+        if len(entries) != len(paths):
+            raise ValueError(
+                f"These curvature sums hold {len(entries)} recurrent Kronecker blocks where this model's kron "
+                f"curvature has {len(paths)} (saved by an older laplace-tf, which gave recurrent "
+                "kernels diagonal blocks?); fit the Laplace again."
+            )
+        return {path: KronBlock(tf.math.divide_no_nan(a, n), g) for path, (a, n, g) in zip(paths, entries, strict=True)}
 
     def _column_count(self, n_outputs: int) -> int:
         """How many columns `_columns` gives for ``n_outputs`` outputs."""

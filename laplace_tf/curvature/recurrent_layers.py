@@ -20,10 +20,25 @@ $$
 \partial_b = \sum_t g_{ntc},
 $$
 
-so the exact GGN diagonal (``diag``, and ``kron``'s diagonal blocks of these weights) and the
-Jacobian rows (GLM predictive, ``full``) need no per-example Jacobians through the loop. For a GRU
-the recurrent product's gradient is $g$ with its candidate part scaled by $r_t$ (``reset_after``),
-or the candidate columns of $U$ take $r_t \odot h_{t-1}$ as their inputs (``reset_after=False``).
+so the exact GGN diagonal (``diag``) and the Jacobian rows (GLM predictive, ``full``) need no
+per-example Jacobians through the loop. For a GRU the recurrent product's gradient is $g$ with its
+candidate part scaled by $r_t$ (``reset_after``), or the candidate columns of $U$ take
+$r_t \odot h_{t-1}$ as their inputs (``reset_after=False``).
+
+``kron`` treats the weights, shared by every step, like a Dense layer's on sequences (the "expand"
+convention of Eschenhagen et al. 2023, `kfac_layers`): with $\bar g$ the gradient at a weight's
+own pre-activation ($g$, or a GRU's recurrent product's),
+
+$$
+W \approx A_x \otimes G, \quad U \approx A_h \otimes \bar G, \quad
+A_x = \frac{1}{S} \sum_{n,t} x_{nt} x_{nt}^\top, \quad A_h = \frac{1}{S} \sum_{n,t} h_{n,t-1}
+h_{n,t-1}^\top, \quad G = \sum_{n,t,c} g_{ntc} g_{ntc}^\top,
+$$
+
+over the $S$ steps the layer ran (masked steps skip the weights and are left out); the bias gets
+$G$ (a ``reset_after`` GRU's two rows: the second moment of $g$ and $\bar g$ stacked). A GRU with
+``reset_after=False`` and a selected recurrent kernel keeps diagonal blocks: its candidate columns
+of $U$ see $r_t \odot h_{t-1}$, the other columns $h_{t-1}$, so no one $A$ serves $U$.
 
 Dropout is inactive (the model is evaluated with ``training=False``). Stacked or custom cells and
 ``ConvLSTM`` keep per-example Jacobians (a stateful layer is refused: `validation.check_not_stateful`).
@@ -43,6 +58,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 try:  # the loop Keras's own RNN.inner_loop runs (not public API)
@@ -58,10 +74,12 @@ _LAYERS = (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN, keras.la
 
 @dataclass
 class RecurrentProbe(Probe):
-    """One call's inputs $x$ ``(B, T, D)``, watched input projection ``(B, T, gates)`` and, per step
-    in time order, $h_{t-1}$ and (a GRU) $r_t$ ``(B, T, H or 2 H)``."""
+    """One call's inputs $x$ ``(B, T, D)``, watched input projection ``(B, T, gates)``, per step
+    in time order $h_{t-1}$ and (a GRU) $r_t$ ``(B, T, H or 2 H)``, and which steps ran ``(B, T)``
+    (``None``: all; the others, masked, carry the state over)."""
 
     recorded: tf.Tensor | None = None
+    mask: tf.Tensor | None = None
 
 
 @dataclass
@@ -83,6 +101,39 @@ class RecurrentRule(KernelAndBias):
     @property
     def cell(self) -> keras.layers.Layer:
         return self.layer.cell
+
+    @property
+    def factored(self) -> bool:
+        """Whether ``kron`` gives the selected weights Kronecker blocks: all but a ``reset_after=False``
+        GRU's recurrent kernel, whose columns do not share one input."""
+        cell = self.cell
+        return not (isinstance(cell, keras.layers.GRUCell) and not cell.reset_after and self.recurrent is not None)
+
+    def factor_shapes(self) -> list[tuple[int, int]]:
+        """The sizes of $A$ and $G$ of each covered variable (kernel, recurrent kernel, bias)."""
+        shapes = [(int(v.shape[0]), int(v.shape[1])) for v in self.kernels if v is not None]
+        return shapes + ([(1, int(np.prod(self.bias.shape)))] if self.bias is not None else [])
+
+    def kronecker_sums(self, gradients: list[tf.Tensor], dtype: tf.DType) -> list[list[tf.Tensor]]:
+        """Per covered variable (kernel, recurrent kernel, bias), ``[sum a a^T, steps, sum g g^T]``
+        over every call and every step that ran, from the calls' gate gradients ``(C, rows, T,
+        gates)``: $A$ is the first over the second (a bias's $a$ is 1)."""
+        shapes = self.factor_shapes()
+        if not self.probes:  # a layer the model does not call
+            return [[tf.zeros([a, a], dtype), tf.zeros([], dtype), tf.zeros([g, g], dtype)] for a, g in shapes]
+        sums = [
+            _step_moments(self.cell, probe, tf.cast(g, dtype), dtype)
+            for probe, g in zip(self.probes, gradients, strict=True)
+        ]
+        inputs, previous, steps, gates, recurrent_gates, bias_gates = (
+            tf.add_n(list(m)) for m in zip(*sums, strict=True)
+        )
+        by_variable = [
+            (self.kernel, inputs, gates),
+            (self.recurrent, previous, recurrent_gates),
+            (self.bias, tf.reshape(steps, [1, 1]), bias_gates),
+        ]
+        return [[a, steps, g] for variable, a, g in by_variable if variable is not None]
 
     def forward(self, tape: tf.GradientTape, inputs: tf.Tensor, *args: Any, **kwargs: Any) -> tf.Tensor:
         """The layer's own ``call`` (initial states, masks, returned states), its loop replaced by
@@ -122,7 +173,7 @@ class RecurrentRule(KernelAndBias):
         recorded = outputs[:, :, units:]
         if layer.go_backwards:  # the loop ran, and stacked its outputs, from the last step
             recorded = tf.reverse(recorded, [1])
-        self.probes.append(RecurrentProbe(inputs=sequences, output=projected, recorded=recorded))
+        self.probes.append(RecurrentProbe(inputs=sequences, output=projected, recorded=recorded, mask=mask))
         return last[:, :units], outputs[:, :, :units], states
 
 
@@ -158,6 +209,29 @@ def recurrent_gradients(
         recurrent += step_recurrent
         bias += step_bias
     return by_variable([(rule.kernel, kernel), (rule.recurrent, recurrent), (rule.bias, bias)], examples)
+
+
+def _step_moments(cell: keras.layers.Layer, probe: RecurrentProbe, g: tf.Tensor, dtype: tf.DType) -> tuple:
+    r"""One call's $\sum x x^\top$, $\sum h_{t-1} h_{t-1}^\top$ and number of steps over the steps
+    that ran, and the second moments of the gate gradients at $x_t W$, at the recurrent product,
+    and at the bias (the two stacked for a ``reset_after`` GRU)."""
+    units, width = cell.units, int(g.shape[-1])
+    ran = tf.ones(tf.shape(probe.output)[:2], dtype) if probe.mask is None else tf.cast(probe.mask, dtype)
+    inputs = tf.reshape(tf.cast(probe.inputs, dtype) * ran[..., None], [-1, probe.inputs.shape[-1]])
+    recorded = tf.cast(probe.recorded, dtype)
+    previous = tf.reshape(recorded[..., :units] * ran[..., None], [-1, units])
+    rows = tf.reshape(g, [-1, width])
+    gates = tf.matmul(rows, rows, transpose_a=True)
+    recurrent_gates, bias_gates = gates, gates
+    if isinstance(cell, keras.layers.GRUCell) and cell.reset_after:  # the candidate's product is scaled by r_t
+        by_example = tf.reshape(g, tf.concat([[-1], tf.shape(recorded)[:2], [width]], 0))
+        inner = tf.concat([by_example[..., : 2 * units], recorded[..., units:] * by_example[..., 2 * units :]], -1)
+        inner_rows = tf.reshape(inner, [-1, width])
+        recurrent_gates = tf.matmul(inner_rows, inner_rows, transpose_a=True)
+        both = tf.concat([rows, inner_rows], -1)
+        bias_gates = tf.matmul(both, both, transpose_a=True)
+    moments = (tf.matmul(inputs, inputs, transpose_a=True), tf.matmul(previous, previous, transpose_a=True))
+    return (*moments, tf.reduce_sum(ran), gates, recurrent_gates, bias_gates)
 
 
 def _recurrent_pieces(cell: keras.layers.Layer, recorded: tf.Tensor, g: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
