@@ -88,12 +88,13 @@ def two_inputs():
 
 def depthwise():
     """MobileNet's and Xception's pieces: depthwise and separable convolutions (dilated, multiplied,
-    strided, without bias, 1-D), grouped convolutions (RegNet, ResNeXt) and a causal dilated
-    convolution (TCN, WaveNet)."""
+    strided, without bias, 1-D), grouped convolutions (RegNet, ResNeXt) with a group normalisation,
+    and a causal dilated convolution (TCN, WaveNet)."""
     image, sequence = keras.Input((6, 6, 2), name="image"), keras.Input((8, 2), name="sequence")
     hidden = LAYERS.DepthwiseConv2D(3, padding="same", depth_multiplier=2, dilation_rate=2)(image)
     hidden = LAYERS.ReLU(6.0)(LAYERS.BatchNormalization()(hidden))
     hidden = LAYERS.Conv2D(4, 3, padding="same", groups=2, activation="tanh")(hidden)
+    hidden = LAYERS.GroupNormalization(2)(hidden)
     hidden = LAYERS.DepthwiseConv2D(2, strides=2, use_bias=False, activation="tanh")(hidden)
     hidden = LAYERS.SeparableConv2D(3, 2, padding="same", use_bias=False)(hidden)
     pooled = LAYERS.GlobalAveragePooling2D()(LAYERS.SeparableConv2D(3, 2, strides=2, depth_multiplier=2)(hidden))

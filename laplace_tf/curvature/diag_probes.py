@@ -1,7 +1,7 @@
 r"""The exact diagonal GGN (or empirical Fisher) from layer probes, without per-example Jacobians.
 
 Each supported layer (Dense, EinsumDense, convolutions, Embedding: `curvature.kfac_layers`;
-LayerNormalization and BatchNormalization: `curvature.norm_layers`; depthwise, separable and
+LayerNormalization, BatchNormalization and GroupNormalization: `curvature.norm_layers`; depthwise, separable and
 grouped convolutions: `curvature.depthwise_layers`; LSTM, GRU and SimpleRNN:
 `curvature.recurrent_layers`) is re-run with the gradient tape
 watching its output, so one backward pass of the batch per column $v_{nc}$ of a square root

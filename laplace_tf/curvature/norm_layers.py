@@ -1,8 +1,9 @@
 r"""Probe rules for normalisation layers: an elementwise scale and shift of a normalised input.
 
-``LayerNormalization`` over the last axis and ``BatchNormalization`` at inference (channels last)
-compute $z = \gamma \odot u + \beta$, with $u$ the normalised input (it does not depend on
-$\gamma$ or $\beta$). Watching $z$, as the K-FAC rules do
+``LayerNormalization`` over the last axis, ``BatchNormalization`` at inference and
+``GroupNormalization`` (channels last) compute $z = \gamma \odot u + \beta$, with $u$ the
+normalised input (it does not depend on $\gamma$ or $\beta$; a group normalisation's $u$ is
+normalised over each example's positions and the channels of each group). Watching $z$, as the K-FAC rules do
 (`curvature.kfac_layers`), gives the gradient $g_{ntc}$ of $v_{nc}^\top f_n$ at every position $t$
 of every example in one backward pass per column, and example $n$'s gradients in the weights are
 
@@ -62,8 +63,18 @@ class ScaleShiftRule(ProbedLayer):
             mean = tf.cast(layer.moving_mean, inputs.dtype)
             variance = tf.cast(layer.moving_variance, inputs.dtype)
             return (inputs - mean) * tf.math.rsqrt(variance + layer.epsilon)
+        if isinstance(layer, keras.layers.GroupNormalization):
+            return _group_normalised(inputs, layer.groups, layer.epsilon)
         axis, epsilon = layer.axis, layer.epsilon
         return keras.ops.layer_normalization(inputs, None, None, axis, epsilon, rms_scaling=layer.rms_scaling)
+
+
+def _group_normalised(inputs: tf.Tensor, groups: int, epsilon: float) -> tf.Tensor:
+    """``(B, ..., C)`` normalised over each example's positions and each group's ``C / groups`` channels."""
+    shape, rank = tf.shape(inputs), inputs.shape.rank
+    grouped = tf.reshape(inputs, tf.concat([shape[:-1], [groups, inputs.shape[-1] // groups]], 0))
+    mean, variance = tf.nn.moments(grouped, [*range(1, rank - 1), rank], keepdims=True)
+    return tf.reshape((grouped - mean) * tf.math.rsqrt(variance + epsilon), shape)
 
 
 def scale_shift_rules(model: keras.Model, selected_paths: set[str]) -> list[ScaleShiftRule]:
@@ -89,6 +100,8 @@ def _normalises_the_last_axis(layer: keras.layers.Layer) -> bool:
         return False
     if type(layer) is keras.layers.BatchNormalization:
         return layer.axis in (-1, rank - 1) and not layer.renorm
+    if type(layer) is keras.layers.GroupNormalization:
+        return layer.axis in (-1, rank - 1)
     if type(layer) is keras.layers.LayerNormalization:
         axes = [layer.axis] if isinstance(layer.axis, int) else list(layer.axis)
         return [a % rank for a in axes] == [rank - 1]
