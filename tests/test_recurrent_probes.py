@@ -49,9 +49,10 @@ def test_probed_recurrent_jacobians_equal_the_naive_ones(build):
 
 def _unrolled(model: keras.Model, tokens: np.ndarray) -> tuple:
     """The model (Embedding with a mask, LSTM or reset_after GRU, Dense) written out step by step
-    from its weights, watching each step's input projection x_t W + b and recurrent product
-    h_{t-1} U (+ b): outputs, the steps' inputs x_t, previous states h_{t-1} and which steps ran,
-    and the per-example Jacobians of the outputs in both products, ``(N, K, T, gates)`` each."""
+    (from the last step, for ``go_backwards``) from its weights, watching each step's input
+    projection x_t W + b and recurrent product h_{t-1} U (+ b): outputs, the steps' inputs x_t,
+    previous states h_{t-1} and which steps ran, and the per-example Jacobians of the outputs in
+    both products, ``(N, K, T, gates)`` each, all in the order the steps ran."""
     embedding, cell, dense = np.asarray(model.layers[0].embeddings), model.layers[1].cell, model.layers[2]
     kernel, recurrent_kernel, bias = (tf.constant(np.asarray(v)) for v in cell.weights)
     units, steps = cell.units, tokens.shape[1]
@@ -60,7 +61,8 @@ def _unrolled(model: keras.Model, tokens: np.ndarray) -> tuple:
     h = c = tf.zeros([len(tokens), units], tf.float64)
     inputs, previous, projections, products = [], [], [], []
     with tf.GradientTape(persistent=True) as tape:
-        for t in range(steps):
+        order = range(steps - 1, -1, -1) if model.layers[1].go_backwards else range(steps)
+        for t in order:
             x_t = tf.constant(np.stack([embedding[k] for k in tokens[:, t]]))
             projection, product = x_t @ kernel + input_bias, h @ recurrent_kernel + recurrent_bias
             tape.watch([projection, product])
@@ -78,17 +80,23 @@ def _unrolled(model: keras.Model, tokens: np.ndarray) -> tuple:
             h = tf.where(ran, new_h, h)
         f = h @ tf.constant(np.asarray(dense.kernel)) + tf.constant(np.asarray(dense.bias))
     jacobians = [np.stack([tape.batch_jacobian(f, z) for z in zs], 2) for zs in (projections, products)]
-    return f.numpy(), np.stack(inputs, 1), np.stack(previous, 1), tokens != 0, jacobians
+    ran = np.stack([tokens[:, t] != 0 for t in order], 1)  # in the order the steps ran
+    return f.numpy(), np.stack(inputs, 1), np.stack(previous, 1), ran, jacobians
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "lstm_backwards"])
 def test_recurrent_kron_factors_equal_the_expand_factors_of_a_hand_unrolled_loop(cell, tmp_path):
-    """kron's blocks of an LSTM's and a reset_after GRU's kernels on padded (masked) sequences, over
-    two batches: A averages x_t x_t^T (kernel) and h_{t-1} h_{t-1}^T (recurrent kernel) over the
-    steps that ran, and G sums J^T Lambda J over steps, for the Jacobians at each weight's own
-    product (the bias: both stacked for the GRU's two rows), from a loop written out by hand."""
+    """kron's blocks of an LSTM's (also running backwards) and a reset_after GRU's kernels on padded
+    (masked) sequences, over two batches: A averages x_t x_t^T (kernel) and h_{t-1} h_{t-1}^T
+    (recurrent kernel) over the steps that ran, and G sums J^T Lambda J over steps, for the
+    Jacobians at each weight's own product (the bias: both stacked for the GRU's two rows), from a
+    loop written out by hand."""
     keras.utils.set_random_seed(8)
-    layer = {"lstm": LAYERS.LSTM, "gru": LAYERS.GRU}[cell](3, dtype="float64")
+    layer = (
+        LAYERS.GRU(3, dtype="float64")
+        if cell == "gru"
+        else LAYERS.LSTM(3, go_backwards=cell != "lstm", dtype="float64")
+    )
     model = keras.Sequential(
         [
             keras.Input((4,), dtype="int32"),
