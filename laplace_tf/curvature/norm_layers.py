@@ -3,9 +3,10 @@ r"""Probe rules for normalisation layers: an elementwise scale and shift of a no
 ``LayerNormalization`` over the last axis, ``BatchNormalization`` at inference and
 ``GroupNormalization`` (channels last) compute $z = \gamma \odot u + \beta$, with $u$ the
 normalised input (it does not depend on $\gamma$ or $\beta$; a group normalisation's $u$ is
-normalised over each example's positions and the channels of each group). Watching $z$, as the K-FAC rules do
-(`curvature.kfac_layers`), gives the gradient $g_{ntc}$ of $v_{nc}^\top f_n$ at every position $t$
-of every example in one backward pass per column, and example $n$'s gradients in the weights are
+normalised over each example's positions and the channels of each group). Watching $z$, as the
+K-FAC rules do (`curvature.kfac_layers`), gives the gradient $g_{ntc}$ of $v_{nc}^\top f_n$ at
+every position $t$ of every example in one backward pass per column, and example $n$'s gradients
+in the weights are
 
 $$
 \partial_\gamma = \sum_t g_{ntc} \odot u_{nt}, \qquad \partial_\beta = \sum_t g_{ntc},
