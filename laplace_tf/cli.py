@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from laplace_tf.cli_data import InputError, check_inputs_fit_model, read_data, read_model
-from laplace_tf.options import HessianStructure, LinkApprox, PredType, PriorStructure
+from laplace_tf.options import HessianStructure, KfacApprox, LinkApprox, PredType, PriorStructure
 from laplace_tf.options import Likelihood as LikelihoodName
 
 PRIOR_METHODS = ("marglik", "grid", "none")
@@ -87,6 +87,7 @@ def _fit(args: argparse.Namespace) -> None:
         subset_of_weights=_subset(args.subset),
         hessian_structure=args.structure,
         curvature=args.curvature,
+        kfac_approx=args.kfac_approx,
     )
     la.fit((x, _targets(y, args.likelihood)), batch_size=args.batch_size, verbose=not args.quiet)
     if args.prior_method == "grid":
@@ -214,6 +215,12 @@ def _parser() -> argparse.ArgumentParser:
         "--subset", default="last_layer", help="'all', 'last_layer' (default) or comma-separated variable-path patterns"
     )
     fit.add_argument("--curvature", default="ggn", choices=["ggn", "ef", "hessian"])
+    fit.add_argument(
+        "--kfac-approx",
+        default="expand",
+        choices=[v.value for v in KfacApprox],
+        help="kron's convention for weights an example's positions share (reduce: pooled outputs)",
+    )
     fit.add_argument("--prior-method", default="marglik", choices=PRIOR_METHODS, help="tune the prior precision")
     fit.add_argument("--val-data", type=Path, help="validation data for --prior-method grid")
     fit.add_argument("--prior-structure", default="layerwise", choices=[v.value for v in PriorStructure])

@@ -46,6 +46,7 @@ from laplace_tf.memory import check_batch_jacobians, check_curvature
 from laplace_tf.options import (
     CurvatureType,
     HessianStructure,
+    KfacApprox,
     SubsetOfWeights,
     parse_option,
 )
@@ -115,6 +116,13 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         Fisher (``num_samples`` targets drawn from the model per example) instead of the exact GGN;
         it costs ``num_samples`` instead of ``K`` backward passes per batch.
       num_samples: draws per example for ``stochastic=True``.
+      kfac_approx: how ``hessian_structure="kron"`` factors a weight that several positions of one
+        example share (sequence steps, image patches, recurrent steps, the calls of a shared
+        layer): ``"expand"`` treats the positions as examples of their own (exact where each
+        position has a loss term of its own: per-token outputs); ``"reduce"`` takes each
+        example's mean input and summed output gradient over its positions (exact where the
+        outputs pool the positions and their inputs agree: sequence or image classification).
+        An ``Embedding`` keeps ``"expand"`` (its ``A`` stays diagonal).
       rank: the number of GGN eigenpairs kept by ``hessian_structure="lowrank"`` (at most the
         number of parameters).
       n_subset: the training points a ``"gp"`` Laplace conditions on (all of them if fewer).
@@ -145,6 +153,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         memory_limit: int | None = None,
         stochastic: bool = False,
         num_samples: int = 1,
+        kfac_approx: str = "expand",
         rank: int = 100,
         n_subset: int = 1000,
         balanced_subset: bool = False,
@@ -159,6 +168,9 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         self.subset_of_weights = subset_of_weights
         self.hessian_structure = parse_option(HessianStructure, hessian_structure, "hessian_structure")
         self.curvature_type = parse_option(CurvatureType, curvature, "curvature")
+        kfac = parse_option(KfacApprox, kfac_approx, "kfac_approx")
+        if kfac != KfacApprox.EXPAND and self.hessian_structure != HessianStructure.KRON:
+            raise ValueError(f"kfac_approx={kfac.value!r} applies to hessian_structure='kron' only.")
         parameters = PairParameters if self.likelihood.name == LikelihoodName.REWARD_MODELING else ModelParameters
         self.params = parameters(model, subset_of_weights)
         check_one_output(getattr(model, "outputs", None))
@@ -185,6 +197,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
             "memory_limit": memory_limit,
             "stochastic": stochastic,
             "num_samples": num_samples,
+            "kfac_approx": kfac.value,
             "rank": rank,
             "n_subset": n_subset,
             "balanced_subset": balanced_subset,
@@ -211,18 +224,23 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         check_flag(balanced_subset, "balanced_subset")
         check_flag(independent_outputs, "independent_outputs")
         subset = (n_subset, balanced_subset, n_eigenvalues, independent_outputs)
-        self._set_up_compiled_functions(model, num_samples if stochastic else None, rank, subset)
+        self._set_up_compiled_functions(model, (num_samples if stochastic else None, kfac), rank, subset)
         check_curvature(self.hessian_structure, self.n_params, self._estimator.elements, self.dtype, memory_limit)
 
     def _set_up_compiled_functions(
-        self, model: keras.Model, mc_samples: int | None, rank: int, subset: tuple[int, bool, int | None, bool]
+        self,
+        model: keras.Model,
+        kron: tuple[int | None, KfacApprox],
+        rank: int,
+        subset: tuple[int, bool, int | None, bool],
     ) -> None:
-        """The curvature estimator and the predictive's compiled functions, shared per model."""
+        """The curvature estimator and the predictive's compiled functions, shared per model.
+        ``kron``: the Monte-Carlo Fisher's draws (``None``: exact) and the K-FAC convention."""
         key = (
             self.hessian_structure,
             self.curvature_type,
             self.likelihood.name,
-            mc_samples,
+            kron,
             rank,
             subset,
             self.params.cache_key(),
@@ -235,7 +253,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
                 self.curvature_type,
                 self.params,
                 self.likelihood,
-                mc_samples=mc_samples,
+                mc_samples=kron[0],
+                kfac_approx=kron[1],
                 rank=rank,
                 n_subset=subset[0],
                 balanced_subset=subset[1],

@@ -58,6 +58,14 @@ class PredType(str, enum.Enum):
     NN = "nn"
 
 
+class KfacApprox(str, enum.Enum):
+    """How ``kron`` factors a weight shared by several positions of one example (sequence steps,
+    image patches, the calls of a shared layer): Eschenhagen et al. 2023's two K-FAC conventions."""
+
+    EXPAND = "expand"
+    REDUCE = "reduce"
+
+
 class LinkApprox(str, enum.Enum):
     """How the GLM predictive pushes a Gaussian over logits through the link."""
 

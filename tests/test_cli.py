@@ -98,10 +98,11 @@ def test_a_reward_model_fits_on_pairs_and_predicts_items_and_pairs(tmp_path):
     np.savez(tmp_path / "items.npz", x=pairs[:, 0])
     status, _, err = run(
         "fit", "reward.keras", "pairs.npz", "--likelihood", "reward_modeling", "--structure", "kron", "--out",
-        "post.npz", "--quiet", cwd=tmp_path,
+        "post.npz", "--kfac-approx", "reduce", "--quiet", cwd=tmp_path,
     )  # fmt: skip
     assert status == 0, err
     la = lt.load(tmp_path / "post.npz", keras.saving.load_model(tmp_path / "reward.keras"))
+    assert la.options["kfac_approx"] == "reduce"  # the pair's two items reduced
     status, _, err = run("predict", "post.npz", "reward.keras", "items.npz", "--out", "r.npz", cwd=tmp_path)
     assert status == 0, err
     with np.load(tmp_path / "r.npz") as written:

@@ -84,13 +84,17 @@ def _unrolled(model: keras.Model, tokens: np.ndarray) -> tuple:
     return f.numpy(), np.stack(inputs, 1), np.stack(previous, 1), ran, jacobians
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "lstm_backwards"])
-def test_recurrent_kron_factors_equal_the_expand_factors_of_a_hand_unrolled_loop(cell, tmp_path):
+@pytest.mark.parametrize(
+    ("cell", "approx"),
+    [("lstm", "expand"), ("gru", "expand"), ("lstm_backwards", "expand"), ("lstm", "reduce"), ("gru", "reduce")],
+)
+def test_recurrent_kron_factors_equal_those_of_a_hand_unrolled_loop(cell, approx, tmp_path):
     """kron's blocks of an LSTM's (also running backwards) and a reset_after GRU's kernels on padded
-    (masked) sequences, over two batches: A averages x_t x_t^T (kernel) and h_{t-1} h_{t-1}^T
-    (recurrent kernel) over the steps that ran, and G sums J^T Lambda J over steps, for the
-    Jacobians at each weight's own product (the bias: both stacked for the GRU's two rows), from a
-    loop written out by hand."""
+    (masked) sequences, over two batches, from a loop written out by hand. Expand: A averages
+    x_t x_t^T (kernel) and h_{t-1} h_{t-1}^T (recurrent kernel) over the steps that ran, and G sums
+    J^T Lambda J over steps, for the Jacobians at each weight's own product (the bias: both stacked
+    for the GRU's two rows). Reduce: A averages xbar xbar^T over examples, xbar an example's mean
+    input over its steps that ran, and G sums (sum_t J)^T Lambda (sum_t J) over examples."""
     keras.utils.set_random_seed(8)
     layer = (
         LAYERS.GRU(3, dtype="float64")
@@ -111,19 +115,24 @@ def test_recurrent_kron_factors_equal_the_expand_factors_of_a_hand_unrolled_loop
     tokens[[0, 2, 3], -2:] = 0  # padded
     tokens[4, -1] = 0
     y = np.arange(6) % N_CLASSES
-    la = lt.Laplace(model, "classification", hessian_structure="kron").fit((tokens, y), batch_size=4, verbose=False)
+    la = lt.Laplace(model, "classification", hessian_structure="kron", kfac_approx=approx)
+    la.fit((tokens, y), batch_size=4, verbose=False)
     f, inputs, previous, ran, (at_projection, at_product) = _unrolled(model, tokens)
     np.testing.assert_allclose(f, model(tokens), rtol=1e-10)
     hessians = output_hessians_np(f, "classification")
-    ran_inputs, ran_previous = inputs[ran], previous[ran]  # (steps that ran, size)
+    if approx == "expand":  # (steps that ran, size), and the Jacobians step by step
+        ran_inputs, ran_previous = inputs[ran], previous[ran]
+    else:  # (examples, size): each example's mean over its steps that ran, and the steps' Jacobians summed
+        ran_inputs, ran_previous = ((t * ran[..., None]).sum(1) / ran.sum(1, keepdims=True) for t in (inputs, previous))
+        at_projection, at_product = (j.sum(2, keepdims=True) for j in (at_projection, at_product))
 
     def summed(jacobians):
         return np.einsum("nktg,nkl,nlth->gh", jacobians, hessians, jacobians)
 
     stacked = np.concatenate([at_projection, at_product], -1) if cell == "gru" else at_projection
     expected = {
-        "kernel": (ran_inputs.T @ ran_inputs / ran.sum(), summed(at_projection)),
-        "recurrent_kernel": (ran_previous.T @ ran_previous / ran.sum(), summed(at_product)),
+        "kernel": (ran_inputs.T @ ran_inputs / len(ran_inputs), summed(at_projection)),
+        "recurrent_kernel": (ran_previous.T @ ran_previous / len(ran_previous), summed(at_product)),
         "bias": (np.ones((1, 1)), summed(stacked)),
     }
     blocks = dict(zip(la.params.names, la.curvature.blocks, strict=True))
@@ -133,6 +142,7 @@ def test_recurrent_kron_factors_equal_the_expand_factors_of_a_hand_unrolled_loop
         np.testing.assert_allclose(block.input_factor, input_factor, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(block.output_factor, output_factor, rtol=1e-8, atol=1e-12)
     reloaded = lt.load(la.save(tmp_path / "lstm.npz"), model)  # the sums saved and read back
+    assert reloaded.options["kfac_approx"] == approx
     for saved, block in zip(reloaded.curvature.blocks, la.curvature.blocks, strict=True):
         np.testing.assert_array_equal(saved.output_factor, block.output_factor)
     older = {key: value for key, value in la._sums.items() if key != "recurrent"}  # diagonal recurrent blocks

@@ -26,7 +26,7 @@ from laplace_tf.curvature.probed_jacobians import jacobians_function
 from laplace_tf.distribution import summed_over_replicas
 from laplace_tf.inputs import batch_spec, declared_example_shapes, free_example_axes, free_extent, n_examples
 from laplace_tf.likelihoods import Likelihood
-from laplace_tf.options import CurvatureType, HessianStructure
+from laplace_tf.options import CurvatureType, HessianStructure, KfacApprox
 from laplace_tf.params import ModelParameters
 
 STRUCTURES: dict[HessianStructure, ModuleType] = {HessianStructure.FULL: full, HessianStructure.DIAG: diag}
@@ -67,6 +67,7 @@ def curvature_estimator(
     params: ModelParameters,
     likelihood: Likelihood,
     mc_samples: int | None = None,
+    kfac_approx: KfacApprox = KfacApprox.EXPAND,
     rank: int | None = None,
     n_subset: int | None = None,
     balanced_subset: bool = False,
@@ -77,6 +78,7 @@ def curvature_estimator(
 
     Args:
       mc_samples: Monte-Carlo Fisher draws per example (kron only); ``None`` for exact.
+      kfac_approx: kron's convention for weights shared across an example's positions.
       rank: the number of eigenpairs kept (lowrank only).
       n_subset: the training points the GP conditions on (gp only).
       balanced_subset: draw them evenly across classes (gp only).
@@ -86,7 +88,7 @@ def curvature_estimator(
     if mc_samples is not None and structure != HessianStructure.KRON:
         raise ValueError("stochastic=True (Monte-Carlo Fisher) is available with hessian_structure='kron'.")
     if structure == HessianStructure.KRON:
-        plan = KronPlan(params, likelihood, curvature_type, mc_samples)
+        plan = KronPlan(params, likelihood, curvature_type, mc_samples, reduce=kfac_approx == KfacApprox.REDUCE)
         return CurvatureEstimator(
             _summed_fit(compile_for_batches(plan.batch, params.model)),
             plan.finalize,

@@ -165,10 +165,29 @@ class LayerRule(KernelAndBias):
             ids = tf.reshape(tf.cast(inputs, tf.int32), [-1])
             counts = tf.math.bincount(ids, minlength=self.input_dim, maxlength=self.input_dim, dtype=self.dtype)
             return counts, tf.cast(tf.size(ids), self.dtype)
-        if self.kind.startswith("conv"):
-            inputs = input_patches(self.layer, inputs)
-        rows = tf.reshape(tf.cast(inputs, self.dtype), [-1, self.input_dim])
+        rows = tf.reshape(tf.cast(self._patches(inputs), self.dtype), [-1, self.input_dim])
         return tf.matmul(rows, rows, transpose_a=True), tf.cast(tf.shape(rows)[0], self.dtype)
+
+    def reduced_moments(
+        self, gradients: list[tf.Tensor], examples: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        r"""The "reduce" convention: $(\sum_n \bar a_n \bar a_n^\top, N, \sum_{n,c} \hat g_{nc}
+        \hat g_{nc}^\top)$ with $\bar a_n$ example $n$'s input averaged over its positions (every
+        call's) and $\hat g_{nc}$ its pre-activation gradients ``(C, rows, ..., d_out)`` summed over
+        them; the rows of inputs and gradients group by example, $N$ = ``examples`` of them."""
+        inputs = [
+            tf.reshape(tf.cast(self._patches(p.inputs), self.dtype), [examples, -1, self.input_dim])
+            for p in self.probes
+        ]
+        mean = tf.reduce_mean(tf.concat(inputs, 1), 1)
+        by_example = [columns_by_example(tf.cast(g, self.dtype), examples, self.output_dim) for g in gradients]
+        summed = tf.reshape(tf.reduce_sum(tf.concat(by_example, 2), 2), [-1, self.output_dim])
+        count = tf.cast(examples, self.dtype)
+        return tf.matmul(mean, mean, transpose_a=True), count, tf.matmul(summed, summed, transpose_a=True)
+
+    def _patches(self, inputs: tf.Tensor) -> tf.Tensor:
+        """A convolution's input patches; any other layer's inputs as they are."""
+        return input_patches(self.layer, inputs) if self.kind.startswith("conv") else inputs
 
     def output_moment(self, gradients: list[tf.Tensor]) -> tf.Tensor:
         """$\\sum g g^\\top$ from each call's pre-activation gradients ``(C, B, ..., d_out)``, in

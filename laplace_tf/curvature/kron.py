@@ -30,8 +30,9 @@ import numpy as np
 import tensorflow as tf
 
 from laplace_tf.curvature.diag_probes import diagonal_rules, probed_pieces, with_jacobian_pieces
-from laplace_tf.curvature.kfac_layers import covered_paths, find_rules, uncovered_size
+from laplace_tf.curvature.kfac_layers import LayerRule, covered_paths, find_rules, uncovered_size
 from laplace_tf.curvature.probe_passes import ProbeRun, probe_column_count, probe_columns, run_probes
+from laplace_tf.curvature.probe_squares import rows_grouped_by_example
 from laplace_tf.curvature.recurrent_layers import RecurrentRule
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType
@@ -65,7 +66,12 @@ class KronPlan:
     """Which selected variables get Kronecker blocks, and the compiled per-batch computation."""
 
     def __init__(
-        self, params: ModelParameters, likelihood: Likelihood, curvature_type: CurvatureType, mc_samples: int | None
+        self,
+        params: ModelParameters,
+        likelihood: Likelihood,
+        curvature_type: CurvatureType,
+        mc_samples: int | None,
+        reduce: bool = False,
     ):
         if curvature_type == CurvatureType.HESSIAN:
             raise ValueError("hessian_structure='kron' works with curvature='ggn' or 'ef', not 'hessian'.")
@@ -73,7 +79,7 @@ class KronPlan:
         if params.sizes != full_sizes:
             raise ValueError("hessian_structure='kron' needs whole variables: select them by pattern, not by masks.")
         self.params, self.likelihood = params, likelihood
-        self.curvature_type, self.mc_samples = curvature_type, mc_samples
+        self.curvature_type, self.mc_samples, self.reduce = curvature_type, mc_samples, reduce
         self.rules = find_rules(params.model, set(params.names))
         others = diagonal_rules(params.model, set(params.names))
         self.recurrent_rules = [r for r in others if isinstance(r, RecurrentRule) and r.factored]
@@ -124,21 +130,34 @@ class KronPlan:
         kron_gradients = run.gradients[: len(self.rules)]
         recurrent_end = len(self.rules) + len(self.recurrent_rules)
         recurrent_gradients = run.gradients[len(self.rules) : recurrent_end]
-        moments = [rule.input_moment() for rule in self.rules]
+        moments = [self._moments(rule, g, run) for rule, g in zip(self.rules, kron_gradients, strict=True)]
         diagonal_run = dataclasses.replace(run, gradients=run.gradients[recurrent_end:])
         sums = {
             "input": [m[0] for m in moments],
             "positions": [m[1] for m in moments],
-            "output": [rule.output_moment(g) for rule, g in zip(self.rules, kron_gradients, strict=True)],
+            "output": [m[2] for m in moments],
             "diag": probed_pieces(self.diagonal_rules, diagonal_run, self.params.dtype),
         }
         if self.recurrent_rules:  # a key of its own: the sums of models without recurrent layers keep their layout
             sums["recurrent"] = [
                 entry
                 for rule, g in zip(self.recurrent_rules, recurrent_gradients, strict=True)
-                for entry in rule.kronecker_sums(g, self.params.dtype)
+                for entry in rule.kronecker_sums(g, self.params.dtype, self.reduce)
             ]
         return sums
+
+    def _moments(self, rule: LayerRule, gradients: list[tf.Tensor], run: ProbeRun) -> tuple:
+        """A layer's ``(sum a a^T, count, sum g g^T)`` over one run: its positions' (the "expand"
+        convention), or, with ``reduce``, its examples' (each example's mean input over its
+        positions, its gradients summed; an Embedding keeps expand's diagonal $A$)."""
+        if (
+            self.reduce
+            and rule.kind != "embedding"
+            and rule.probes
+            and rows_grouped_by_example(rule, run.static_examples)
+        ):
+            return rule.reduced_moments(gradients, run.examples)
+        return (*rule.input_moment(), rule.output_moment(gradients))
 
     def finalize(self, sums: dict) -> KronCurvature:
         """Blocks from the factors' sums over the data set."""

@@ -114,26 +114,40 @@ class RecurrentRule(KernelAndBias):
         shapes = [(int(v.shape[0]), int(v.shape[1])) for v in self.kernels if v is not None]
         return shapes + ([(1, int(np.prod(self.bias.shape)))] if self.bias is not None else [])
 
-    def kronecker_sums(self, gradients: list[tf.Tensor], dtype: tf.DType) -> list[list[tf.Tensor]]:
-        """Per covered variable (kernel, recurrent kernel, bias), ``[sum a a^T, steps, sum g g^T]``
-        over every call and every step that ran, from the calls' gate gradients ``(C, rows, T,
-        gates)``: $A$ is the first over the second (a bias's $a$ is 1)."""
+    def kronecker_sums(
+        self, gradients: list[tf.Tensor], dtype: tf.DType, reduce: bool = False
+    ) -> list[list[tf.Tensor]]:
+        """Per covered variable (kernel, recurrent kernel, bias), ``[sum a a^T, count, sum g g^T]``
+        from the calls' gate gradients ``(C, rows, T, gates)``: over every step that ran (``count``
+        steps), or with ``reduce`` over examples (``count`` of them), each with its inputs averaged
+        over its steps (every call's) and its gradients summed. $A$ is the first over the second
+        (a bias's $a$ is 1)."""
         shapes = self.factor_shapes()
         if not self.probes:  # a layer the model does not call
             return [[tf.zeros([a, a], dtype), tf.zeros([], dtype), tf.zeros([g, g], dtype)] for a, g in shapes]
-        sums = [
-            _step_moments(self.cell, probe, tf.cast(g, dtype), dtype)
-            for probe, g in zip(self.probes, gradients, strict=True)
+        pieces = [
+            _step_pieces(self.cell, p, tf.cast(g, dtype), dtype) for p, g in zip(self.probes, gradients, strict=True)
         ]
-        inputs, previous, steps, gates, recurrent_gates, bias_gates = (
-            tf.add_n(list(m)) for m in zip(*sums, strict=True)
-        )
+        if reduce:
+            axes = (1, 1, 1, 2, 2)  # the steps' axis of inputs, states, steps that ran, gradients
+            inputs, previous, ran, gates, products = (
+                tf.add_n([tf.reduce_sum(piece[i], axis) for piece in pieces]) for i, axis in enumerate(axes)
+            )
+            inputs, previous = (tf.math.divide_no_nan(t, ran[:, None]) for t in (inputs, previous))
+            count = tf.cast(tf.shape(ran)[0], dtype)
+            by_call = [(inputs, previous, gates, products)]
+        else:
+            count = tf.add_n([tf.reduce_sum(piece[2]) for piece in pieces])
+            by_call = [(x, h, g, product) for x, h, _, g, product in pieces]
+        stacked = isinstance(self.cell, keras.layers.GRUCell) and self.cell.reset_after  # its bias's two rows
+        moments = [tf.add_n([_second_moment(call[i]) for call in by_call]) for i in range(4)]
+        bias = tf.add_n([_second_moment(tf.concat(call[2:], -1)) for call in by_call]) if stacked else moments[2]
         by_variable = [
-            (self.kernel, inputs, gates),
-            (self.recurrent, previous, recurrent_gates),
-            (self.bias, tf.reshape(steps, [1, 1]), bias_gates),
+            (self.kernel, moments[0], moments[2]),
+            (self.recurrent, moments[1], moments[3]),
+            (self.bias, tf.reshape(count, [1, 1]), bias),
         ]
-        return [[a, steps, g] for variable, a, g in by_variable if variable is not None]
+        return [[a, count, g] for variable, a, g in by_variable if variable is not None]
 
     def forward(self, tape: tf.GradientTape, inputs: tf.Tensor, *args: Any, **kwargs: Any) -> tf.Tensor:
         """The layer's own ``call`` (initial states, masks, returned states), its loop replaced by
@@ -211,27 +225,26 @@ def recurrent_gradients(
     return by_variable([(rule.kernel, kernel), (rule.recurrent, recurrent), (rule.bias, bias)], examples)
 
 
-def _step_moments(cell: keras.layers.Layer, probe: RecurrentProbe, g: tf.Tensor, dtype: tf.DType) -> tuple:
-    r"""One call's $\sum x x^\top$, $\sum h_{t-1} h_{t-1}^\top$ and number of steps over the steps
-    that ran, and the second moments of the gate gradients at $x_t W$, at the recurrent product,
-    and at the bias (the two stacked for a ``reset_after`` GRU)."""
+def _step_pieces(cell: keras.layers.Layer, probe: RecurrentProbe, g: tf.Tensor, dtype: tf.DType) -> tuple:
+    """One call's inputs $x_t$ and previous states $h_{t-1}$ ``(rows, T, ...)``, zero at the steps
+    that did not run, which steps ran ``(rows, T)``, and the gradients ``(C, rows, T, gates)`` at
+    $x_t W$ and at the recurrent product (a ``reset_after`` GRU's candidate part scaled by $r_t$)."""
     units, width = cell.units, int(g.shape[-1])
     ran = tf.ones(tf.shape(probe.output)[:2], dtype) if probe.mask is None else tf.cast(probe.mask, dtype)
-    inputs = tf.reshape(tf.cast(probe.inputs, dtype) * ran[..., None], [-1, probe.inputs.shape[-1]])
     recorded = tf.cast(probe.recorded, dtype)
-    previous = tf.reshape(recorded[..., :units] * ran[..., None], [-1, units])
-    rows = tf.reshape(g, [-1, width])
-    gates = tf.matmul(rows, rows, transpose_a=True)
-    recurrent_gates, bias_gates = gates, gates
-    if isinstance(cell, keras.layers.GRUCell) and cell.reset_after:  # the candidate's product is scaled by r_t
-        by_example = tf.reshape(g, tf.concat([[-1], tf.shape(recorded)[:2], [width]], 0))
-        inner = tf.concat([by_example[..., : 2 * units], recorded[..., units:] * by_example[..., 2 * units :]], -1)
-        inner_rows = tf.reshape(inner, [-1, width])
-        recurrent_gates = tf.matmul(inner_rows, inner_rows, transpose_a=True)
-        both = tf.concat([rows, inner_rows], -1)
-        bias_gates = tf.matmul(both, both, transpose_a=True)
-    moments = (tf.matmul(inputs, inputs, transpose_a=True), tf.matmul(previous, previous, transpose_a=True))
-    return (*moments, tf.reduce_sum(ran), gates, recurrent_gates, bias_gates)
+    inputs = tf.cast(probe.inputs, dtype) * ran[..., None]
+    previous = recorded[..., :units] * ran[..., None]
+    g = tf.reshape(g, tf.concat([[-1], tf.shape(recorded)[:2], [width]], 0))
+    product = g
+    if isinstance(cell, keras.layers.GRUCell) and cell.reset_after:
+        product = tf.concat([g[..., : 2 * units], recorded[..., units:] * g[..., 2 * units :]], -1)
+    return inputs, previous, ran, g, product
+
+
+def _second_moment(t: tf.Tensor) -> tf.Tensor:
+    r"""$\sum r r^\top$ over the rows $r$ of ``t`` flattened to its last axis."""
+    rows = tf.reshape(t, [-1, t.shape[-1]])
+    return tf.matmul(rows, rows, transpose_a=True)
 
 
 def _recurrent_pieces(cell: keras.layers.Layer, recorded: tf.Tensor, g: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
