@@ -118,8 +118,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
       num_samples: draws per example for ``stochastic=True``.
       kfac_approx: how ``hessian_structure="kron"`` factors a weight that several positions of one
         example share (sequence steps, image patches, recurrent steps, the calls of a shared
-        layer): ``"expand"`` treats the positions as examples of their own (exact where each
-        position has a loss term of its own: per-token outputs); ``"reduce"`` takes each
+        layer): ``"expand"`` treats the positions as examples of their own (exact for one
+        example at one position; the convention for per-position outputs); ``"reduce"`` takes each
         example's mean input and summed output gradient over its positions (exact where the
         outputs pool the positions and their inputs agree: sequence or image classification).
         An ``Embedding`` keeps ``"expand"`` (its ``A`` stays diagonal).

@@ -165,7 +165,7 @@ class LayerRule(KernelAndBias):
             ids = tf.reshape(tf.cast(inputs, tf.int32), [-1])
             counts = tf.math.bincount(ids, minlength=self.input_dim, maxlength=self.input_dim, dtype=self.dtype)
             return counts, tf.cast(tf.size(ids), self.dtype)
-        rows = tf.reshape(tf.cast(self._patches(inputs), self.dtype), [-1, self.input_dim])
+        rows = tf.reshape(tf.cast(self.kernel_inputs(inputs), self.dtype), [-1, self.input_dim])
         return tf.matmul(rows, rows, transpose_a=True), tf.cast(tf.shape(rows)[0], self.dtype)
 
     def reduced_moments(
@@ -176,7 +176,7 @@ class LayerRule(KernelAndBias):
         call's) and $\hat g_{nc}$ its pre-activation gradients ``(C, rows, ..., d_out)`` summed over
         them; the rows of inputs and gradients group by example, $N$ = ``examples`` of them."""
         inputs = [
-            tf.reshape(tf.cast(self._patches(p.inputs), self.dtype), [examples, -1, self.input_dim])
+            tf.reshape(tf.cast(self.kernel_inputs(p.inputs), self.dtype), [examples, -1, self.input_dim])
             for p in self.probes
         ]
         mean = tf.reduce_mean(tf.concat(inputs, 1), 1)
@@ -185,8 +185,8 @@ class LayerRule(KernelAndBias):
         count = tf.cast(examples, self.dtype)
         return tf.matmul(mean, mean, transpose_a=True), count, tf.matmul(summed, summed, transpose_a=True)
 
-    def _patches(self, inputs: tf.Tensor) -> tf.Tensor:
-        """A convolution's input patches; any other layer's inputs as they are."""
+    def kernel_inputs(self, inputs: tf.Tensor) -> tf.Tensor:
+        """What the kernel multiplies: a convolution's input patches, any other layer's inputs."""
         return input_patches(self.layer, inputs) if self.kind.startswith("conv") else inputs
 
     def output_moment(self, gradients: list[tf.Tensor]) -> tf.Tensor:

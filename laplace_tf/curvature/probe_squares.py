@@ -31,7 +31,7 @@ from typing import Any
 import tensorflow as tf
 
 from laplace_tf.curvature.depthwise_layers import depthwise_gradients
-from laplace_tf.curvature.kfac_layers import columns_by_example, input_patches
+from laplace_tf.curvature.kfac_layers import columns_by_example
 from laplace_tf.curvature.recurrent_layers import recurrent_gradients
 
 
@@ -74,7 +74,7 @@ def per_example_gradients(
         ids = tf.concat([tf.reshape(p.inputs, [examples, -1]) for p in rule.probes], 1)
         inputs = tf.one_hot(tf.cast(ids, tf.int32), rule.input_dim, dtype=dtype)
     else:
-        inputs = [_by_example(_layer_inputs(rule, p.inputs), examples, rule.input_dim, dtype) for p in rule.probes]
+        inputs = [_by_example(rule.kernel_inputs(p.inputs), examples, rule.input_dim, dtype) for p in rule.probes]
         inputs = tf.concat(inputs, 1)
     kernel = tf.einsum("etd,cetk->cedk", inputs, outputs)
     pieces = {rule.kernel.path: columns_by_example(kernel, examples)}
@@ -137,10 +137,6 @@ def _embedding(rule: Any, gradients: list[tf.Tensor], examples: tf.Tensor, dtype
     squares = tf.reduce_sum(tf.square(tf.reshape(summed, [-1, columns, width])), axis=1)
     table = tf.math.unsorted_segment_sum(squares, keys % vocabulary, vocabulary)
     return {rule.kernel.path: tf.reshape(table, [-1])}
-
-
-def _layer_inputs(rule: Any, inputs: tf.Tensor) -> tf.Tensor:
-    return input_patches(rule.layer, inputs) if rule.kind.startswith("conv") else inputs
 
 
 def _by_example(t: tf.Tensor, examples: tf.Tensor, width: int, dtype: tf.DType, columns: bool = False) -> tf.Tensor:
