@@ -2,7 +2,8 @@
 
 SPEC: ``op`` (fit, predict, tune, pipeline, hessian, model_predict, model_train_step),
 ``problem`` (a problem file's name), ``path``, ``structure``, ``prior`` (scalar or layerwise),
-``noise`` (tune sigma_noise too), ``dtype``, ``repeats`` (0: the first call only, as in a cold run).
+``noise`` (tune sigma_noise too), ``subset`` (``subset_of_weights``: all, or last_layer), ``dtype``,
+``repeats`` (0: the first call only, as in a cold run).
 """
 
 import os
@@ -145,7 +146,9 @@ def main(spec):
     likelihood = "reward_modeling" if reward else "regression" if y.dtype.kind == "f" else "classification"
 
     def fit():
-        la = lt.Laplace(model, likelihood, hessian_structure=spec["structure"])
+        la = lt.Laplace(
+            model, likelihood, subset_of_weights=spec.get("subset", "all"), hessian_structure=spec["structure"]
+        )
         return la.fit((x, y), batch_size=BATCH, verbose=False)
 
     def reset(la):

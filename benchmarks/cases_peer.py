@@ -91,7 +91,8 @@ def main(spec):
     x_test = as_inputs(problem["x_test"][:N_PREDICT], dtype)
 
     def fit():
-        la = Laplace(model, likelihood, subset_of_weights="all", hessian_structure=spec["structure"])
+        subset = spec.get("subset", "all")
+        la = Laplace(model, likelihood, subset_of_weights=subset, hessian_structure=spec["structure"])
         la.fit(loader, progress_bar=False)
         return la
 

@@ -31,11 +31,12 @@ BOTH, FLOAT32 = ("float32", "float64"), ("float32",)
 def case(label: str, op: str, problem: str, structure: str, dtypes=FLOAT32, **options) -> dict:
     """A benchmark case. ``repeats``: warm runs (None: --repeats); ``cold``: fresh processes for
     the cold median (the slowest peer cases run once); ``peer_unsupported``: laplace-torch
-    raises on it or runs out of memory (the table says so)."""
+    raises on it or runs out of memory (the table says so); ``subset``: ``subset_of_weights``
+    ("all" unless given)."""
     return {"label": label, "op": op, "problem": problem, "structure": structure, "dtypes": dtypes, **options}
 
 
-MLP, BIG = "64-50-10 MLP", "64-300-300-10 MLP"
+MLP, BIG, LAST = "64-50-10 MLP", "64-300-300-10 MLP", "last_layer"
 CASES = [
     case(f"full GGN fit, {MLP} (3,760 params)", "fit", "50", "full", BOTH),
     case(f"diag GGN fit, {MLP}", "fit", "50", "diag", BOTH),
@@ -58,6 +59,12 @@ CASES = [
     case("CNN: kron GLM predictive", "predict", "cnn", "kron"),
     case("CNN: diag GLM predictive", "predict", "cnn", "diag"),
     case("CNN: kron prior tuning (scalar)", "tune", "cnn", "kron"),
+    case("CNN, last layer (2,570 params; laplace-torch's default): kron fit", "fit", "cnn", "kron", subset=LAST),
+    case("CNN, last layer: kron GLM predictive", "predict", "cnn", "kron", subset=LAST),
+    case("CNN, last layer: kron prior tuning (scalar)", "tune", "cnn", "kron", subset=LAST),
+    case("CNN, last layer: full fit", "fit", "cnn", "full", subset=LAST),
+    case("CNN, last layer: full GLM predictive", "predict", "cnn", "full", subset=LAST),
+    case("CNN, last layer: full prior tuning (scalar)", "tune", "cnn", "full", subset=LAST, repeats=1, cold=1),
     case(
         "CNN, 100 classes (32x32x3 images, 81,268 params): kron fit",
         "fit",
@@ -83,7 +90,12 @@ CASES = [
     case("reward model: kron prior tuning (scalar)", "tune", "reward", "kron"),
     case("reward model: diag prior tuning (scalar)", "tune", "reward", "diag"),
 ]
-PIPELINES = ["kron", "diag", "full"]  # Laplace + fit + scalar marglik tuning + GLM probit predictive
+PIPELINES = [  # Laplace + fit + scalar marglik tuning + GLM probit predictive
+    {"label": "kron", "structure": "kron", "problem": "50"},
+    {"label": "diag", "structure": "diag", "problem": "50"},
+    {"label": "full", "structure": "full", "problem": "50"},
+    {"label": "last-layer kron, CNN (laplace-torch's defaults)", "structure": "kron", "problem": "cnn", "subset": LAST},
+]
 
 
 def run(python: str, script: str, spec: dict) -> dict:
@@ -180,7 +192,7 @@ def main() -> None:
         for item in CASES:
             if dtype in item["dtypes"]:
                 rows.append(measure(item, dtype, args))
-    pipelines = [measure_pipeline(structure, args) for structure in PIPELINES]
+    pipelines = [measure_pipeline(item, args) for item in PIPELINES]
     model_calls = {name: measure_model_calls(name, args) for name in sorted({c["problem"] for c in CASES})}
     hessian = {
         dtype: run(args.ours, "cases_ours.py", {"op": "hessian", "dtype": dtype, "repeats": args.repeats})
@@ -207,8 +219,11 @@ def make_problems(names: set[str], args: argparse.Namespace) -> None:
 def remeasure(args: argparse.Namespace) -> None:
     """Measures the cases matching ``--only`` and replaces their rows in results.json (in case order)."""
     saved = json.loads((HERE / "results.json").read_text())
-    if args.only == "pipeline":
-        saved["results"]["pipelines"] = [measure_pipeline(structure, args) for structure in PIPELINES]
+    pipelines = {row.get("label", row["structure"]): row for row in saved["results"]["pipelines"]}
+    for item in PIPELINES:
+        if args.only == "pipeline" or args.only in item["label"]:
+            pipelines[item["label"]] = measure_pipeline(item, args)
+    saved["results"]["pipelines"] = [pipelines[item["label"]] for item in PIPELINES if item["label"] in pipelines]
     if args.only == "model_calls":
         problems = sorted({c["problem"] for c in CASES})
         saved["results"]["model_calls"] = {name: measure_model_calls(name, args) for name in problems}
@@ -238,6 +253,7 @@ def measure(item: dict, dtype: str, args: argparse.Namespace) -> dict:
         "structure": item["structure"],
         "prior": item.get("prior", "scalar"),
         "noise": item.get("noise", False),
+        "subset": item.get("subset", "all"),
         "repeats": item.get("repeats") or args.repeats,
         **problem_spec(item["problem"], dtype, args),
     }
@@ -268,14 +284,21 @@ def measure_model_calls(name: str, args: argparse.Namespace) -> dict:
     return {"first": first("model_predict"), "train_first": first("model_train_step")}
 
 
-def measure_pipeline(structure: str, args: argparse.Namespace) -> dict:
-    spec = {"op": "pipeline", "structure": structure, "repeats": 0, **problem_spec("50", "float32", args)}
+def measure_pipeline(item: dict, args: argparse.Namespace) -> dict:
+    spec = {
+        "op": "pipeline",
+        "structure": item["structure"],
+        "subset": item.get("subset", "all"),
+        "repeats": 0,
+        **problem_spec(item["problem"], "float32", args),
+    }
     sides = {}
     for side, python, script in (("ours", args.ours, "cases_ours.py"), ("peer", args.peer, "cases_peer.py")):
         runs = [run(python, script, spec) for _ in range(args.cold)]
         sides[side] = {**runs[0], "cold": float(np.median([r["first"] for r in runs]))}
-    print(f"pipeline {structure}: ours {sides['ours']['cold']:.2f}s peer {sides['peer']['cold']:.2f}s", file=sys.stderr)
-    return {"structure": structure, **sides}
+    cold = f"ours {sides['ours']['cold']:.2f}s peer {sides['peer']['cold']:.2f}s"
+    print(f"pipeline {item['label']}: {cold}", file=sys.stderr)
+    return {"label": item["label"], "structure": item["structure"], **sides}
 
 
 READING_NOTES = """
@@ -434,8 +457,9 @@ def render(results: dict, machine_line: str, repeats: int) -> str:
         "## A script's whole pipeline, cold",
         "",
         "`Laplace(...)`, `fit`, `optimize_prior_precision()` (scalar marglik) and a GLM probit predictive",
-        "on 540 points, timed as one step in a fresh process (imports excluded on both sides), 64-50-10 MLP,",
-        "float32, median of three processes.",
+        "on 540 points, timed as one step in a fresh process (imports excluded on both sides), float32,",
+        "median of three processes: on the 64-50-10 MLP over all weights, and on the CNN's last layer",
+        'with laplace-torch\'s defaults (`subset_of_weights="last_layer"`, `hessian_structure="kron"`).',
         "",
         "| structure | laplace-tf | laplace-torch | ratio | tuned log evidence ours / peer |",
         "|---|---|---|---|---|",
@@ -443,7 +467,8 @@ def render(results: dict, machine_line: str, repeats: int) -> str:
     for row in results["pipelines"]:
         o, p = row["ours"], row["peer"]
         lines.append(
-            f"| {row['structure']} | {o['cold']:.2f} s | {p['cold']:.2f} s | **{o['cold'] / p['cold']:.2f}** | "
+            f"| {row.get('label', row['structure'])} | {o['cold']:.2f} s | {p['cold']:.2f} s | "
+            f"**{o['cold'] / p['cold']:.2f}** | "
             f"{o['tuned_log_marglik']:.2f} / {p['tuned_log_marglik']:.2f} |"
         )
     lines += [

@@ -28,13 +28,12 @@ import tensorflow_probability as tfp
 from laplace_tf import diag_predictive, heteroscedastic, kron_predictive, last_layer, predictive
 from laplace_tf.compiled import cached
 from laplace_tf.curvature import compile_for_batches
-from laplace_tf.curvature.output_layer import dense_output_rule
+from laplace_tf.curvature.output_layer import OutputFeatures, shared_output_features
 from laplace_tf.curvature.probed_jacobians import jacobians_function
 from laplace_tf.data import UNBATCHED_X, as_inputs
 from laplace_tf.dataset_predictions import input_rank, is_dataset, over_batches
 from laplace_tf.distribution import concatenated_over_replicas, current_strategy
 from laplace_tf.inputs import n_examples, take
-from laplace_tf.last_layer import OutputFeatures
 from laplace_tf.layer_factors import LayerFactors, check_one_row_per_example, layer_factors
 from laplace_tf.options import HessianStructure, LinkApprox, PredType, parse_option
 from laplace_tf.options import Likelihood as LikelihoodName
@@ -203,7 +202,7 @@ class LaplacePredictive:
         return self._glm_output_distribution(*self._view_and_inputs(x), verbose)
 
     def _glm_output_distribution(self, view: PredictiveView, x: Any, verbose: bool) -> tuple[tf.Tensor, tf.Tensor]:
-        glm_batch = self._per_example(functools.partial(self._glm_batch, view))
+        glm_batch = self._per_example(functools.partial(self._glm_batch, view, examples=n_examples(x)))
         means, covariances = [], []
         for part in batch_slices(n_examples(x), self._batch_size(view, view.jacobian_width), verbose, label="predict"):
             f, covariance = glm_batch(self._cast(take(x, part)))
@@ -226,12 +225,14 @@ class LaplacePredictive:
         stacked = tf.reshape(jacobians, [1, -1, self.n_params])
         return tf.reshape(outputs, [-1]), self.posterior.functional_variance(stacked)[0]
 
-    def _glm_batch(self, view: PredictiveView, inputs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Outputs and their linearised covariance, by the cheapest exact path available."""
+    def _glm_batch(self, view: PredictiveView, inputs: tf.Tensor, examples: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """Outputs and their linearised covariance, by the cheapest exact path available (``examples``:
+        how many the call predicts, of which ``inputs`` is a batch)."""
         if view.features is not None and view.features.direct is not False:  # unknown until traced
             f, features = view.features(self.mean, inputs)
             if view.features.direct:
-                return f, last_layer.functional_variance(self.posterior, features, self._outputs_per_example(view))
+                outputs = self._outputs_per_example(view)
+                return f, last_layer.functional_variance(self.posterior, features, outputs, examples)
         if view.layer_factors is not None:
             f, layer_inputs, gradients, leftover = view.layer_factors(self.mean, inputs)
             check_one_row_per_example(view.layer_factors.factored, layer_inputs, f)
@@ -383,8 +384,7 @@ def predictive_view(
 ) -> PredictiveView:
     """The view's compiled functions, built once per model and parameter selection."""
     apply, vectorize, key = params.apply, params.vectorize, params.cache_key()  # no `self` in cached closures
-    rule = dense_output_rule(params)
-    features = None if rule is None else cached(model, ("features", key), lambda: OutputFeatures(params, rule))
+    features = shared_output_features(params)
     factors = None if not factored else cached(model, ("factors", key), lambda: layer_factors(params))
     return PredictiveView(
         params=params,

@@ -9,9 +9,15 @@ $a = (\phi, 1)$ (row-major weights, bias last). So no Jacobian is taken through 
 * kron: for the kernel block $(A \otimes G)$ with eigenbases $Q_A, Q_G$ and eigenvalues
   $E_{ij}$, $J \Sigma J^\top = Q_G \operatorname{diag}_j\big(\sum_i (Q_A^\top \phi)_i^2
   / E_{ij}\big) Q_G^\top$, plus the bias block's $Q_G \operatorname{diag}(1/E_{\cdot j}) Q_G^\top$;
-* full and lowrank: $J$ is formed from $a$ directly (no backward pass).
+* full: with the posterior's covariance factor $S = L^{-\top}$ ($S S^\top = \Sigma$, rows over the
+  weights $(i, k)$), row $k$ of $J S$ is $\sum_i a_i S_{(i,k),\cdot}$, and $J \Sigma J^\top =
+  (J S)(J S)^\top$: $O(d K P)$ per example where a triangular solve of $J^\top$ takes $O(K P^2)$.
+  $S$ costs one solve of $P$ right-hand sides, so it is formed (and kept) once a call predicts at
+  least $P / K$ examples; fewer take the triangular solve;
+* lowrank: $J$ is formed from $a$ directly (no backward pass).
 
-This needs the model's outputs to be the layer's pre-activation outputs: a model with an
+The features come from `curvature.output_layer.OutputFeatures`, the compiled function the fit
+shares. This needs the model's outputs to be the layer's pre-activation outputs: a model with an
 activation on that layer, or a layer after it, takes the other exact paths (`OutputFeatures.direct`).
 
 Each costs $O(d^2 + dK + K^2)$ per example for diag and kron, so thousands of classes are fine.
@@ -27,44 +33,23 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from laplace_tf.curvature import compile_for_batches
-from laplace_tf.curvature.kfac_layers import LayerRule
-from laplace_tf.curvature.output_layer import outputs_and_features
-from laplace_tf.params import ModelParameters
 from laplace_tf.posterior.diag import DiagPosterior
+from laplace_tf.posterior.full import FullPosterior
 from laplace_tf.posterior.kron import EigenBlock, KronPosterior
 
 
-class OutputFeatures:
-    r"""Compiled ``(theta, x) -> (outputs (B, K), a (B, d[+1]))``: the features with a 1 for the bias.
-
-    ``direct`` (known once the first call is traced) says whether the model's outputs are the
-    Dense layer's own, up to casts and unit axes, from ``(batch, features)`` inputs, in one call:
-    only then is $J = a^\top \otimes I_K$. An activation on the layer, any layer after it (a
-    rescaling, a reshape), or a second call (a subclassed model reusing it) makes it ``False``,
-    and the features are not computed (the predictive then takes another exact path)."""
-
-    def __init__(self, params: ModelParameters, rule: LayerRule):
-        self.params, self.rule = params, rule
-        self.direct: bool | None = None
-        self._compiled = compile_for_batches(self._outputs_and_features, params.model)
-
-    def __call__(self, theta: tf.Tensor, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return self._compiled(theta, x)
-
-    def _outputs_and_features(self, theta: tf.Tensor, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        f, features = outputs_and_features(self.params, self.rule, theta, x)
-        self.direct = features is not None
-        return f, features if self.direct else tf.zeros([tf.shape(f)[0], 0], f.dtype)
-
-
-def functional_variance(posterior: object, features: tf.Tensor, n_outputs: int) -> tf.Tensor:
-    """$J \\Sigma J^\\top$ ``(B, K, K)`` for $J = a^\\top \\otimes I_K$."""
+def functional_variance(
+    posterior: object, features: tf.Tensor, n_outputs: int, examples: int | None = None
+) -> tf.Tensor:
+    """$J \\Sigma J^\\top$ ``(B, K, K)`` for $J = a^\\top \\otimes I_K$; ``examples``: how many the
+    caller predicts in all, of which ``features`` are a batch's (``None``: this batch's)."""
     if isinstance(posterior, DiagPosterior):
         variance = tf.reshape(posterior.variance, [-1, n_outputs])  # rows: features (then the bias)
         return tf.linalg.diag(tf.matmul(tf.square(features), variance))
     if isinstance(posterior, KronPosterior):
         return _kron_variance(posterior, features)
+    if isinstance(posterior, FullPosterior) and _factor_pays(posterior, examples or features.shape[0], n_outputs):
+        return _full_variance(posterior, features, n_outputs)
     jacobians = tf.einsum("bi,kl->bkil", features, tf.eye(n_outputs, dtype=features.dtype))
     return posterior.functional_variance(tf.reshape(jacobians, [tf.shape(features)[0], n_outputs, -1]))
 
@@ -83,3 +68,21 @@ def _block_variance(block: EigenBlock, eigenvalues: tf.Tensor, features: tf.Tens
     weights = tf.matmul(tf.square(rotated), 1.0 / eigenvalues)  # (B, K) in the output eigenbasis
     q = block.output_vectors
     return tf.einsum("kj,bj,lj->bkl", q, weights, q)
+
+
+def _factor_pays(posterior: FullPosterior, examples: int, n_outputs: int) -> bool:
+    """Whether to use the posterior's `covariance_factor`: kept from an earlier call, or costing
+    ($P^3$) no more than the triangular solves of this call's ``examples`` ($P^2 N K$), which it
+    then spares every later call. Eagerly only: a traced call must not keep a graph tensor."""
+    if not tf.executing_eagerly():
+        return False
+    return "covariance_factor" in vars(posterior) or int(examples) * n_outputs >= posterior.n_params
+
+
+def _full_variance(posterior: FullPosterior, features: tf.Tensor, n_outputs: int) -> tf.Tensor:
+    r"""$(J S)(J S)^\top$ with $S = L^{-\top}$, whose rows run over the weights $(i, k)$: row $k$ of
+    $J S$ is $\sum_i a_i S_{(i,k),\cdot}$, one ``(B, d+1) x (d+1, K P)`` product, where the
+    Jacobians' triangular solve takes $K$ times the arithmetic (and no structure of $J$)."""
+    factor = tf.reshape(posterior.covariance_factor, [features.shape[-1], n_outputs * posterior.n_params])
+    rows = tf.reshape(tf.matmul(features, factor), [-1, n_outputs, posterior.n_params])
+    return tf.matmul(rows, rows, transpose_b=True)

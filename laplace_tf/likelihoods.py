@@ -68,6 +68,14 @@ class Likelihood(abc.ABC):
         r"""$\Lambda_b J_b$ for Jacobians ``(B, K, P)``; likelihoods override it with structure."""
         return tf.matmul(self.output_hessian(f), jacobians)
 
+    def output_hessian_sum(self, f: tf.Tensor) -> tf.Tensor:
+        r"""$\sum_b \Lambda_b$, ``(K, K)``; likelihoods override it with structure."""
+        return tf.reduce_sum(self.output_hessian(f), axis=0)
+
+    def output_hessian_diagonal(self, f: tf.Tensor) -> tf.Tensor:
+        r"""The diagonals of the $\Lambda_b$, ``(B, K)``; likelihoods override it with structure."""
+        return tf.linalg.diag_part(self.output_hessian(f))
+
     @abc.abstractmethod
     def hessian_sqrt(self, f: tf.Tensor) -> tf.Tensor:
         r"""$V_b$ with $V_b V_b^\top = \Lambda_b$, ``(B, K, C)``."""
@@ -172,6 +180,16 @@ class Classification(Likelihood):
         r"""$(\operatorname{diag}(p) - p p^\top) J = p \odot (J - p^\top J)$, in O(BKP)."""
         p = tf.nn.softmax(f)[:, :, None]
         return p * (jacobians - tf.reduce_sum(p * jacobians, axis=1, keepdims=True))
+
+    def output_hessian_sum(self, f: tf.Tensor) -> tf.Tensor:
+        r"""$\operatorname{diag}(\sum_b p_b) - P^\top P$ for the probabilities $P$ ``(B, K)``: no
+        ``(B, K, K)`` stack (a thousand classes)."""
+        p = tf.nn.softmax(f)
+        return tf.linalg.diag(tf.reduce_sum(p, axis=0)) - tf.matmul(p, p, transpose_a=True)
+
+    def output_hessian_diagonal(self, f: tf.Tensor) -> tf.Tensor:
+        p = tf.nn.softmax(f)
+        return p - tf.square(p)
 
     def hessian_sqrt(self, f: tf.Tensor) -> tf.Tensor:
         r"""$V$ ``(B, K, K - 1)`` with $V V^\top = \Lambda$, which has rank $K - 1$.

@@ -60,3 +60,21 @@ def test_a_second_laplace_on_the_same_model_traces_nothing(structure):
     assert traced > 0  # the counter sees traces
     script()
     assert counter.traces == traced
+
+
+@pytest.mark.parametrize("structure", ["kron", "diag", "full"])
+def test_a_last_layer_script_traces_the_network_once(structure):
+    """The last-layer fit and GLM predictive share one compiled function for the output layer's
+    features (`curvature.output_layer.shared_output_features`)."""
+    counter = TraceCounter()
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4, activation="tanh"), counter, keras.layers.Dense(2)]
+    )
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)).astype("float32"), rng.integers(0, 2, 40)
+    built = counter.traces  # building the Sequential model called it symbolically
+    la = lt.Laplace(model, "classification", subset_of_weights="last_layer", hessian_structure=structure)
+    la.fit((x, y), batch_size=16, verbose=False)
+    la.optimize_prior_precision()
+    la.predict(x[:5])
+    assert counter.traces == built + 1

@@ -139,6 +139,73 @@ def test_last_layer_predictive_when_the_outputs_are_not_the_layers_own(classific
         np.testing.assert_allclose(la.curvature, ggn, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("likelihood", ["classification", "regression"])
+def test_last_layer_kron_factors_from_the_features(model, classification_data, regression_data, likelihood):
+    """A Dense output layer's K-FAC factors in closed form: A from its inputs, G = sum_n Lambda_n
+    (no backward pass), against NumPy on the features read off the Keras model."""
+    import keras
+
+    data = classification_data if likelihood == "classification" else regression_data
+    if likelihood == "regression":  # 3 inputs, 2 outputs
+        model = make_mlp(3, 2, hidden=(5, 4))
+    la = lt.Laplace(model, likelihood, subset_of_weights="last_layer", hessian_structure="kron")
+    la.fit(data, batch_size=8, verbose=False)  # batches of 8, 8 and fewer: the sums add up
+    features = keras.Model(model.inputs[0], model.layers[-2].output)(data[0]).numpy()
+    hessians = output_hessians_np(np.asarray(model(data[0])), likelihood)
+    kernel, bias = la.curvature.blocks
+    np.testing.assert_allclose(kernel.input_factor, features.T @ features / len(features), rtol=1e-10)
+    np.testing.assert_allclose(kernel.output_factor, hessians.sum(axis=0), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(bias.input_factor, [[1.0]])
+    np.testing.assert_allclose(bias.output_factor, hessians.sum(axis=0), rtol=1e-10, atol=1e-12)
+    assert la._estimator.treatment[model.layers[-1].kernel.path] == "kron (dense)"
+
+
+def test_last_layer_fits_when_the_outputs_are_not_the_layers_own(classification_data):
+    """A rescaling after the output layer: the features' closed forms do not apply (f = 2 z), and
+    the fit takes the probes instead: G = sum_n 4 Lambda_n(f), the diagonal likewise scaled."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((4,), dtype="float64")
+    hidden = keras.layers.Dense(5, activation="tanh", dtype="float64")(inputs)
+    head = keras.layers.Dense(N_CLASSES, dtype="float64")
+    model = keras.Model(inputs, keras.layers.Rescaling(2.0, dtype="float64")(head(hidden)))
+    x, y = classification_data
+    features = keras.Model(inputs, hidden)(x).numpy()
+    hessians = 4 * output_hessians_np(np.asarray(model(x)), "classification")
+    kron = lt.Laplace(model, "classification", subset_of_weights="last_layer", hessian_structure="kron")
+    kernel = kron.fit((x, y), verbose=False).curvature.blocks[0]
+    np.testing.assert_allclose(kernel.input_factor, features.T @ features / len(x), rtol=1e-10)
+    np.testing.assert_allclose(kernel.output_factor, hessians.sum(axis=0), rtol=1e-10, atol=1e-12)
+    diag = lt.Laplace(model, "classification", subset_of_weights="last_layer", hessian_structure="diag")
+    a = np.concatenate([features, np.ones((len(x), 1))], axis=1)
+    expected = np.einsum("ni,nk->ik", a**2, np.diagonal(hessians, axis1=1, axis2=2)).ravel()
+    np.testing.assert_allclose(diag.fit((x, y), verbose=False).curvature, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_last_layer_full_predictive_by_the_covariance_factor(model, classification_data):
+    """The full last-layer GLM predictive: a triangular solve for few examples, the kept factor
+    S = L^-T (S S^T = Sigma) for many (and later), both equal to J Sigma J^T with a NumPy inverse."""
+    x, y = classification_data
+    la = lt.Laplace(model, "classification", subset_of_weights="last_layer", prior_precision=0.5)
+    la.fit((x, y), verbose=False)
+    index = _indices(model, chosen_paths={v.path for v in model.layers[-1].trainable_variables})
+    covariance = np.linalg.inv(la.posterior.precision.numpy())
+
+    def expected(points):
+        jacobians = naive_jacobians(model, points)[:, :, index]
+        return np.einsum("nkp,pq,nlq->nkl", jacobians, covariance, jacobians)
+
+    np.testing.assert_allclose(la.glm_output_distribution(x[:2], verbose=False)[1], expected(x[:2]), rtol=1e-9)
+    assert "covariance_factor" not in vars(la.posterior)  # 2 B K < P: solved
+    np.testing.assert_allclose(la.glm_output_distribution(x, verbose=False)[1], expected(x), rtol=1e-9)
+    assert "covariance_factor" in vars(la.posterior)  # kept
+    np.testing.assert_allclose(la.glm_output_distribution(x[:1], verbose=False)[1], expected(x[:1]), rtol=1e-9)
+    la.prior_precision = 2.0  # a new posterior: a new factor
+    covariance = np.linalg.inv(la.posterior.precision.numpy())
+    np.testing.assert_allclose(la.glm_output_distribution(x, verbose=False)[1], expected(x), rtol=1e-9)
+
+
 def test_last_layer_kron_handles_many_classes_without_network_jacobians():
     import keras
 

@@ -8,23 +8,23 @@ data set into the curvature; [`Laplace`][laplace_tf.Laplace] sums the batches in
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-import keras
 import tensorflow as tf
 
-from laplace_tf.curvature import diag, full, gp, lowrank
+from laplace_tf.curvature import diag, full, gp, lowrank, output_layer
+from laplace_tf.curvature.compiling import compile_for_batches
 from laplace_tf.curvature.diag_probes import ProbedDiagonal
 from laplace_tf.curvature.jacobians import loss_gradients
 from laplace_tf.curvature.kron import KronPlan
-from laplace_tf.curvature.output_layer import dense_output_rule, output_layer_ggn
-from laplace_tf.curvature.probe_passes import expected_batch
+from laplace_tf.curvature.output_layer import shared_output_features
 from laplace_tf.curvature.probed_jacobians import jacobians_function
 from laplace_tf.distribution import summed_over_replicas
-from laplace_tf.inputs import batch_spec, declared_example_shapes, free_example_axes, free_extent, n_examples
+from laplace_tf.inputs import n_examples
 from laplace_tf.likelihoods import Likelihood
 from laplace_tf.options import CurvatureType, HessianStructure, KfacApprox
 from laplace_tf.params import ModelParameters
@@ -89,8 +89,14 @@ def curvature_estimator(
         raise ValueError("stochastic=True (Monte-Carlo Fisher) is available with hessian_structure='kron'.")
     if structure == HessianStructure.KRON:
         plan = KronPlan(params, likelihood, curvature_type, mc_samples, reduce=kfac_approx == KfacApprox.REDUCE)
+        batch = compile_for_batches(plan.batch, params.model)
+        exact_ggn = curvature_type == CurvatureType.GGN and mc_samples is None
+        features = shared_output_features(params) if exact_ggn else None
+        if features is not None:  # a Dense output layer's own weights: A and G from its features
+            sums = functools.partial(output_layer.kronecker_sums, input_dim=features.rule.input_dim)
+            batch = output_layer.features_first(features, likelihood, sums, batch)
         return CurvatureEstimator(
-            _summed_fit(compile_for_batches(plan.batch, params.model)),
+            _summed_fit(batch),
             plan.finalize,
             elements=plan.elements(),
             jacobian_params=plan.jacobian_params,
@@ -132,22 +138,22 @@ def curvature_estimator(
             passes=2 + lowrank.POWER_ITERATIONS,
             accumulates=False,
         )
-    by_jacobians = _dense_batch_function(STRUCTURES[structure], curvature_type, params, likelihood)
-    batch_fn = by_jacobians
+    batch_fn = _dense_batch_function(STRUCTURES[structure], curvature_type, params, likelihood)
+    prepare = None
     elements = params.n_params**2 if structure == HessianStructure.FULL else params.n_params
     jacobian_params = params.n_params if curvature_type == CurvatureType.GGN else 0
     if structure == HessianStructure.DIAG and curvature_type != CurvatureType.HESSIAN:
         probed = ProbedDiagonal(params, likelihood, curvature_type)
         if probed.rules:  # the probes' own per-example gradients come in chunks of columns that fit
             jacobian_params = probed.jacobian_params if jacobian_params else 0
-            batch_fn = lambda theta, x, y, seed: probed.batch(theta, x, y)  # noqa: E731
+            batch_fn, prepare = (lambda theta, x, y, seed: probed.batch(theta, x, y)), probed.prepare
     batch = compile_for_batches(batch_fn, params.model)
+    features = shared_output_features(params) if curvature_type == CurvatureType.GGN else None
+    if features is not None:  # a Dense output layer's own weights: the features' closed forms
+        by_features = output_layer.ggn if structure == HessianStructure.FULL else output_layer.ggn_diagonal
+        batch, prepare = output_layer.features_first(features, likelihood, by_features, batch), None
     return CurvatureEstimator(
-        _summed_fit(batch),
-        _identity,
-        elements=elements,
-        jacobian_params=jacobian_params,
-        prepare=probed.prepare if batch_fn is not by_jacobians else None,
+        _summed_fit(batch), _identity, elements=elements, jacobian_params=jacobian_params, prepare=prepare
     )
 
 
@@ -208,12 +214,8 @@ def _dense_batch_function(
     """``(theta, x, y, seed) -> (summed loss, curvature)`` for the full or diag structure."""
     apply = params.apply
     jacobians_of = jacobians_function(params) if curvature_type == CurvatureType.GGN else None
-    output_rule = dense_output_rule(params) if module is full and curvature_type == CurvatureType.GGN else None
 
     def ggn(theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        closed_form = None if output_rule is None else output_layer_ggn(params, likelihood, output_rule, theta, x, y)
-        if closed_form is not None:  # a Dense output layer's own weights: (a a^T) (x) Lambda
-            return closed_form
         f, jacobians = jacobians_of(theta, x)
         loss = tf.reduce_sum(likelihood.loss(f, y))
         return loss, module.from_jacobians(jacobians, likelihood.hessian_times(f, jacobians))
@@ -232,48 +234,6 @@ def _dense_batch_function(
         curvature_type
     ]
     return lambda theta, x, y, seed: chosen(theta, x, y)
-
-
-def compile_for_batches(fn: Callable, model: keras.Model | None = None) -> Callable:
-    """``fn(theta, x, *rest)`` compiled once per input signature, for any batch size (traced on the
-    first call with that signature, whose batch size sizes the chunks of `probe_passes.run_probes`).
-
-    ``x`` may be a structure of tensors (a model with several inputs). The axes of ``x`` that the
-    ``model`` declares free (sequences of any length) are free in the signature too: batches padded
-    to different lengths share one function, traced for lengths up to the power of two at or above
-    the first batch's, and traced again only for a longer batch, since the chunks of columns (and
-    the memory guard) are sized for the longest length a function serves. Inputs of another
-    example shape or dtype (a second `Laplace` on the same model fed differently) get a function of
-    their own instead of failing to bind.
-    """
-    compiled: dict[tuple, list[tuple[int, Callable]]] = {}
-    declared = declared_example_shapes(model)  # read now: compiled functions must not keep the model alive
-
-    def call(theta: tf.Tensor, *batch: tf.Tensor):
-        free = free_example_axes(batch[0], declared)
-        key, extent = _signature_key(theta, batch, free), free_extent(batch[0], free)
-        traced = compiled.setdefault(key, [])
-        for longest, function in traced:
-            if extent <= longest:
-                return function(theta, *batch)
-        longest = 1 << max(extent - 1, 0).bit_length()  # the power of two at or above
-        signature = [tf.TensorSpec(theta.shape, theta.dtype), batch_spec(batch[0], free)]
-        function = tf.function(fn, input_signature=signature + [batch_spec(t) for t in batch[1:]], autograph=False)
-        traced.append((longest, function))
-        with expected_batch(n_examples(batch[0]), longest):  # traced now: chunks of columns sized for this batch
-            return function(theta, *batch)
-
-    return call
-
-
-def _signature_key(theta: tf.Tensor, batch: tuple, free: list[tuple[int, ...]]) -> tuple:
-    """What a compiled function's input signature depends on: every leaf's dtype and shape (but the
-    batch axis and the ``free`` axes of ``batch[0]``), and the nesting of structured inputs."""
-    specs = tf.nest.flatten(batch_spec(batch[0], free)) + tf.nest.flatten(batch_spec(batch[1:]))
-    key = (theta.dtype, theta.shape[0], *((spec.dtype, tuple(spec.shape[1:])) for spec in specs))
-    if any(tf.nest.is_nested(t) for t in batch):  # structured inputs: their nesting (dict keys, list lengths) too
-        key += (repr(tf.nest.map_structure(lambda _: None, batch)),)
-    return key
 
 
 def noise_power(curvature_type: CurvatureType) -> int:

@@ -19,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -83,6 +85,13 @@ class FullPosterior:
         """$P^{-1}$, ``(P, P)``."""
         identity = tf.eye(self.n_params, dtype=self.mean.dtype)
         return tf.linalg.cholesky_solve(self.cholesky, identity)
+
+    @functools.cached_property
+    def covariance_factor(self) -> tf.Tensor:
+        """$S = L^{-\\top}$, ``(P, P)``, with $S S^\\top = P^{-1}$: computed once (a triangular solve
+        of $P$ right-hand sides) and kept, for predictives that take many Jacobians' products."""
+        identity = tf.eye(self.n_params, dtype=self.mean.dtype)
+        return tf.linalg.triangular_solve(self.cholesky, identity, lower=True, adjoint=True)
 
     @property
     def variance(self) -> tf.Tensor:
