@@ -173,23 +173,33 @@ class Classification(Likelihood):
         return -tf.reduce_sum(tf.math.multiply_no_nan(tf.nn.log_softmax(f), y), axis=-1)
 
     def output_hessian(self, f: tf.Tensor) -> tf.Tensor:
+        r"""$\Lambda = \operatorname{diag}(p) - p p^\top$, its diagonal $p_k (1 - p_k)$ from
+        `_complements` (accurate for a confident prediction)."""
         p = tf.nn.softmax(f)
-        return tf.linalg.diag(p) - p[:, :, None] * p[:, None, :]
+        return tf.linalg.set_diag(-p[:, :, None] * p[:, None, :], self.output_hessian_diagonal(f))
 
     def hessian_times(self, f: tf.Tensor, jacobians: tf.Tensor) -> tf.Tensor:
-        r"""$(\operatorname{diag}(p) - p p^\top) J = p \odot (J - p^\top J)$, in O(BKP)."""
-        p = tf.nn.softmax(f)[:, :, None]
-        return p * (jacobians - tf.reduce_sum(p * jacobians, axis=1, keepdims=True))
+        r"""$\Lambda J$, row $k$ $p_k (J_k - \sum_j p_j J_j)$, in O(BKP), as
+        $p_k (J_k - p_m J_m - s)$ for $k \ne m$ and $p_m ((1 - p_m) J_m - s)$ for the most probable
+        class $m$, with $s = \sum_{j \ne m} p_j J_j$: where $p_m \approx 1$, $J_m - \sum_j p_j J_j$
+        would cancel to rounding noise."""
+        p = tf.nn.softmax(f)
+        is_max = _most_probable(f)
+        others = tf.reduce_sum(((p - p * is_max)[:, :, None]) * jacobians, axis=1, keepdims=True)  # s
+        top = tf.reduce_sum((p * is_max)[:, :, None] * jacobians, axis=1, keepdims=True)  # p_m J_m
+        own = tf.where(is_max[:, :, None] > 0, _complements(p, is_max)[:, :, None] * jacobians, jacobians - top)
+        return p[:, :, None] * (own - others)
 
     def output_hessian_sum(self, f: tf.Tensor) -> tf.Tensor:
-        r"""$\operatorname{diag}(\sum_b p_b) - P^\top P$ for the probabilities $P$ ``(B, K)``: no
-        ``(B, K, K)`` stack (a thousand classes)."""
+        r"""$\sum_b \Lambda_b$ from the probabilities $P$ ``(B, K)``: $-P^\top P$ off the diagonal,
+        $\sum_b p_{bk} (1 - p_{bk})$ on it (no ``(B, K, K)`` stack: a thousand classes)."""
         p = tf.nn.softmax(f)
-        return tf.linalg.diag(tf.reduce_sum(p, axis=0)) - tf.matmul(p, p, transpose_a=True)
+        diagonal = tf.reduce_sum(self.output_hessian_diagonal(f), axis=0)
+        return tf.linalg.set_diag(-tf.matmul(p, p, transpose_a=True), diagonal)
 
     def output_hessian_diagonal(self, f: tf.Tensor) -> tf.Tensor:
         p = tf.nn.softmax(f)
-        return p - tf.square(p)
+        return p * _complements(p, _most_probable(f))
 
     def hessian_sqrt(self, f: tf.Tensor) -> tf.Tensor:
         r"""$V$ ``(B, K, K - 1)`` with $V V^\top = \Lambda$, which has rank $K - 1$.
@@ -229,6 +239,19 @@ class Classification(Likelihood):
         return tf.nn.softmax(f) - tf.one_hot(labels, tf.shape(f)[-1], dtype=f.dtype)
 
 
+def _most_probable(f: tf.Tensor) -> tf.Tensor:
+    """One-hot ``(B, K)`` of each example's most probable class."""
+    classes = f.shape[-1] if f.shape[-1] is not None else tf.shape(f)[-1]
+    return tf.one_hot(tf.argmax(f, axis=-1, output_type=tf.int32), classes, dtype=f.dtype)
+
+
+def _complements(p: tf.Tensor, is_max: tf.Tensor) -> tf.Tensor:
+    r"""$1 - p_k$ ``(B, K)``, for the most probable class as $\sum_{j \ne m} p_j$: $1 - p_m$ of a
+    confident prediction ($p_m$ within a few roundings of 1) would be mostly rounding error."""
+    others = tf.reduce_sum(p - p * is_max, axis=-1, keepdims=True)
+    return tf.where(is_max > 0, others, 1 - p)
+
+
 class Binary(Likelihood):
     """Bernoulli observations with probability $\\sigma(f)$ of one logit.
 
@@ -261,16 +284,17 @@ class Binary(Likelihood):
         return tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=f), axis=-1)
 
     def output_hessian(self, f: tf.Tensor) -> tf.Tensor:
-        p = tf.sigmoid(f)
-        return tf.linalg.diag(p * (1 - p))
+        return tf.linalg.diag(self.output_hessian_diagonal(f))
+
+    def output_hessian_diagonal(self, f: tf.Tensor) -> tf.Tensor:
+        r"""$\sigma(f) (1 - \sigma(f)) = \sigma(f) \sigma(-f)$, accurate where $\sigma(f) \approx 1$."""
+        return tf.sigmoid(f) * tf.sigmoid(-f)
 
     def hessian_times(self, f: tf.Tensor, jacobians: tf.Tensor) -> tf.Tensor:
-        p = tf.sigmoid(f)[:, :, None]
-        return p * (1 - p) * jacobians
+        return self.output_hessian_diagonal(f)[:, :, None] * jacobians
 
     def hessian_sqrt(self, f: tf.Tensor) -> tf.Tensor:
-        p = tf.sigmoid(f)
-        return tf.linalg.diag(tf.sqrt(p * (1 - p)))
+        return tf.linalg.diag(tf.sqrt(self.output_hessian_diagonal(f)))
 
     def loss_gradient(self, f: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         return tf.sigmoid(f) - y

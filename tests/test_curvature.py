@@ -66,6 +66,37 @@ def test_softmax_hessian_root_has_one_column_fewer_and_squares_to_the_hessian(cl
     assert np.all(np.abs(squared - exact) <= 40 * epsilon * scale)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("classes", [2, 10])
+def test_output_hessians_stay_accurate_for_confident_predictions(classes, dtype):
+    """Lambda, its sum over examples, its diagonal and Lambda J, where one class takes all but about
+    1e-6 of the probability: 1 - p_m computed from a rounded p_m would be off by percents (which a
+    trained classifier's fit then sums), so each is checked against float64 at its own scale.
+    The binary likelihood's sigma(f) (1 - sigma(f)) likewise, at logits of -14 to 14."""
+    rng = np.random.default_rng(classes)
+    logits = 2 * rng.normal(size=(12, classes))
+    logits[:4, 0] += 14
+    logits[4:8, -1] += 14
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    others = np.stack([np.delete(p, k, axis=1).sum(axis=1) for k in range(classes)], axis=1)
+    exact = -p[:, :, None] * p[:, None, :]
+    exact[:, np.arange(classes), np.arange(classes)] = p * others
+    jacobians = rng.normal(size=(12, classes, 5))
+    likelihood, f = get_likelihood("classification"), tf.constant(logits, dtype)
+    epsilon, scale = np.finfo(dtype).eps, np.abs(exact).max(axis=(1, 2), keepdims=True)
+    assert np.all(np.abs(likelihood.output_hessian(f).numpy() - exact) <= 40 * epsilon * scale)
+    assert np.all(np.abs(likelihood.output_hessian_diagonal(f).numpy() - p * others) <= 40 * epsilon * scale[:, 0])
+    np.testing.assert_allclose(likelihood.output_hessian_sum(f), exact.sum(axis=0), rtol=40 * epsilon)
+    product = likelihood.hessian_times(f, tf.constant(jacobians, dtype)).numpy()
+    bound = 40 * epsilon * scale * np.abs(jacobians).max(axis=(1, 2), keepdims=True) * classes
+    assert np.all(np.abs(product - np.einsum("nkl,nlp->nkp", exact, jacobians)) <= bound)
+    binary_logits = np.linspace(-14, 14, 8)[:, None]
+    small = np.exp(-np.abs(binary_logits))  # sigma(f) (1 - sigma(f)) = e^-|f| / (1 + e^-|f|)^2, no cancelling
+    binary = get_likelihood("binary").output_hessian_diagonal(tf.constant(binary_logits, dtype))
+    np.testing.assert_allclose(binary, small / (1 + small) ** 2, rtol=40 * epsilon)
+
+
 def test_softmax_loss_is_the_cross_entropy_and_ignores_zero_labels_whose_log_probability_underflows():
     """-sum(y log softmax(f)) against float64 NumPy, with one example whose other classes' log
     probabilities are -inf in float32 (tf.nn.softmax_cross_entropy_with_logits gives NaN there)."""
