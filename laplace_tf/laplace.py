@@ -366,13 +366,17 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
             curvature_bytes = sum(int(np.prod(t.shape)) * t.dtype.size for t in self._curvature_state())
             print(
                 f"Laplace fitted: {n_data} examples, {self.n_params:,} parameters, "
-                f"{self.hessian_structure.value} {self.curvature_type.value}, "
+                f"{self.hessian_structure.value} {self.curvature_type.value}{self._convention()}, "
                 f"curvature {format_bytes(curvature_bytes)} (process peak {format_bytes(peak_memory_bytes())}), "
                 f"{time.perf_counter() - started:.1f} s"
             )
             for path, treatment in (self._estimator.treatment or {}).items():
                 print(f"  {path}: {treatment}")
         return self
+
+    def _convention(self) -> str:
+        """For the fit's summary: kron's K-FAC convention for weights shared across positions."""
+        return f" (K-FAC {self.options['kfac_approx']})" if self.hessian_structure == HessianStructure.KRON else ""
 
     def _output_count(self, first: Any) -> int:
         """The number of outputs: declared by an affine output layer (logits by construction), or

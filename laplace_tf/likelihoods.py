@@ -179,16 +179,14 @@ class Classification(Likelihood):
         return tf.linalg.set_diag(-p[:, :, None] * p[:, None, :], self.output_hessian_diagonal(f))
 
     def hessian_times(self, f: tf.Tensor, jacobians: tf.Tensor) -> tf.Tensor:
-        r"""$\Lambda J$, row $k$ $p_k (J_k - \sum_j p_j J_j)$, in O(BKP), as
-        $p_k (J_k - p_m J_m - s)$ for $k \ne m$ and $p_m ((1 - p_m) J_m - s)$ for the most probable
-        class $m$, with $s = \sum_{j \ne m} p_j J_j$: where $p_m \approx 1$, $J_m - \sum_j p_j J_j$
-        would cancel to rounding noise."""
-        p = tf.nn.softmax(f)
-        is_max = _most_probable(f)
-        others = tf.reduce_sum(((p - p * is_max)[:, :, None]) * jacobians, axis=1, keepdims=True)  # s
-        top = tf.reduce_sum((p * is_max)[:, :, None] * jacobians, axis=1, keepdims=True)  # p_m J_m
-        own = tf.where(is_max[:, :, None] > 0, _complements(p, is_max)[:, :, None] * jacobians, jacobians - top)
-        return p[:, :, None] * (own - others)
+        r"""$\Lambda J$, row $k$ $p_k (J_k - \sum_j p_j J_j)$, in O(BKP), as $p \odot (D - p^\top D)$
+        with $D = J - J_m$, the rows' differences to the most probable class's ($\sum_j p_j = 1$):
+        where $p_m \approx 1$, $J_m - \sum_j p_j J_j$ would cancel to rounding noise, while
+        $p^\top D$ sums only the other classes' small terms."""
+        p = tf.nn.softmax(f)[:, :, None]
+        top = tf.gather(jacobians, tf.argmax(f, axis=-1, output_type=tf.int32), axis=1, batch_dims=1)
+        differences = jacobians - top[:, None]
+        return p * (differences - tf.reduce_sum(p * differences, axis=1, keepdims=True))
 
     def output_hessian_sum(self, f: tf.Tensor) -> tf.Tensor:
         r"""$\sum_b \Lambda_b$ from the probabilities $P$ ``(B, K)``: $-P^\top P$ off the diagonal,
