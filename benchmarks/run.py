@@ -395,6 +395,23 @@ READING_NOTES = """
   fit but costs about 30% of its warm time, so it is kept for the models `pfor` cannot vectorise.
   Cold times move by up to 30% between processes on this shared machine, and whole rows by as
   much when another tenant loads it (rows measured then were measured again).
+- Last layer, laplace-torch's default (`subset_of_weights="last_layer"`; the CNN's Dense head, 256
+  features and 10 classes, measured at bcda8a6): the fit forms its curvature from the head's
+  features with no backward pass (`kron`: `A` from the features, `G = sum_n Lambda_n`; `full`:
+  `sum_n (a_n a_n^T) (x) Lambda_n`; `diag` likewise), in the same compiled function the GLM
+  predictive uses, so a last-layer script traces the network once. By hand before (ed9b51f,
+  fresh processes), the kron fit ran the probes' backward passes (0.168 s first, 0.027 s warm)
+  and the first GLM predictive traced the network again (kron 0.069 s; diag 0.051 s, where
+  laplace-torch's first takes 0.03 s); now 0.14 s and 0.03 s (diag 0.01 s). The kron fit's cold
+  time equals laplace-torch's (1.01): ours is the model's own first predict (0.12 s) and a few
+  milliseconds. `full`'s GLM predictive keeps the covariance factor `S = L^-T` once a call
+  predicts at least `P / K` examples and takes `J S` as one product of the features with it
+  (0.67 s warm before, 0.13 s now); its first call (0.70 s) forms the posterior's Cholesky factor
+  and `S`, about 0.4 s of `O(P^3)` work that later calls reuse (laplace-torch likewise keeps its
+  posterior scale), which is why it reads over its first-call budget. The full rows' predictive
+  agreement (2.6e-4) is laplace-torch's float32 error: against our float64 run its probabilities
+  are 2.7e-4 off and ours 5.7e-6 (1.1e-3 before bcda8a6, whose output Hessians take `1 - p_m` of a
+  confident class as the sum of the others instead of rounding it away).
 - Deeper networks (by hand on the previous CPU, not in the tables; imports before the clock): on a MobileNetV2
   (alpha 0.35, 32x32 inputs, 403k weights, 64 images) the first `kron` fit takes 5.4 s (a graph
   of 10,528 nodes: 2.7 s to trace, 2.3 s to first run) and later ones 0.24 s, against 0.6 s for
@@ -420,7 +437,8 @@ READING_NOTES = """
   the reward model and the MLP's kron at 96bd19d, and, the machine quiet, the fits of the MLPs,
   the small CNN, the LSTM, the Transformer and the reward model at d930372 and those GLM
   predictive rows again at a795e40 (the same code), the LSTM's kron fit at 8240040, and every
-  model's first calls, as medians of three processes, at 8240040 too. The cold pipelines, prior
+  model's first calls, as medians of three processes, at 8240040 too, the last-layer rows and
+  pipeline at bcda8a6 and the full GGN fit's at 183b797. The other cold pipelines, prior
   tuning and `lt.hessian` tables are from the full run. laplace-torch's times move as much as
   ours between runs, so compare ratios within a row, not across runs. Where a row moved against
   an earlier run, an A/B of the two commits in alternating fresh processes decides whether the
