@@ -31,7 +31,7 @@ def test_mirrored_strategy_on_two_logical_cpus_matches_one_device():
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     result = _result(done.stdout)
     assert result["replicas"] == 2
-    structures = ("full", "diag", "kron", "gp", "gp_nystrom")
+    structures = ("full", "diag", "kron", "last_layer_full", "last_layer_diag", "last_layer_kron", "gp", "gp_nystrom")
     assert all(value < 1e-10 for structure in structures for value in result[structure].values())
     trained = result["marglik_training"]  # float32 training steps, so to float32 round-off
     assert trained["strategy_used"] and trained["prior"] < 1e-4 and trained["evidence"] < 1e-4

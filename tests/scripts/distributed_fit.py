@@ -40,11 +40,10 @@ def model_and_data():
     return model, rng.normal(size=(37, 4)), rng.integers(0, 3, size=37)
 
 
-def differences(structure, model, x, y):
-    one = lt.Laplace(model, "classification", hessian_structure=structure, prior_precision=0.7, rank=8)
-    many = lt.Laplace(
-        model, "classification", hessian_structure=structure, prior_precision=0.7, rank=8, strategy=STRATEGY
-    )
+def differences(structure, model, x, y, subset="all"):
+    options = {"hessian_structure": structure, "subset_of_weights": subset, "prior_precision": 0.7, "rank": 8}
+    one = lt.Laplace(model, "classification", **options)
+    many = lt.Laplace(model, "classification", strategy=STRATEGY, **options)
     one.fit((x, y), batch_size=10, verbose=False)
     many.fit((x, y), batch_size=10, verbose=False)
     flat = [np.asarray(t) for t in tf.nest.flatten(one._curvature_state())]
@@ -103,6 +102,7 @@ def main():
     report = {"replicas": STRATEGY.num_replicas_in_sync}
     for structure in ("full", "diag", "kron"):
         report[structure] = differences(structure, model, x, y)
+        report[f"last_layer_{structure}"] = differences(structure, model, x, y, "last_layer")  # from the features
     report["gp"] = gp_differences(model, x, y)
     report["gp_nystrom"] = gp_differences(model, x, y, n_eigenvalues=10)
     with STRATEGY.scope():  # the strategy of the active scope is used without strategy=
@@ -115,7 +115,7 @@ def main():
         differences_ = report["marglik_training"]
         trained_alike = differences_["strategy_used"] and max(differences_["prior"], differences_["evidence"]) < 1e-4
     print(json.dumps(report))
-    structures = ("full", "diag", "kron", "gp", "gp_nystrom")
+    structures = ("full", "diag", "kron", "last_layer_full", "last_layer_diag", "last_layer_kron", "gp", "gp_nystrom")
     worst = max([report["scope"], *(v for s in structures for v in report[s].values())])
     sys.exit(0 if worst < TOLERANCE and report["replicas"] == 2 and trained_alike else 1)
 
