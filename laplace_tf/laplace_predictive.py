@@ -336,12 +336,31 @@ class LaplacePredictive:
 
     def _network_outputs(self, view: PredictiveView, inputs: tf.Tensor, thetas: tf.Tensor) -> tf.Tensor:
         """The network at each draw, examples first: ``(B, S, K)``."""
+        by_features = self._outputs_from_features(view, inputs, thetas)
+        if by_features is not None:
+            return by_features
         return tf.transpose(view.outputs_at(thetas, inputs), [1, 0, 2])
 
     def _linearised_outputs(self, view: PredictiveView, inputs: tf.Tensor, thetas: tf.Tensor) -> tf.Tensor:
         """The linearised network at each draw, examples first: ``(B, S, K)``."""
+        by_features = self._outputs_from_features(view, inputs, thetas)
+        if by_features is not None:
+            return by_features
         f, jacobians = view.jacobians(self.mean, inputs)
         return f[:, None] + tf.einsum("bkp,sp->bsk", jacobians, thetas - self.mean)
+
+    def _outputs_from_features(self, view: PredictiveView, inputs: tf.Tensor, thetas: tf.Tensor) -> tf.Tensor | None:
+        r"""For a Dense output layer whose outputs are the model's, $f_s = a W_s$ ``(B, S, K)`` from
+        its features $a$ (a 1 for the bias) and each draw's weights ``(d+1, K)``: the network is
+        linear in them, so its outputs and the linearised ones are the same, and one pass of the
+        network serves every draw. ``None`` for any other model."""
+        if view.features is None or view.features.direct is False:
+            return None
+        _, features = view.features(self.mean, inputs)
+        if not view.features.direct:
+            return None
+        weights = tf.reshape(thetas, [tf.shape(thetas)[0], features.shape[-1], -1])
+        return tf.einsum("bi,sik->bsk", features, weights)
 
     def _per_example(self, fn: Any) -> Any:
         """``fn(inputs, ...)``, or under a ``tf.distribute`` strategy its replicas' shards gathered."""

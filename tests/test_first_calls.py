@@ -77,4 +77,5 @@ def test_a_last_layer_script_traces_the_network_once(structure):
     la.fit((x, y), batch_size=16, verbose=False)
     la.optimize_prior_precision()
     la.predict(x[:5])
+    la.predict(x[:5], pred_type="nn", n_samples=4, seed=0)  # the draws' outputs from the features too
     assert counter.traces == built + 1

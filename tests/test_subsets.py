@@ -206,6 +206,25 @@ def test_last_layer_full_predictive_by_the_covariance_factor(model, classificati
     np.testing.assert_allclose(la.glm_output_distribution(x, verbose=False)[1], expected(x), rtol=1e-9)
 
 
+def test_last_layer_draws_by_the_features_equal_the_network_at_them(model, classification_data):
+    """A last layer whose outputs are the model's: the outputs at posterior draws, network and
+    linearised alike, come from the features (one pass of the network for every draw); both equal
+    the Keras model run with each draw's weights set into its output layer."""
+    x, y = classification_data
+    la = lt.Laplace(model, "classification", subset_of_weights="last_layer", hessian_structure="kron")
+    la.fit((x, y), verbose=False)
+    draws = la.sample(3, seed=0).numpy()
+    head, kept = model.layers[-1], [w.numpy() for w in model.layers[-1].weights]
+    expected = []
+    for draw in draws:
+        head.set_weights([draw[: kept[0].size].reshape(kept[0].shape), draw[kept[0].size :]])
+        expected.append(model(x).numpy())
+    head.set_weights(kept)
+    for pred_type in ("nn", "glm"):
+        outputs = la.outputs_at_draws(draws, x, pred_type=pred_type, verbose=False)
+        np.testing.assert_allclose(outputs, np.stack(expected), rtol=1e-10, atol=1e-12)
+
+
 def test_last_layer_kron_handles_many_classes_without_network_jacobians():
     import keras
 
