@@ -96,7 +96,7 @@ def run(epochs: int, n: int) -> dict[str, list[list[float]]]:
         train(model, x, y, epochs, weight_decay(model, n) if la is None else posterior_penalty(la, n))
         prior = (PRIOR_PRECISION, 0.0) if la is None else (la.posterior.precision, la.mean)
         options = {"prior_precision": prior[0], "prior_mean": prior[1]}
-        la = lt.Laplace(model, "classification", hessian_structure="diag", **options)
+        la = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="diag", **options)
         la = la.fit((x, y), verbose=False)
         history["online Laplace"].append(accuracies(model, tests))
     return history

@@ -63,14 +63,18 @@ def main() -> None:
     (x, y), (x_test, y_test) = spirals(600, rng), spirals(400, rng)
     model = trained_classifier(x, y, epochs=20 if smoke else 300)
 
-    reference = lt.Laplace(model, "classification", hessian_structure="full").fit((x, y), verbose=False)
+    reference = lt.Laplace(model, "classification", hessian_structure="full", subset_of_weights="all").fit(
+        (x, y), verbose=False
+    )
     reference.optimize_prior_precision()
     prior = float(reference.prior_precision)
     exact = reference.glm_output_distribution(x_test, verbose=False)[1].numpy().diagonal(axis1=1, axis2=2)
 
     def measure(label: str, **options) -> dict:
         started = time.perf_counter()
-        la = lt.Laplace(model, "classification", prior_precision=prior, **options).fit((x, y), verbose=False)
+        la = lt.Laplace(model, "classification", subset_of_weights="all", prior_precision=prior, **options).fit(
+            (x, y), verbose=False
+        )
         seconds = time.perf_counter() - started
         variance = la.glm_output_distribution(x_test, verbose=False)[1].numpy().diagonal(axis1=1, axis2=2)
         error = float(np.median(np.abs(variance / exact - 1)))

@@ -65,9 +65,16 @@ def main() -> None:
     (x, y), (x_test, y_test) = sample(400, rng), sample(2000, rng)
     epochs = 100 if smoke else 600
 
-    homoscedastic = lt.Laplace(train(1, "mse", x, y, epochs), "regression").fit((x, y), verbose=False)
+    homoscedastic = lt.Laplace(
+        train(1, "mse", x, y, epochs), "regression", subset_of_weights="all", hessian_structure="full"
+    ).fit((x, y), verbose=False)
     homoscedastic.optimize_prior_precision(optimize_sigma_noise=True)
-    heteroscedastic = lt.Laplace(train(2, natural_parameter_loss, x, y, epochs), "heteroscedastic")
+    heteroscedastic = lt.Laplace(
+        train(2, natural_parameter_loss, x, y, epochs),
+        "heteroscedastic",
+        subset_of_weights="all",
+        hessian_structure="full",
+    )
     heteroscedastic.fit((x, y), verbose=False).optimize_prior_precision()
 
     reports = {

@@ -54,7 +54,9 @@ def main() -> None:
         usual = network(weight_decay=decay)  # mse is twice the unit-noise NLL: 1 / N is a unit Gaussian prior
         usual.compile(keras.optimizers.Adam(1e-2), "mse")
         usual.fit(x, y, epochs=epochs, batch_size=50, verbose=0)
-        post_hoc = lt.Laplace(usual, "regression", hessian_structure="kron").fit((x, y), verbose=False)
+        post_hoc = lt.Laplace(usual, "regression", hessian_structure="kron", subset_of_weights="all").fit(
+            (x, y), verbose=False
+        )
         post_hoc.optimize_prior_precision(prior_structure="layerwise", optimize_sigma_noise=True)
         rows[f"decay ({name}) + post-hoc Laplace"] = post_hoc
 

@@ -70,7 +70,9 @@ def main() -> None:
     pairs, preferred = preference_pairs(N_PAIRS, -2, 2, rng)
     reward = train_reward_model(pairs, preferred, epochs=20 if smoke else 150)
 
-    la = lt.Laplace(reward, "reward_modeling", hessian_structure="kron").fit((pairs, preferred), verbose=False)
+    la = lt.Laplace(reward, "reward_modeling", hessian_structure="kron", subset_of_weights="all").fit(
+        (pairs, preferred), verbose=False
+    )
     la.optimize_prior_precision(verbose=False)
     print(f"prior precision {float(la.prior_precision):.3g}, log evidence {float(la.log_marginal_likelihood()):.2f}")
     print("Fresh pairs (2,000 each), MAP vs Laplace:")

@@ -91,7 +91,9 @@ def main() -> None:
 
     x, y = sequences(n_train, (4, 10), rng)
     model = trained_lstm(x, y, epochs)
-    la = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y), verbose=not smoke)
+    la = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        (x, y), verbose=not smoke
+    )
     la.optimize_prior_precision()
     print(f"prior precision tuned by the marginal likelihood: {float(la.prior_precision):.3g}")
 

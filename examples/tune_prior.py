@@ -61,7 +61,7 @@ def main() -> None:
     (x, y), (x_val, y_val), (x_test, y_test) = (make_data(n, rng) for n in (150, 100, 500))
     model = train(x, y, epochs=30 if smoke else 300)
 
-    la = lt.Laplace(model, "regression", hessian_structure="full", sigma_noise=0.5)
+    la = lt.Laplace(model, "regression", hessian_structure="full", sigma_noise=0.5, subset_of_weights="all")
     la.fit((x, y), verbose=False)
     la.optimize_prior_precision(method="marglik", optimize_sigma_noise=True)
     marglik_prior, sigma = float(la.prior_precision), float(la.sigma_noise)

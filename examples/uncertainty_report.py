@@ -96,7 +96,9 @@ def main() -> None:
     x_test, y_test = classification_data(1000, rng)
     classifier = mlp(2, 2, keras.losses.SparseCategoricalCrossentropy(from_logits=True), PRIOR / (2 * len(x)))
     train(classifier, x, y, epochs)
-    la = lt.Laplace(classifier, "classification", subset_of_weights="last_layer", prior_precision=PRIOR)
+    la = lt.Laplace(
+        classifier, "classification", subset_of_weights="last_layer", prior_precision=PRIOR, hessian_structure="full"
+    )
     la.fit((x, y), verbose=False)
     far = (rng.normal(size=(300, 2)) + 8.0).astype("float32")
     report_and_diagnose("classifier", la, (x, y), (x_test, y_test), far, args.out, draws)
@@ -105,7 +107,14 @@ def main() -> None:
     x_test, y_test = regression_data(1000, rng)
     regressor = mlp(1, 1, keras.losses.MeanSquaredError(), PRIOR * SIGMA**2 / len(x))
     train(regressor, x, y, epochs)
-    la = lt.Laplace(regressor, "regression", subset_of_weights="last_layer", prior_precision=PRIOR, sigma_noise=SIGMA)
+    la = lt.Laplace(
+        regressor,
+        "regression",
+        subset_of_weights="last_layer",
+        prior_precision=PRIOR,
+        sigma_noise=SIGMA,
+        hessian_structure="full",
+    )
     la.fit((x, y), verbose=False)
     far = rng.uniform(4, 6, size=(300, 1)).astype("float32")
     report_and_diagnose(

@@ -113,7 +113,7 @@ def run(out: Path = Path("outputs/demo.png"), smoke: bool = False, seed: int = 0
     model = train_model(x_train, y_train, epochs=30 if smoke else 300, seed=seed)
 
     print("fitting the Laplace approximation (all weights, full GGN) ...")
-    la = lt.Laplace(model, "classification", hessian_structure="full")
+    la = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full")
     la.fit((x_train, y_train))
     la.optimize_prior_precision(method="gridsearch", val_data=(x_val, y_val))
     print(f"prior precision tuned by grid search on the validation NLL: {float(la.prior_precision):.3g}")

@@ -25,7 +25,7 @@ Example:
     ```python
     >>> model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(32, activation="tanh"),
     ...                           keras.layers.Dense(2)])          # (a, b) for one target
-    >>> la = lt.Laplace(model, "heteroscedastic").fit((x, y))
+    >>> la = lt.Laplace(model, "heteroscedastic", subset_of_weights="all", hessian_structure="full").fit((x, y))
     >>> mean, epistemic, aleatoric = la.predict(x_test)
     ```
 """

@@ -95,14 +95,15 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         (one sigmoid), ``"multilabel"`` (one sigmoid per output, targets ``(N, K)`` of 0/1),
         ``"heteroscedastic"`` (a mean and a noise per target) or ``"reward_modeling"`` (a ``(B, 1)``
         reward model fitted on preference pairs ``(N, 2, ...)``; `laplace_tf.reward`).
-      subset_of_weights: ``"all"`` trainable weights, ``"last_layer"``, a list of
-        variable-path patterns (e.g. ``["dense_2/*"]``), or boolean masks per variable (a list,
-        ``None`` for an excluded variable, or a dict from path to mask); the other weights stay
-        at their trained values.
-      hessian_structure: ``"full"`` (dense ``P x P``), ``"diag"``, ``"kron"`` (Kronecker-factored
-        per layer), ``"lowrank"`` (top ``rank`` eigenpairs plus the prior) or ``"gp"`` (function
-        space: the linearised network as a Gaussian process conditioned on ``n_subset`` training
-        points, exact in rank ``n_subset * outputs``; `laplace_tf.curvature.gp`).
+      subset_of_weights: ``"last_layer"`` (the default, as in laplace-torch), ``"all"`` trainable
+        weights, a list of variable-path patterns (e.g. ``["dense_2/*"]``), or boolean masks per
+        variable (a list, ``None`` for an excluded variable, or a dict from path to mask); the
+        other weights stay at their trained values.
+      hessian_structure: ``"kron"`` (Kronecker-factored per layer; the default, as in
+        laplace-torch), ``"full"`` (dense ``P x P``), ``"diag"``, ``"lowrank"`` (top ``rank``
+        eigenpairs plus the prior) or ``"gp"`` (function space: the linearised network as a
+        Gaussian process conditioned on ``n_subset`` training points, exact in rank
+        ``n_subset * outputs``; `laplace_tf.curvature.gp`).
       curvature: ``"ggn"`` (generalised Gauss-Newton), ``"ef"`` (empirical Fisher) or
         ``"hessian"`` (exact, by nested tapes).
       prior_precision: a scalar, one value per trainable variable, or one per parameter.
@@ -143,8 +144,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         model: keras.Model,
         likelihood: str,
         *,
-        subset_of_weights: str | Subset = "all",
-        hessian_structure: str = "full",
+        subset_of_weights: str | Subset = "last_layer",
+        hessian_structure: str = "kron",
         curvature: str = "ggn",
         prior_precision: Any = 1.0,
         prior_mean: Any = 0.0,

@@ -103,7 +103,7 @@ def _scores(
         raise ValueError("strategy='largest_variance' needs data=(x, y) and the likelihood to fit a diagonal Laplace.")
     from laplace_tf.laplace import Laplace
 
-    la = Laplace(model, likelihood, hessian_structure="diag", prior_precision=prior_precision)
+    la = Laplace(model, likelihood, subset_of_weights="all", hessian_structure="diag", prior_precision=prior_precision)
     la.fit(data, batch_size=batch_size, verbose=False)
     return np.asarray(la.posterior.variance, np.float64)
 

@@ -78,7 +78,8 @@ class MarglikCallback(keras.callbacks.Callback):
       batch_size: examples per batch of the Laplace fits, for arrays.
       verbose: a progress bar over epochs with the evidence.
       laplace_options: passed on to [`Laplace`][laplace_tf.Laplace] (e.g. ``curvature``,
-        ``temperature``, ``memory_limit``).
+        ``temperature``, ``memory_limit``; ``subset_of_weights`` is ``"all"`` unless given: the
+        evidence of the whole network).
     """
 
     def __init__(
@@ -174,7 +175,7 @@ class MarglikCallback(keras.callbacks.Callback):
         from laplace_tf.tuning import evidence_objective
 
         state = self._state
-        options = dict(self.laplace_options)
+        options = {"subset_of_weights": "all", **self.laplace_options}  # the evidence of the whole network
         if self.model.distribute_strategy.num_replicas_in_sync > 1:  # fit where the model trains
             options.setdefault("strategy", self.model.distribute_strategy)
         la = Laplace(

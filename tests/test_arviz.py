@@ -27,7 +27,9 @@ def linear_regression():
     mean = np.linalg.solve(design.T @ design / SIGMA**2 + PRIOR * np.eye(3), design.T @ y / SIGMA**2)
     model = make_mlp(2, 1, hidden=())
     set_flat_weights(model, mean)
-    la = lt.Laplace(model, "regression", sigma_noise=SIGMA, prior_precision=PRIOR).fit((x, y), verbose=False)
+    la = lt.Laplace(
+        model, "regression", sigma_noise=SIGMA, prior_precision=PRIOR, subset_of_weights="all", hessian_structure="full"
+    ).fit((x, y), verbose=False)
     return la, x, y, design
 
 
@@ -99,7 +101,9 @@ def test_gaussian_away_from_the_posterior_is_unreliable(linear_regression):
     la, x, y, _ = linear_regression
     model = la.model
     set_flat_weights(model, la.mean.numpy() + 6 * np.sqrt(np.diag(la.posterior.covariance)))
-    shifted = lt.Laplace(model, "regression", sigma_noise=SIGMA, prior_precision=PRIOR).fit((x, y), verbose=False)
+    shifted = lt.Laplace(
+        model, "regression", sigma_noise=SIGMA, prior_precision=PRIOR, subset_of_weights="all", hessian_structure="full"
+    ).fit((x, y), verbose=False)
     diagnosis = shifted.diagnose((x, y), num_draws=1000, seed=0)
     assert diagnosis.verdict == "unreliable" and diagnosis.k_hat > 0.7
     assert diagnosis.effective_sample_size < 50 and "misses much of the posterior" in str(diagnosis)
@@ -131,7 +135,9 @@ def test_verdicts_follow_the_thresholds():
 def test_classification_export_works_with_arviz_functions(classification_data):
     x, y = classification_data
     model = make_mlp(4, 3)
-    la = lt.Laplace(model, "classification", prior_precision=5.0).fit((x, y), verbose=False)
+    la = lt.Laplace(
+        model, "classification", prior_precision=5.0, subset_of_weights="all", hessian_structure="full"
+    ).fit((x, y), verbose=False)
     data = la.to_inference_data(x, y, num_draws=400, num_chains=4, pred_type="nn", seed=0)
     # pointwise log-likelihood: log softmax of the network at each draw
     names = [_name(la, v, layer) for layer in (0, 1) for v in ("kernel", "bias")]
@@ -159,7 +165,9 @@ def test_masked_subset_gets_an_entry_dimension(classification_data):
     model = make_mlp(4, 3)
     mask = np.zeros((5, 3), dtype=bool)
     mask[[0, 2], [1, 2]] = True
-    la = lt.Laplace(model, "classification", subset_of_weights={model.layers[1].kernel.path: mask})
+    la = lt.Laplace(
+        model, "classification", subset_of_weights={model.layers[1].kernel.path: mask}, hessian_structure="full"
+    )
     data = la.fit((x, y), verbose=False).to_inference_data(num_draws=20, num_chains=2, seed=0)
     kernel = _name(la, "kernel")
     assert data["posterior"][kernel].dims == ("chain", "draw", f"{kernel}_entry")
@@ -178,8 +186,10 @@ def test_bad_arguments(linear_regression):
         la.to_inference_data(x, np.where(y > 0, np.nan, y), num_draws=8, num_chains=2)
     with pytest.raises(ValueError, match="at least 100"):
         la.diagnose((x, y), num_draws=50)
-    small = lt.Laplace(la.model, "regression", memory_limit=10_000).fit((x, y), verbose=False)
+    small = lt.Laplace(
+        la.model, "regression", memory_limit=10_000, subset_of_weights="all", hessian_structure="full"
+    ).fit((x, y), verbose=False)
     with pytest.raises(MemoryError, match="fewer draws"):
         small.to_inference_data(x, y, num_draws=1000)
     with pytest.raises(lt.NotFittedError):
-        lt.Laplace(la.model, "regression").to_inference_data()
+        lt.Laplace(la.model, "regression", subset_of_weights="all", hessian_structure="full").to_inference_data()

@@ -26,18 +26,25 @@ Y_REGRESSION = RNG.normal(size=(20, 2))
 @pytest.fixture(scope="module")
 def fitted():
     model = make_mlp(4, 3)
-    la = lt.Laplace(model, "classification", hessian_structure="diag").fit((X, Y), verbose=False)
+    la = lt.Laplace(model, "classification", hessian_structure="diag", subset_of_weights="all").fit(
+        (X, Y), verbose=False
+    )
     la.predict(X, verbose=False)  # one good call first: later bad calls must not reach a compiled function
-    regression = lt.Laplace(make_mlp(4, 2, seed=1), "regression").fit((X, Y_REGRESSION), verbose=False)
+    regression = lt.Laplace(
+        make_mlp(4, 2, seed=1), "regression", subset_of_weights="all", hessian_structure="full"
+    ).fit((X, Y_REGRESSION), verbose=False)
     return {"la": la, "model": model, "regression": regression}
 
 
 def _laplace(**options):
-    return lambda c: lt.Laplace(c["model"], options.pop("likelihood", "classification"), **options)
+    defaults = {"subset_of_weights": "all", "hessian_structure": "full"}
+    return lambda c: lt.Laplace(c["model"], options.pop("likelihood", "classification"), **{**defaults, **options})
 
 
 def _fit(data, **options):
-    return lambda c: lt.Laplace(c["model"], "classification").fit(data, verbose=False, **options)
+    return lambda c: lt.Laplace(c["model"], "classification", subset_of_weights="all", hessian_structure="full").fit(
+        data, verbose=False, **options
+    )
 
 
 def _unbatched():
@@ -48,26 +55,35 @@ def _nan_hidden_weight(c):
     model = make_mlp(4, 3, seed=5)
     kernel = model.layers[0].kernel
     kernel.assign(np.where(np.arange(kernel.shape[1]) == 0, np.nan, kernel.numpy()))
-    return lt.Laplace(model, "classification", subset_of_weights="last_layer").fit((X, Y), verbose=False)
+    return lt.Laplace(model, "classification", subset_of_weights="last_layer", hessian_structure="full").fit(
+        (X, Y), verbose=False
+    )
 
 
 def _two_inputs():
     """A Laplace of a model taking a dict of two named inputs."""
     a, b = keras.Input((4,), name="a"), keras.Input((2,), name="b")
     outputs = keras.layers.Dense(3)(keras.layers.Concatenate()([a, b]))
-    return lt.Laplace(keras.Model({"a": a, "b": b}, outputs), "classification")
+    return lt.Laplace(
+        keras.Model({"a": a, "b": b}, outputs), "classification", subset_of_weights="all", hessian_structure="full"
+    )
 
 
 def _tagger():
     """A Laplace of a sequence tagger: outputs (batch, steps, classes)."""
     model = keras.Sequential([keras.Input((4, 1)), keras.layers.Dense(3)])
-    return lt.Laplace(model, "classification")
+    return lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full")
 
 
 def _stateful_lstm():
     """A Laplace of a model with a stateful LSTM (its outputs depend on earlier batches)."""
     model = keras.Sequential([keras.Input(batch_shape=(8, 5, 2)), keras.layers.LSTM(3, stateful=True)])
-    return lt.Laplace(keras.Sequential([model, keras.layers.Dense(3)]), "classification")
+    return lt.Laplace(
+        keras.Sequential([model, keras.layers.Dense(3)]),
+        "classification",
+        subset_of_weights="all",
+        hessian_structure="full",
+    )
 
 
 def _two_heads(subclassed: bool):
@@ -101,7 +117,12 @@ def _file(tmp, name, write):
 
 
 CONSTRUCTOR = [
-    ("model_not_keras", lambda c: lt.Laplace("model", "classification"), TypeError, "model"),
+    (
+        "model_not_keras",
+        lambda c: lt.Laplace("model", "classification", subset_of_weights="all", hessian_structure="full"),
+        TypeError,
+        "model",
+    ),
     ("likelihood_unknown", _laplace(likelihood="poisson"), ValueError, "likelihood"),
     ("likelihood_not_string", _laplace(likelihood=3), (TypeError, ValueError), "likelihood"),
     ("subset_unknown", _laplace(subset_of_weights="first_layer"), ValueError, "subset_of_weights"),
@@ -142,13 +163,20 @@ CONSTRUCTOR = [
     ("strategy_wrong_type", _laplace(strategy="mirrored"), TypeError, "strategy"),
     ("kron_with_exact_hessian", _laplace(hessian_structure="kron", curvature="hessian"), ValueError, "curvature"),
     ("lowrank_with_ef", _laplace(hessian_structure="lowrank", curvature="ef"), ValueError, "curvature"),
-    ("model_two_outputs", lambda c: lt.Laplace(_two_heads(False), "classification"), ValueError, "2 outputs"),
+    (
+        "model_two_outputs",
+        lambda c: lt.Laplace(_two_heads(False), "classification", subset_of_weights="all", hessian_structure="full"),
+        ValueError,
+        "2 outputs",
+    ),
 ]
 
 FIT = [
     (
         "subclassed_model_two_outputs",
-        lambda c: lt.Laplace(_two_heads(True), "classification").fit((X, Y), verbose=False),
+        lambda c: lt.Laplace(_two_heads(True), "classification", subset_of_weights="all", hessian_structure="full").fit(
+            (X, Y), verbose=False
+        ),
         ValueError,
         "2 outputs",
     ),
@@ -165,7 +193,9 @@ FIT = [
     ("labels_negative", _fit((X, Y - 1)), ValueError, "label"),
     (
         "binary_labels_for_one_logit",
-        lambda c: lt.Laplace(make_mlp(4, 1), "classification").fit((X, Y % 2)),
+        lambda c: lt.Laplace(make_mlp(4, 1), "classification", subset_of_weights="all", hessian_structure="full").fit(
+            (X, Y % 2)
+        ),
         ValueError,
         "'binary' likelihood",
     ),
@@ -214,14 +244,16 @@ FIT = [
     ("nan_in_hidden_weight_last_layer", _nan_hidden_weight, ValueError, "NaN"),
     (
         "override_before_fit",
-        lambda c: lt.Laplace(c["model"], "classification").fit((X, Y), override=False),
+        lambda c: lt.Laplace(c["model"], "classification", subset_of_weights="all", hessian_structure="full").fit(
+            (X, Y), override=False
+        ),
         lt.NotFittedError,
         "fit",
     ),
     (
         "override_lowrank",
         lambda c: (
-            lt.Laplace(c["model"], "classification", hessian_structure="lowrank", rank=3)
+            lt.Laplace(c["model"], "classification", hessian_structure="lowrank", rank=3, subset_of_weights="all")
             .fit((X, Y), verbose=False)
             .fit((X, Y), override=False, verbose=False)
         ),
@@ -230,16 +262,37 @@ FIT = [
     ),
     (
         "regression_targets_wrong_width",
-        lambda c: lt.Laplace(make_mlp(4, 2), "regression").fit((X, Y_REGRESSION[:, :1])),
+        lambda c: lt.Laplace(make_mlp(4, 2), "regression", subset_of_weights="all", hessian_structure="full").fit(
+            (X, Y_REGRESSION[:, :1])
+        ),
         ValueError,
         "y",
     ),
-    ("binary_labels_two", lambda c: lt.Laplace(make_mlp(4, 1), "binary").fit((X, Y + 1)), ValueError, "label"),
+    (
+        "binary_labels_two",
+        lambda c: lt.Laplace(make_mlp(4, 1), "binary", subset_of_weights="all", hessian_structure="full").fit(
+            (X, Y + 1)
+        ),
+        ValueError,
+        "label",
+    ),
 ]
 
 PREDICT = [
-    ("predict_unfitted", lambda c: lt.Laplace(c["model"], "classification").predict(X), lt.NotFittedError, "fit"),
-    ("sample_unfitted", lambda c: lt.Laplace(c["model"], "classification").sample(3), lt.NotFittedError, "fit"),
+    (
+        "predict_unfitted",
+        lambda c: lt.Laplace(c["model"], "classification", subset_of_weights="all", hessian_structure="full").predict(
+            X
+        ),
+        lt.NotFittedError,
+        "fit",
+    ),
+    (
+        "sample_unfitted",
+        lambda c: lt.Laplace(c["model"], "classification", subset_of_weights="all", hessian_structure="full").sample(3),
+        lt.NotFittedError,
+        "fit",
+    ),
     ("wrong_feature_count_after_good_call", lambda c: c["la"].predict(X[:, :3]), ValueError, "x"),
     ("zero_inputs", lambda c: c["la"].predict(X[:0]), ValueError, "x"),
     ("one_example_without_batch_axis", lambda c: c["la"].predict(X[0]), ValueError, "x[None]"),
@@ -292,7 +345,9 @@ PREDICT = [
 EVIDENCE = [
     (
         "evidence_unfitted",
-        lambda c: lt.Laplace(c["model"], "classification").log_marginal_likelihood(),
+        lambda c: lt.Laplace(
+            c["model"], "classification", subset_of_weights="all", hessian_structure="full"
+        ).log_marginal_likelihood(),
         lt.NotFittedError,
         "fit",
     ),
@@ -388,7 +443,7 @@ EVIDENCE = [
     (
         "kron_diag_prior",
         lambda c: (
-            lt.Laplace(c["model"], "classification", hessian_structure="kron")
+            lt.Laplace(c["model"], "classification", hessian_structure="kron", subset_of_weights="all")
             .fit((X, Y), verbose=False)
             .optimize_prior_precision(prior_structure="diag")
         ),
@@ -463,7 +518,9 @@ def _bad_file(kind):
 FILES = [
     (
         "save_unfitted",
-        lambda c: lt.Laplace(c["model"], "classification").save(c["tmp"] / "p.npz"),
+        lambda c: lt.Laplace(c["model"], "classification", subset_of_weights="all", hessian_structure="full").save(
+            c["tmp"] / "p.npz"
+        ),
         lt.NotFittedError,
         "fit",
     ),
@@ -611,7 +668,9 @@ def test_integer_inputs_for_a_float_model_are_accepted(fitted):
 
 def test_flipping_any_byte_of_a_saved_file_loads_the_same_posterior_or_is_a_value_error(fitted, tmp_path):
     model = make_mlp(4, 3, hidden=(2,), seed=3)
-    la = lt.Laplace(model, "classification", hessian_structure="kron").fit((X[:6], Y[:6]), verbose=False)
+    la = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        (X[:6], Y[:6]), verbose=False
+    )
     content = bytearray(la.save(tmp_path / "small.npz").read_bytes())
     expected = la.predict(X[:3], verbose=False).numpy()
     outcomes = {"same": 0, "refused": 0}

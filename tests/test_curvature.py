@@ -125,7 +125,9 @@ def test_each_likelihood_states_its_hessian_roots_column_count(likelihood):
 def test_full_ggn_equals_dense_jt_h_j(likelihood):
     model = make_mlp(4, LIKELIHOOD_OUTPUTS[likelihood])
     x, y = _data(likelihood)
-    la = lt.Laplace(model, likelihood, hessian_structure="full").fit((x, y), batch_size=5, verbose=False)
+    la = lt.Laplace(model, likelihood, hessian_structure="full", subset_of_weights="all").fit(
+        (x, y), batch_size=5, verbose=False
+    )
     jac = naive_jacobians(model, x)
     lam = output_hessians_np(np.asarray(model(x)), likelihood)
     expected = np.einsum("nkp,nkl,nlq->pq", jac, lam, jac)
@@ -136,7 +138,9 @@ def test_full_ggn_equals_dense_jt_h_j(likelihood):
 def test_empirical_fisher_equals_sum_of_gradient_outer_products(likelihood):
     model = make_mlp(4, LIKELIHOOD_OUTPUTS[likelihood])
     x, y = _data(likelihood)
-    la = lt.Laplace(model, likelihood, curvature="ef").fit((x, y), batch_size=6, verbose=False)
+    la = lt.Laplace(model, likelihood, curvature="ef", subset_of_weights="all", hessian_structure="full").fit(
+        (x, y), batch_size=6, verbose=False
+    )
     grads = naive_gradients(model, x, y, _unit_loss(likelihood))
     np.testing.assert_allclose(la.curvature, grads.T @ grads, rtol=1e-10, atol=1e-12)
 
@@ -144,7 +148,9 @@ def test_empirical_fisher_equals_sum_of_gradient_outer_products(likelihood):
 def test_exact_hessian_curvature_equals_finite_differences_of_the_gradient():
     model = make_mlp(4, N_CLASSES, hidden=(3,))
     x, y = _data("classification", n=9)
-    la = lt.Laplace(model, "classification", curvature="hessian").fit((x, y), batch_size=4, verbose=False)
+    la = lt.Laplace(
+        model, "classification", curvature="hessian", subset_of_weights="all", hessian_structure="full"
+    ).fit((x, y), batch_size=4, verbose=False)
     theta, eps = flat_weights(model), 1e-6
 
     def gradient_at(t):
@@ -167,8 +173,12 @@ def test_exact_hessian_curvature_equals_finite_differences_of_the_gradient():
 def test_diag_equals_the_diagonal_of_full(curvature, likelihood):
     model = make_mlp(4, LIKELIHOOD_OUTPUTS[likelihood])
     data = _data(likelihood)
-    full = lt.Laplace(model, likelihood, curvature=curvature).fit(data, verbose=False)
-    diag = lt.Laplace(model, likelihood, hessian_structure="diag", curvature=curvature).fit(data, verbose=False)
+    full = lt.Laplace(model, likelihood, curvature=curvature, subset_of_weights="all", hessian_structure="full").fit(
+        data, verbose=False
+    )
+    diag = lt.Laplace(model, likelihood, hessian_structure="diag", curvature=curvature, subset_of_weights="all").fit(
+        data, verbose=False
+    )
     np.testing.assert_allclose(diag.curvature, np.diag(full.curvature), rtol=1e-10, atol=1e-12)
 
 
@@ -218,18 +228,31 @@ def test_diag_by_probes_equals_the_jacobian_diagonal_beside_other_layers_and_sha
         jacobians = naive_jacobians(model, x)
         hessians = output_hessians_np(model(x).numpy(), "classification")
         expected = np.einsum("nkp,nkl,nlp->p", jacobians, hessians, jacobians)
-        la = lt.Laplace(model, "classification", hessian_structure="diag").fit((x, y), batch_size=7, verbose=False)
+        la = lt.Laplace(model, "classification", hessian_structure="diag", subset_of_weights="all").fit(
+            (x, y), batch_size=7, verbose=False
+        )
         np.testing.assert_allclose(la.curvature, expected, rtol=1e-10, atol=1e-13)
-    assert lt.Laplace(mixed, "classification", hessian_structure="diag")._estimator.jacobian_params == 5  # PReLU
+    assert (
+        lt.Laplace(
+            mixed, "classification", hessian_structure="diag", subset_of_weights="all"
+        )._estimator.jacobian_params
+        == 5
+    )  # PReLU
 
 
 def test_batching_and_datasets_give_the_same_curvature():
     model = make_mlp(4, N_CLASSES)
     x, y = _data("classification", n=30)
-    one_batch = lt.Laplace(model, "classification").fit((x, y), batch_size=30, verbose=False)
-    small_batches = lt.Laplace(model, "classification").fit((x, y), batch_size=7, verbose=False)
+    one_batch = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").fit(
+        (x, y), batch_size=30, verbose=False
+    )
+    small_batches = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").fit(
+        (x, y), batch_size=7, verbose=False
+    )
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
-    streamed = lt.Laplace(model, "classification").fit(dataset, verbose=False)
+    streamed = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").fit(
+        dataset, verbose=False
+    )
     for other in (small_batches, streamed):
         np.testing.assert_allclose(other.curvature, one_batch.curvature, rtol=1e-10, atol=1e-12)
         assert other.n_data == 30
@@ -239,8 +262,12 @@ def test_batching_and_datasets_give_the_same_curvature():
 def test_one_hot_labels_equal_integer_labels():
     model = make_mlp(4, N_CLASSES)
     x, y = _data("classification")
-    integer = lt.Laplace(model, "classification").fit((x, y), verbose=False)
-    one_hot = lt.Laplace(model, "classification").fit((x, np.eye(N_CLASSES)[y]), verbose=False)
+    integer = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").fit(
+        (x, y), verbose=False
+    )
+    one_hot = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").fit(
+        (x, np.eye(N_CLASSES)[y]), verbose=False
+    )
     np.testing.assert_allclose(one_hot.curvature, integer.curvature, rtol=1e-12)
 
 
@@ -255,7 +282,10 @@ def test_sequential_functional_and_subclassed_models_agree():
     x, y = _data("classification")
     reference = _functional("float64")
     subclassed = subclassed_copy(reference)
-    results = [lt.Laplace(m, "classification").fit((x, y), verbose=False) for m in (reference, subclassed)]
+    results = [
+        lt.Laplace(m, "classification", subset_of_weights="all", hessian_structure="full").fit((x, y), verbose=False)
+        for m in (reference, subclassed)
+    ]
     np.testing.assert_allclose(results[1].curvature, results[0].curvature, rtol=1e-12)
     jac = naive_jacobians(reference, x)
     lam = output_hessians_np(np.asarray(reference(x)), "classification")
@@ -267,8 +297,12 @@ def test_float32_model_gives_float32_results_close_to_float64():
     model64, model32 = _functional("float64"), _functional("float32")
     for target, source in zip(model32.trainable_variables, model64.trainable_variables, strict=True):
         target.assign(np.asarray(source.value, dtype="float32"))
-    la64 = lt.Laplace(model64, "classification").fit((x, y), verbose=False)
-    la32 = lt.Laplace(model32, "classification").fit((x.astype("float32"), y), verbose=False)
+    la64 = lt.Laplace(model64, "classification", subset_of_weights="all", hessian_structure="full").fit(
+        (x, y), verbose=False
+    )
+    la32 = lt.Laplace(model32, "classification", subset_of_weights="all", hessian_structure="full").fit(
+        (x.astype("float32"), y), verbose=False
+    )
     assert la32.curvature.dtype == tf.float32 and la64.curvature.dtype == tf.float64
     assert la32.predict(x).dtype == tf.float32
     np.testing.assert_allclose(la32.curvature, la64.curvature, rtol=1e-3, atol=1e-5)
@@ -280,11 +314,15 @@ def test_compiled_functions_are_shared_per_model_and_freed_with_it():
 
     model = make_mlp(4, N_CLASSES)
     x, y = _data("classification")
-    first = lt.Laplace(model, "classification", hessian_structure="diag").fit((x, y), verbose=False)
-    second = lt.Laplace(model, "classification", hessian_structure="diag").fit((x, y), verbose=False)
+    first = lt.Laplace(model, "classification", hessian_structure="diag", subset_of_weights="all").fit(
+        (x, y), verbose=False
+    )
+    second = lt.Laplace(model, "classification", hessian_structure="diag", subset_of_weights="all").fit(
+        (x, y), verbose=False
+    )
     assert first._estimator is second._estimator and first._fitted_view.jacobians is second._fitted_view.jacobians
     np.testing.assert_allclose(second.curvature, first.curvature)
-    other = lt.Laplace(model, "classification", hessian_structure="full")
+    other = lt.Laplace(model, "classification", hessian_structure="full", subset_of_weights="all")
     assert other._estimator is not first._estimator and other._fitted_view.jacobians is first._fitted_view.jacobians
     model_ref = weakref.ref(model)
     del model, first, second, other

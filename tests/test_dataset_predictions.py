@@ -19,13 +19,17 @@ Y_REGRESSION = RNG.normal(size=(45, 2))
 
 @pytest.fixture(scope="module")
 def classifier():
-    return lt.Laplace(make_mlp(4, N_CLASSES), "classification", hessian_structure="kron").fit((X, Y), verbose=False)
+    return lt.Laplace(make_mlp(4, N_CLASSES), "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        (X, Y), verbose=False
+    )
 
 
 @pytest.fixture(scope="module")
 def regressor():
     model = make_mlp(4, 2, seed=1)
-    return lt.Laplace(model, "regression", hessian_structure="diag").fit((X, Y_REGRESSION), verbose=False)
+    return lt.Laplace(model, "regression", hessian_structure="diag", subset_of_weights="all").fit(
+        (X, Y_REGRESSION), verbose=False
+    )
 
 
 def _pairs(x, y, batch=16):
@@ -80,7 +84,9 @@ def test_a_reward_models_pairs_and_items_come_as_datasets_too():
     keras.utils.set_random_seed(0)
     reward = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)])
     pairs, preferred = RNG.normal(size=(30, 2, 3)), RNG.integers(0, 2, size=30)
-    la = lt.Laplace(reward, "reward_modeling", hessian_structure="kron").fit((pairs, preferred), verbose=False)
+    la = lt.Laplace(reward, "reward_modeling", hessian_structure="kron", subset_of_weights="all").fit(
+        (pairs, preferred), verbose=False
+    )
     # float32 batches of 16 and of 30 round differently (by up to about 1e-7 relative)
     from_batches = la.predict(_pairs(pairs, preferred), verbose=False)
     np.testing.assert_allclose(from_batches, la.predict(pairs, verbose=False), rtol=1e-6)

@@ -67,7 +67,9 @@ def test_regression_mean_and_variance(data, structure, subset):
 )
 def test_classification_probabilities(data, structure, options):
     x, labels, _ = data
-    la = lt.Laplace(make_mlp(3, 3), "classification", hessian_structure=structure).fit((x, labels), verbose=False)
+    la = lt.Laplace(make_mlp(3, 3), "classification", hessian_structure=structure, subset_of_weights="all").fit(
+        (x, labels), verbose=False
+    )
     points = x[:2]
 
     def predict(inputs):
@@ -84,7 +86,9 @@ def test_classification_probabilities(data, structure, options):
 def test_numpy_inputs_still_give_numpy_backed_predictions(data):
     """Only tensors the user passes stay tensors; arrays are validated and used as before."""
     x, labels, _ = data
-    la = lt.Laplace(make_mlp(3, 3), "classification").fit((x, labels), verbose=False)
+    la = lt.Laplace(make_mlp(3, 3), "classification", subset_of_weights="all", hessian_structure="full").fit(
+        (x, labels), verbose=False
+    )
     np.testing.assert_allclose(la.predict(x[:4]), la.predict(tf.constant(x[:4])), rtol=1e-12)
     with pytest.raises(ValueError, match="NaN"):
         la.predict(tf.constant(np.full((2, 3), np.nan)))

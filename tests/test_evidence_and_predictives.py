@@ -12,7 +12,9 @@ from laplace_tf import calibration
 @pytest.fixture
 def classifier(classification_data):
     model = make_mlp(4, N_CLASSES)
-    return lt.Laplace(model, "classification").fit(classification_data, verbose=False), model
+    return lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").fit(
+        classification_data, verbose=False
+    ), model
 
 
 def _hand_evidence(la, model, data, prior):
@@ -66,7 +68,9 @@ def test_grid_search_picks_the_best_score_computed_by_hand(classifier, metric):
 
 def test_grid_search_for_regression_scores_the_predictive_nll(regression_data):
     model = make_mlp(3, 2)
-    la = lt.Laplace(model, "regression", sigma_noise=0.5).fit(regression_data, verbose=False)
+    la = lt.Laplace(model, "regression", sigma_noise=0.5, subset_of_weights="all", hessian_structure="full").fit(
+        regression_data, verbose=False
+    )
     x, y = regression_data
     grid = np.array([0.1, 1.0, 10.0])
     la.optimize_prior_precision(method="gridsearch", val_data=(x, y), grid=grid)
@@ -108,7 +112,9 @@ def test_laplace_bridge_equals_the_formula(classifier, classification_data, link
 
 def test_probit_and_mc_agree_when_the_variance_is_small(classification_data):
     model = make_mlp(4, N_CLASSES)
-    la = lt.Laplace(model, "classification", prior_precision=1e4).fit(classification_data, verbose=False)
+    la = lt.Laplace(
+        model, "classification", prior_precision=1e4, subset_of_weights="all", hessian_structure="full"
+    ).fit(classification_data, verbose=False)
     x = classification_data[0][:5]
     probit = la.predict(x).numpy()
     mc = la.predict(x, link_approx="mc", n_samples=20000, seed=0).numpy()
@@ -118,7 +124,9 @@ def test_probit_and_mc_agree_when_the_variance_is_small(classification_data):
 
 def test_joint_and_full_output_covariances(regression_data):
     model = make_mlp(3, 2)
-    la = lt.Laplace(model, "regression", prior_precision=0.5).fit(regression_data, verbose=False)
+    la = lt.Laplace(model, "regression", prior_precision=0.5, subset_of_weights="all", hessian_structure="full").fit(
+        regression_data, verbose=False
+    )
     x = regression_data[0][:4]
     mean, cov = (t.numpy() for t in la.predict(x, joint=True))
     jac = naive_jacobians(model, x).reshape(8, -1)
@@ -139,17 +147,21 @@ def test_joint_and_full_output_covariances(regression_data):
     np.testing.assert_allclose(nn_mean, np.mean(outputs, axis=0), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(nn_cov, np.cov(np.stack(outputs).T, bias=True), rtol=1e-8, atol=1e-12)
     with pytest.raises(ValueError, match="are for regression"):
-        lt.Laplace(make_mlp(3, 2), "classification").fit((x, np.array([0, 1, 0, 1])), verbose=False).predict(
-            x, joint=True
-        )
+        lt.Laplace(make_mlp(3, 2), "classification", subset_of_weights="all", hessian_structure="full").fit(
+            (x, np.array([0, 1, 0, 1])), verbose=False
+        ).predict(x, joint=True)
 
 
 @pytest.mark.parametrize("structure", ["full", "diag", "kron"])
 def test_fitting_more_data_equals_fitting_it_all_at_once(classification_data, structure):
     model = make_mlp(4, N_CLASSES)
     x, y = classification_data
-    whole = lt.Laplace(model, "classification", hessian_structure=structure).fit((x, y), verbose=False)
-    parts = lt.Laplace(model, "classification", hessian_structure=structure).fit((x[:10], y[:10]), verbose=False)
+    whole = lt.Laplace(model, "classification", hessian_structure=structure, subset_of_weights="all").fit(
+        (x, y), verbose=False
+    )
+    parts = lt.Laplace(model, "classification", hessian_structure=structure, subset_of_weights="all").fit(
+        (x[:10], y[:10]), verbose=False
+    )
     parts.fit((x[10:], y[10:]), override=False, verbose=False)
     assert parts.n_data == whole.n_data
     np.testing.assert_allclose(parts.log_marginal_likelihood(), whole.log_marginal_likelihood(), rtol=1e-10)
@@ -159,20 +171,28 @@ def test_fitting_more_data_equals_fitting_it_all_at_once(classification_data, st
 def test_adding_data_needs_the_same_weights_and_a_summable_structure(classification_data):
     model = make_mlp(4, N_CLASSES)
     x, y = classification_data
-    la = lt.Laplace(model, "classification").fit((x, y), verbose=False)
+    la = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").fit(
+        (x, y), verbose=False
+    )
     model.layers[0].bias.assign(model.layers[0].bias.numpy() + 0.1)
     with pytest.raises(ValueError, match="weights changed"):
         la.fit((x, y), override=False, verbose=False)
-    low = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=3).fit((x, y), verbose=False)
+    low = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=3, subset_of_weights="all").fit(
+        (x, y), verbose=False
+    )
     with pytest.raises(ValueError, match="cannot add data"):
         low.fit((x, y), override=False, verbose=False)
     with pytest.raises(lt.NotFittedError):
-        lt.Laplace(model, "classification").fit((x, y), override=False, verbose=False)
+        lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").fit(
+            (x, y), override=False, verbose=False
+        )
 
 
 def test_temperature_scales_the_curvature_and_the_likelihood(classifier, classification_data):
     la, model = classifier
-    hot = lt.Laplace(model, "classification", temperature=2.0).fit(classification_data, verbose=False)
+    hot = lt.Laplace(model, "classification", temperature=2.0, subset_of_weights="all", hessian_structure="full").fit(
+        classification_data, verbose=False
+    )
     np.testing.assert_allclose(hot.posterior.precision, la.curvature.numpy() / 2 + np.eye(la.n_params), rtol=1e-12)
     np.testing.assert_allclose(hot.log_likelihood(), la.log_likelihood() / 2, rtol=1e-12)
 
@@ -198,7 +218,9 @@ def test_closed_form_evidence_of_the_spectrum_equals_the_posterior_one(structure
     rng = np.random.default_rng(7)
     x = rng.normal(size=(30, 4))
     y = rng.integers(0, 3, size=30) if likelihood == "classification" else rng.normal(size=(30, 2))
-    la = lt.Laplace(make_mlp(4, outputs), likelihood, hessian_structure=structure, prior_mean=0.05)
+    la = lt.Laplace(
+        make_mlp(4, outputs), likelihood, hessian_structure=structure, prior_mean=0.05, subset_of_weights="all"
+    )
     la.fit((x, y), verbose=False)
     spectrum = curvature_spectrum(la, PriorStructure(prior_structure))
     sigma = 0.7 if likelihood == "regression" else 1.0

@@ -48,7 +48,7 @@ def test_a_second_laplace_on_the_same_model_traces_nothing(structure):
     options = {"rank": 3} if structure == "lowrank" else {}
 
     def script() -> None:
-        la = lt.Laplace(model, "classification", hessian_structure=structure, **options)
+        la = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure=structure, **options)
         la.fit((x, y), batch_size=16, verbose=False)  # the last batch is smaller: no new trace either
         la.optimize_prior_precision()
         la.predict(x[:5])

@@ -27,10 +27,10 @@ def test_with_every_point_in_the_subset_it_is_the_full_ggn_laplace(data, prior):
         (regressor, "regression", targets, {"sigma_noise": 0.6}),
     ):
         common = {"prior_precision": prior, **extra}
-        full = lt.Laplace(model, likelihood, hessian_structure="full", **common).fit(
+        full = lt.Laplace(model, likelihood, subset_of_weights="all", hessian_structure="full", **common).fit(
             (x, y), batch_size=16, verbose=False
         )
-        gp = lt.Laplace(model, likelihood, hessian_structure="gp", n_subset=40, **common)
+        gp = lt.Laplace(model, likelihood, subset_of_weights="all", hessian_structure="gp", n_subset=40, **common)
         gp.fit((x, y), batch_size=16, verbose=False)
         np.testing.assert_allclose(gp.log_marginal_likelihood(), full.log_marginal_likelihood(), rtol=1e-10)
         np.testing.assert_allclose(gp.glm_output_distribution(x)[1], full.glm_output_distribution(x)[1], atol=1e-10)
@@ -50,7 +50,15 @@ def test_on_a_subset_the_predictive_is_the_kernel_formula_of_the_gp(data):
     """k** - k*M V (I + V^T K_MM V)^-1 V^T kM*, with k(x, x') = J(x) J(x')^T / delta, built by hand."""
     x, labels, _ = data
     model, prior = make_mlp(4, 3), 0.8
-    gp = lt.Laplace(model, "classification", hessian_structure="gp", n_subset=12, prior_precision=prior, seed=3)
+    gp = lt.Laplace(
+        model,
+        "classification",
+        hessian_structure="gp",
+        n_subset=12,
+        prior_precision=prior,
+        seed=3,
+        subset_of_weights="all",
+    )
     gp.fit((x, labels), batch_size=16, verbose=False)
     chosen = choose_subset(labels, 12, 3, balanced=False)
     jac_m = naive_jacobians(model, x[chosen]).reshape(12 * 3, -1)  # (M K, P)
@@ -67,9 +75,13 @@ def test_on_a_subset_the_predictive_is_the_kernel_formula_of_the_gp(data):
         expected = jac_star[n] @ jac_star[n].T / prior - k_star_m @ middle @ k_star_m.T
         np.testing.assert_allclose(gp.glm_output_distribution(test[n : n + 1])[1][0], expected, rtol=1e-8, atol=1e-12)
     # the evidence: the whole data set's log-likelihood, the subset's log-determinant
-    on_subset = lt.Laplace(model, "classification", hessian_structure="full", prior_precision=prior)
+    on_subset = lt.Laplace(
+        model, "classification", hessian_structure="full", prior_precision=prior, subset_of_weights="all"
+    )
     on_subset.fit((x[chosen], labels[chosen]), verbose=False)
-    everything = lt.Laplace(model, "classification", hessian_structure="full", prior_precision=prior)
+    everything = lt.Laplace(
+        model, "classification", hessian_structure="full", prior_precision=prior, subset_of_weights="all"
+    )
     everything.fit((x, labels), verbose=False)
     log_likelihood_gap = float(on_subset._loss) - float(everything._loss)
     np.testing.assert_allclose(
@@ -92,20 +104,24 @@ def test_subsets_are_seeded_and_can_balance_the_classes():
 def test_gp_saves_loads_and_refuses_what_it_cannot_do(data, tmp_path):
     x, labels, _ = data
     model = make_mlp(4, 3)
-    gp = lt.Laplace(model, "classification", hessian_structure="gp", n_subset=15, balanced_subset=True)
+    gp = lt.Laplace(
+        model, "classification", hessian_structure="gp", n_subset=15, balanced_subset=True, subset_of_weights="all"
+    )
     gp.fit((x, labels), verbose=False)
     gp.save(tmp_path / "gp.npz")
     loaded = lt.load(tmp_path / "gp.npz", model)
     np.testing.assert_allclose(loaded.predict(x), gp.predict(x), rtol=1e-12)
     assert loaded.options["n_subset"] == 15 and loaded.options["balanced_subset"] is True
     with pytest.raises(ValueError, match="works with curvature='ggn'"):
-        lt.Laplace(model, "classification", hessian_structure="gp", curvature="ef")
+        lt.Laplace(model, "classification", hessian_structure="gp", curvature="ef", subset_of_weights="all")
     with pytest.raises(ValueError, match="n_subset must be a positive integer"):
-        lt.Laplace(model, "classification", hessian_structure="gp", n_subset=0)
+        lt.Laplace(model, "classification", hessian_structure="gp", n_subset=0, subset_of_weights="all")
     keras.utils.set_random_seed(0)
     wide = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2000), keras.layers.Dense(10)])
     with pytest.raises(MemoryError, match="n_subset"):
-        lt.Laplace(wide, "classification", hessian_structure="gp", n_subset=10**6, memory_limit=10**9)
+        lt.Laplace(
+            wide, "classification", subset_of_weights="all", hessian_structure="gp", n_subset=10**6, memory_limit=10**9
+        )
 
 
 def test_nystrom_with_all_eigenfunctions_is_the_full_ggn_laplace(data):
@@ -116,9 +132,17 @@ def test_nystrom_with_all_eigenfunctions_is_the_full_ggn_laplace(data):
         (make_mlp(4, 3), "classification", labels),
         (make_mlp(4, 2, seed=1), "regression", targets),
     ):
-        full = lt.Laplace(model, likelihood, hessian_structure="full", prior_precision=0.7).fit((x, y), verbose=False)
+        full = lt.Laplace(
+            model, likelihood, hessian_structure="full", prior_precision=0.7, subset_of_weights="all"
+        ).fit((x, y), verbose=False)
         nystrom = lt.Laplace(
-            model, likelihood, hessian_structure="gp", n_subset=40, n_eigenvalues=full.n_params, prior_precision=0.7
+            model,
+            likelihood,
+            hessian_structure="gp",
+            n_subset=40,
+            n_eigenvalues=full.n_params,
+            prior_precision=0.7,
+            subset_of_weights="all",
         ).fit((x, y), batch_size=16, verbose=False)
         np.testing.assert_allclose(nystrom.posterior.covariance, full.posterior.covariance, atol=1e-10)
         np.testing.assert_allclose(
@@ -132,7 +156,14 @@ def test_nystrom_features_are_the_subset_kernels_top_eigenfunctions(data, tmp_pa
     x, labels, _ = data
     model, prior, k = make_mlp(4, 3), 0.7, 12
     la = lt.Laplace(
-        model, "classification", hessian_structure="gp", n_subset=15, n_eigenvalues=k, prior_precision=prior, seed=2
+        model,
+        "classification",
+        hessian_structure="gp",
+        n_subset=15,
+        n_eigenvalues=k,
+        prior_precision=prior,
+        seed=2,
+        subset_of_weights="all",
     ).fit((x, labels), batch_size=16, verbose=False)
     chosen = choose_subset(labels, 15, 2, balanced=False)
     basis = np.linalg.svd(naive_jacobians(model, x[chosen]).reshape(45, -1))[2][:k].T  # (P, K)
@@ -159,7 +190,13 @@ def test_independent_outputs_give_one_gp_per_output(data):
     x, labels, _ = data
     model, prior = make_mlp(4, 3), 0.9
     la = lt.Laplace(
-        model, "classification", hessian_structure="gp", n_subset=20, independent_outputs=True, prior_precision=prior
+        model,
+        "classification",
+        hessian_structure="gp",
+        n_subset=20,
+        independent_outputs=True,
+        prior_precision=prior,
+        subset_of_weights="all",
     ).fit((x, labels), batch_size=16, verbose=False)
     chosen = choose_subset(labels, 20, 0, balanced=False)
     jacobians = naive_jacobians(model, x[chosen])
@@ -184,6 +221,13 @@ def test_independent_outputs_give_one_gp_per_output(data):
     with pytest.raises(ValueError, match="independent_outputs=True each output has its own Gaussian"):
         la.sample(3)
     with pytest.raises(ValueError, match="independent_outputs=True is for the exact GP"):
-        lt.Laplace(model, "classification", hessian_structure="gp", n_eigenvalues=5, independent_outputs=True)
+        lt.Laplace(
+            model,
+            "classification",
+            hessian_structure="gp",
+            n_eigenvalues=5,
+            independent_outputs=True,
+            subset_of_weights="all",
+        )
     with pytest.raises(ValueError, match="independent_outputs=True is for hessian_structure='gp'"):
-        lt.Laplace(model, "classification", hessian_structure="full", independent_outputs=True)
+        lt.Laplace(model, "classification", hessian_structure="full", independent_outputs=True, subset_of_weights="all")

@@ -80,14 +80,20 @@ def trained(noisy_data):
 
 def test_ggn_and_empirical_fisher_equal_dense_references(trained, noisy_data):
     x, y = noisy_data
-    la = lt.Laplace(trained, "heteroscedastic").fit((x, y), batch_size=30, verbose=False)
+    la = lt.Laplace(trained, "heteroscedastic", subset_of_weights="all", hessian_structure="full").fit(
+        (x, y), batch_size=30, verbose=False
+    )
     jacobians = naive_jacobians(trained, x)
     expected = np.einsum("nkp,nkl,nlq->pq", jacobians, fisher_np(np.asarray(trained(x))), jacobians)
     np.testing.assert_allclose(la.curvature, expected, rtol=1e-9, atol=1e-11)
-    ef = lt.Laplace(trained, "heteroscedastic", curvature="ef").fit((x, y), verbose=False)
+    ef = lt.Laplace(trained, "heteroscedastic", curvature="ef", subset_of_weights="all", hessian_structure="full").fit(
+        (x, y), verbose=False
+    )
     gradients = naive_gradients(trained, x, y, lambda f, t: Heteroscedastic().loss(f, tf.cast(t, f.dtype))[0])
     np.testing.assert_allclose(ef.curvature, gradients.T @ gradients, rtol=1e-9, atol=1e-11)
-    kron = lt.Laplace(trained, "heteroscedastic", hessian_structure="kron").fit((x[:1], y[:1]), verbose=False)
+    kron = lt.Laplace(trained, "heteroscedastic", hessian_structure="kron", subset_of_weights="all").fit(
+        (x[:1], y[:1]), verbose=False
+    )
     one = np.einsum("nkp,nkl,nlq->pq", jacobians[:1], fisher_np(np.asarray(trained(x[:1]))), jacobians[:1])
     kernel = kron.curvature.blocks[0]  # one example: A (x) G is exact
     dense = np.kron(kernel.input_factor.numpy(), kernel.output_factor.numpy())
@@ -96,7 +102,9 @@ def test_ggn_and_empirical_fisher_equal_dense_references(trained, noisy_data):
 
 def test_glm_predictive_is_the_delta_method_on_the_dense_posterior(trained, noisy_data):
     x, y = noisy_data
-    la = lt.Laplace(trained, "heteroscedastic", prior_precision=0.5).fit((x, y), verbose=False)
+    la = lt.Laplace(
+        trained, "heteroscedastic", prior_precision=0.5, subset_of_weights="all", hessian_structure="full"
+    ).fit((x, y), verbose=False)
     points = np.array([[0.3], [2.0], [3.8]])
     mean, epistemic, aleatoric = (t.numpy()[:, 0] for t in la.predict(points))
     covariance = la.posterior.covariance.numpy()
@@ -116,7 +124,9 @@ def test_glm_predictive_is_the_delta_method_on_the_dense_posterior(trained, nois
 
 def test_sampled_predictive_and_tuning(trained, noisy_data):
     x, y = noisy_data
-    la = lt.Laplace(trained, "heteroscedastic", hessian_structure="diag").fit((x, y), verbose=False)
+    la = lt.Laplace(trained, "heteroscedastic", hessian_structure="diag", subset_of_weights="all").fit(
+        (x, y), verbose=False
+    )
     tuned = float(la.optimize_prior_precision())
     around = [float(la.log_marginal_likelihood(tuned * np.exp(s))) for s in (-1e-4, 1e-4)]
     assert abs(around[1] - around[0]) / 2e-4 < 1e-3
@@ -136,12 +146,25 @@ def test_sampled_predictive_and_tuning(trained, noisy_data):
     [
         (
             lambda m, x, y: lt.Laplace(
-                keras.Sequential([keras.Input((1,)), keras.layers.Dense(3)]), "heteroscedastic"
+                keras.Sequential([keras.Input((1,)), keras.layers.Dense(3)]),
+                "heteroscedastic",
+                subset_of_weights="all",
+                hessian_structure="full",
             ).fit((x, y)),
             "two outputs per target",
         ),
-        (lambda m, x, y: lt.Laplace(m, "heteroscedastic").fit((x, np.hstack([y, y]))), r"shape \(N, 1\)"),
-        (lambda m, x, y: lt.Laplace(m, "heteroscedastic", sigma_noise=0.5), "regression' only"),
+        (
+            lambda m, x, y: lt.Laplace(m, "heteroscedastic", subset_of_weights="all", hessian_structure="full").fit(
+                (x, np.hstack([y, y]))
+            ),
+            r"shape \(N, 1\)",
+        ),
+        (
+            lambda m, x, y: lt.Laplace(
+                m, "heteroscedastic", sigma_noise=0.5, subset_of_weights="all", hessian_structure="full"
+            ),
+            "regression' only",
+        ),
     ],
 )
 def test_mistakes_get_clear_errors(trained, noisy_data, make, message):

@@ -34,7 +34,9 @@ def test_round_trip_gives_identical_predictions(structure, subset, classificatio
 def test_loaded_regression_continues_fitting_like_the_original(regression_data, tmp_path):
     x, y = regression_data
     model = make_mlp(3, 2)
-    la = lt.Laplace(model, "regression", sigma_noise=0.3, temperature=0.5).fit((x[:10], y[:10]), verbose=False)
+    la = lt.Laplace(
+        model, "regression", sigma_noise=0.3, temperature=0.5, subset_of_weights="all", hessian_structure="full"
+    ).fit((x[:10], y[:10]), verbose=False)
     la.save(tmp_path / "posterior.npz")
     loaded = lt.load(tmp_path / "posterior.npz", model)
     assert float(loaded.sigma_noise) == pytest.approx(0.3) and loaded.temperature == 0.5
@@ -48,7 +50,9 @@ def test_loaded_regression_continues_fitting_like_the_original(regression_data, 
 def test_a_model_that_differs_is_refused_with_what_differs(classification_data, tmp_path):
     x, y = classification_data
     model = make_mlp(4, 3)
-    lt.Laplace(model, "classification").fit((x, y), verbose=False).save(tmp_path / "p.npz")
+    lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").fit(
+        (x, y), verbose=False
+    ).save(tmp_path / "p.npz")
     wider = keras.Sequential([keras.Input((4,), dtype="float64"), keras.layers.Dense(6, dtype="float64")])
     with pytest.raises(ValueError, match=r"does not match the saved Laplace: it has 2 trainable variables.*had 4"):
         lt.load(tmp_path / "p.npz", wider)
@@ -64,7 +68,11 @@ def test_a_model_that_differs_is_refused_with_what_differs(classification_data, 
 def test_bad_files_are_clear_errors(classification_data, tmp_path):
     x, y = classification_data
     model = make_mlp(4, 3)
-    path = lt.Laplace(model, "classification").fit((x, y), verbose=False).save(tmp_path / "p.npz")
+    path = (
+        lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full")
+        .fit((x, y), verbose=False)
+        .save(tmp_path / "p.npz")
+    )
     content = path.read_bytes()
     (tmp_path / "truncated.npz").write_bytes(content[: len(content) // 2])
     with pytest.raises(ValueError, match="truncated, corrupted"):
@@ -86,4 +94,6 @@ def test_bad_files_are_clear_errors(classification_data, tmp_path):
     with pytest.raises(ValueError, match="newer than this laplace-tf reads"):
         lt.load(tmp_path / "newer.npz", model)
     with pytest.raises(lt.NotFittedError):
-        lt.Laplace(model, "classification").save(tmp_path / "unfitted.npz")
+        lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").save(
+            tmp_path / "unfitted.npz"
+        )

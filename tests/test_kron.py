@@ -39,8 +39,14 @@ def test_one_example_gives_the_exact_ggn_blocks(likelihood):
     y = {"classification": [1], "regression": rng.normal(size=(1, 2)), "binary": [1], "multilabel": [[1, 0, 1]]}[
         likelihood
     ]
-    kron = lt.Laplace(model, likelihood, hessian_structure="kron").fit((x, np.asarray(y)), verbose=False)
-    full = lt.Laplace(model, likelihood).fit((x, np.asarray(y)), verbose=False).curvature.numpy()
+    kron = lt.Laplace(model, likelihood, hessian_structure="kron", subset_of_weights="all").fit(
+        (x, np.asarray(y)), verbose=False
+    )
+    full = (
+        lt.Laplace(model, likelihood, subset_of_weights="all", hessian_structure="full")
+        .fit((x, np.asarray(y)), verbose=False)
+        .curvature.numpy()
+    )
     for dense, block in zip(_dense_blocks(kron.curvature), _block_slices(model), strict=True):
         np.testing.assert_allclose(dense, full[block, block], rtol=1e-9, atol=1e-12)
 
@@ -48,12 +54,18 @@ def test_one_example_gives_the_exact_ggn_blocks(likelihood):
 def test_batches_sum_and_repeated_examples_scale(classification_data):
     model = make_mlp(4, N_CLASSES)
     x, y = classification_data
-    whole = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y), batch_size=100, verbose=False)
-    halves = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y), batch_size=12, verbose=False)
+    whole = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        (x, y), batch_size=100, verbose=False
+    )
+    halves = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        (x, y), batch_size=12, verbose=False
+    )
     for a, b in zip(_dense_blocks(whole.curvature), _dense_blocks(halves.curvature), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
-    once = lt.Laplace(model, "classification", hessian_structure="kron").fit((x[:1], y[:1]), verbose=False)
-    seven = lt.Laplace(model, "classification", hessian_structure="kron")
+    once = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        (x[:1], y[:1]), verbose=False
+    )
+    seven = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all")
     seven.fit((np.repeat(x[:1], 7, axis=0), np.repeat(y[:1], 7)), batch_size=3, verbose=False)
     for a, b in zip(_dense_blocks(once.curvature), _dense_blocks(seven.curvature), strict=True):
         np.testing.assert_allclose(b, 7 * a, rtol=1e-10, atol=1e-12)
@@ -63,8 +75,14 @@ def test_linear_model_with_one_output_is_exact(regression_data):
     x, y = regression_data
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,), dtype="float64"), keras.layers.Dense(1, dtype="float64")])
-    kron = lt.Laplace(model, "regression", hessian_structure="kron").fit((x, y[:, 0]), batch_size=7, verbose=False)
-    full = lt.Laplace(model, "regression").fit((x, y[:, 0]), verbose=False).curvature.numpy()
+    kron = lt.Laplace(model, "regression", hessian_structure="kron", subset_of_weights="all").fit(
+        (x, y[:, 0]), batch_size=7, verbose=False
+    )
+    full = (
+        lt.Laplace(model, "regression", subset_of_weights="all", hessian_structure="full")
+        .fit((x, y[:, 0]), verbose=False)
+        .curvature.numpy()
+    )
     for dense, block in zip(_dense_blocks(kron.curvature), _block_slices(model), strict=True):
         np.testing.assert_allclose(dense, full[block, block], rtol=1e-10)
 
@@ -73,7 +91,7 @@ def test_linear_model_with_one_output_is_exact(regression_data):
 def kron_laplace(classification_data):
     model = make_mlp(4, N_CLASSES, hidden=(5,))
     prior = np.array([0.5, 1.0, 2.0, 3.0])  # layerwise: one per variable
-    la = lt.Laplace(model, "classification", hessian_structure="kron", prior_precision=prior)
+    la = lt.Laplace(model, "classification", hessian_structure="kron", prior_precision=prior, subset_of_weights="all")
     la.fit(classification_data, verbose=False)
     sizes = [int(np.prod(v.shape)) for v in model.trainable_variables]
     precision = scipy.linalg.block_diag(*_dense_blocks(la.curvature)) + np.diag(np.repeat(prior, sizes))
@@ -104,8 +122,18 @@ def test_evidence_uses_the_kronecker_log_det(kron_laplace, classification_data):
 
 def test_monte_carlo_fisher_approaches_the_exact_factors(classification_data):
     model = make_mlp(4, N_CLASSES)
-    exact = lt.Laplace(model, "classification", hessian_structure="kron").fit(classification_data, verbose=False)
-    mc = lt.Laplace(model, "classification", hessian_structure="kron", stochastic=True, num_samples=4000, seed=1)
+    exact = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        classification_data, verbose=False
+    )
+    mc = lt.Laplace(
+        model,
+        "classification",
+        hessian_structure="kron",
+        stochastic=True,
+        num_samples=4000,
+        seed=1,
+        subset_of_weights="all",
+    )
     mc.fit(classification_data, verbose=False)
     for a, b in zip(exact.curvature.blocks, mc.curvature.blocks, strict=True):
         scale = np.abs(a.output_factor.numpy()).max()
@@ -116,8 +144,14 @@ def test_monte_carlo_fisher_approaches_the_exact_factors(classification_data):
 def test_empirical_fisher_kron_on_one_example_is_exact():
     model = make_mlp(4, N_CLASSES)
     x, y = np.random.default_rng(3).normal(size=(1, 4)), np.array([2])
-    kron = lt.Laplace(model, "classification", hessian_structure="kron", curvature="ef").fit((x, y), verbose=False)
-    full = lt.Laplace(model, "classification", curvature="ef").fit((x, y), verbose=False).curvature.numpy()
+    kron = lt.Laplace(model, "classification", hessian_structure="kron", curvature="ef", subset_of_weights="all").fit(
+        (x, y), verbose=False
+    )
+    full = (
+        lt.Laplace(model, "classification", curvature="ef", subset_of_weights="all", hessian_structure="full")
+        .fit((x, y), verbose=False)
+        .curvature.numpy()
+    )
     for dense, block in zip(_dense_blocks(kron.curvature), _block_slices(model), strict=True):
         np.testing.assert_allclose(dense, full[block, block], rtol=1e-9, atol=1e-12)
 
@@ -142,8 +176,14 @@ def test_conv2d_and_embedding_single_position_blocks_are_exact():
     )
     rng = np.random.default_rng(4)
     for model, x in ((conv, rng.normal(size=(1, 3, 3, 2))), (embed, np.array([[5]], dtype="int32"))):
-        kron = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, np.array([1])), verbose=False)
-        full = lt.Laplace(model, "classification").fit((x, np.array([1])), verbose=False).curvature.numpy()
+        kron = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+            (x, np.array([1])), verbose=False
+        )
+        full = (
+            lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full")
+            .fit((x, np.array([1])), verbose=False)
+            .curvature.numpy()
+        )
         assert set(kron._estimator.treatment.values()) <= {
             "kron (conv2d)",
             "kron (conv2d bias)",
@@ -160,7 +200,9 @@ def test_conv2d_factors_over_patches_match_a_hand_computation():
     layer = keras.layers.Conv2D(2, (2, 2), strides=1, padding="same", dtype="float64")
     model = keras.Sequential([keras.Input((3, 3, 1), dtype="float64"), layer, keras.layers.Flatten(dtype="float64")])
     x = np.random.default_rng(5).normal(size=(2, 3, 3, 1))
-    kron = lt.Laplace(model, "regression", hessian_structure="kron").fit((x, np.zeros((2, 18))), verbose=False)
+    kron = lt.Laplace(model, "regression", hessian_structure="kron", subset_of_weights="all").fit(
+        (x, np.zeros((2, 18))), verbose=False
+    )
     padded = np.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))  # 'same' with a 2x2 kernel pads bottom/right
     patches = np.stack(
         [padded[n, i : i + 2, j : j + 2, :].ravel() for n in range(2) for i in range(3) for j in range(3)]
@@ -180,8 +222,12 @@ def test_layers_without_a_rule_get_exact_diagonal_blocks(classification_data):
             keras.layers.Dense(N_CLASSES, dtype="float64"),
         ]
     )
-    kron = lt.Laplace(model, "classification", hessian_structure="kron").fit(classification_data, verbose=False)
-    diag = lt.Laplace(model, "classification", hessian_structure="diag").fit(classification_data, verbose=False)
+    kron = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        classification_data, verbose=False
+    )
+    diag = lt.Laplace(model, "classification", hessian_structure="diag", subset_of_weights="all").fit(
+        classification_data, verbose=False
+    )
     treatment = kron._estimator.treatment
     norm_paths = [v.path for v in model.layers[1].trainable_variables]
     assert [treatment[p] for p in norm_paths] == ["diag", "diag"]
@@ -195,17 +241,17 @@ def test_layers_without_a_rule_get_exact_diagonal_blocks(classification_data):
 def test_kron_needs_whole_variables_and_no_exact_hessian(classification_data):
     model = make_mlp(4, N_CLASSES)
     with pytest.raises(ValueError, match="'ggn' or 'ef'"):
-        lt.Laplace(model, "classification", hessian_structure="kron", curvature="hessian")
+        lt.Laplace(model, "classification", hessian_structure="kron", curvature="hessian", subset_of_weights="all")
     masks = [np.ones(v.shape, dtype=bool) for v in model.trainable_variables]
     masks[0][0, 0] = False
     with pytest.raises(ValueError, match="whole variables"):
         lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights=masks)
     with pytest.raises(ValueError, match="hessian_structure='kron'"):
-        lt.Laplace(model, "classification", stochastic=True)
+        lt.Laplace(model, "classification", stochastic=True, subset_of_weights="all", hessian_structure="full")
     with pytest.raises(ValueError, match="kfac_approx='mean' is not valid; choose one of 'expand', 'reduce'"):
-        lt.Laplace(model, "classification", hessian_structure="kron", kfac_approx="mean")
+        lt.Laplace(model, "classification", hessian_structure="kron", kfac_approx="mean", subset_of_weights="all")
     with pytest.raises(ValueError, match="kfac_approx='reduce' applies to hessian_structure='kron' only"):
-        lt.Laplace(model, "classification", hessian_structure="diag", kfac_approx="reduce")
+        lt.Laplace(model, "classification", hessian_structure="diag", kfac_approx="reduce", subset_of_weights="all")
 
 
 def _self_attention(inputs):
@@ -233,11 +279,15 @@ def test_reduce_is_exact_where_an_examples_positions_feed_a_layer_the_same_input
     pooled = keras.layers.GlobalAveragePooling1D(dtype="float64")(layer(inputs))
     model = keras.Model(inputs, keras.layers.Dense(N_CLASSES, dtype="float64")(pooled))
     x, y = np.repeat(np.random.default_rng(4).normal(size=(1, 1, 2)), 4, axis=1), np.array([1])
-    full = lt.Laplace(model, "classification", hessian_structure="full").fit((x, y), verbose=False).curvature.numpy()
+    full = (
+        lt.Laplace(model, "classification", hessian_structure="full", subset_of_weights="all")
+        .fit((x, y), verbose=False)
+        .curvature.numpy()
+    )
     fitted = {
-        approx: lt.Laplace(model, "classification", hessian_structure="kron", kfac_approx=approx).fit(
-            (x, y), verbose=approx == "reduce"
-        )
+        approx: lt.Laplace(
+            model, "classification", hessian_structure="kron", kfac_approx=approx, subset_of_weights="all"
+        ).fit((x, y), verbose=approx == "reduce")
         for approx in ("expand", "reduce")
     }
     assert "parameters, kron ggn (K-FAC reduce), curvature" in capsys.readouterr().out  # the summary says which
@@ -258,7 +308,7 @@ def test_kron_glm_from_layer_factors_equals_the_jacobian_one(classification_data
             keras.layers.Dense(N_CLASSES, dtype="float64"),
         ]
     )
-    la = lt.Laplace(model, "classification", hessian_structure="kron", prior_precision=0.8)
+    la = lt.Laplace(model, "classification", hessian_structure="kron", prior_precision=0.8, subset_of_weights="all")
     la.fit(classification_data, verbose=False)
     assert la._fitted_view.layer_factors is not None  # the path under test is the one taken
     x = classification_data[0][:6]
@@ -281,7 +331,9 @@ def test_dense_on_sequences_uses_the_expand_convention():
     )
     rng = np.random.default_rng(9)
     x, y = rng.normal(size=(6, steps, width)), rng.integers(0, N_CLASSES, size=6)
-    la = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y), verbose=False)
+    la = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        (x, y), verbose=False
+    )
     rows = x.reshape(-1, width)
     np.testing.assert_allclose(la.curvature.blocks[0].input_factor, rows.T @ rows / (6 * steps), rtol=1e-12)
     # G sums the per-step outer products of the pre-activation gradients: check it against the
@@ -299,8 +351,14 @@ def test_dense_on_sequences_uses_the_expand_convention():
     )
     for target, source in zip(single.trainable_variables, model.trainable_variables, strict=True):
         target.assign(source.value if source.shape == target.shape else source.value[:5])
-    kron = lt.Laplace(single, "classification", hessian_structure="kron").fit((one_step, y), verbose=False)
-    full = lt.Laplace(single, "classification").fit((one_step, y), verbose=False).curvature.numpy()
+    kron = lt.Laplace(single, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        (one_step, y), verbose=False
+    )
+    full = (
+        lt.Laplace(single, "classification", subset_of_weights="all", hessian_structure="full")
+        .fit((one_step, y), verbose=False)
+        .curvature.numpy()
+    )
     bias = _block_slices(single)[1]
     np.testing.assert_allclose(kron.curvature.blocks[1].output_factor, full[bias, bias], rtol=1e-10, atol=1e-12)
 
@@ -308,8 +366,12 @@ def test_dense_on_sequences_uses_the_expand_convention():
 def test_subclassed_model_gets_the_same_kron_curvature(classification_data):
     reference = make_mlp(4, N_CLASSES)
     net = subclassed_copy(reference)
-    ours = lt.Laplace(net, "classification", hessian_structure="kron").fit(classification_data, verbose=False)
-    expected = lt.Laplace(reference, "classification", hessian_structure="kron").fit(classification_data, verbose=False)
+    ours = lt.Laplace(net, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        classification_data, verbose=False
+    )
+    expected = lt.Laplace(reference, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        classification_data, verbose=False
+    )
     for a, b in zip(_dense_blocks(ours.curvature), _dense_blocks(expected.curvature), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12)
     x = classification_data[0][:4]
@@ -337,8 +399,12 @@ def test_a_shared_layer_counts_each_call_as_positions(nested):
     rng = np.random.default_rng(0)
     pair, y = [rng.normal(size=(9, 3)), rng.normal(size=(9, 3))], rng.integers(0, 2, 9)
     stacked = np.stack(pair, axis=1)
-    la = lt.Laplace(siamese, "classification", hessian_structure="kron").fit((pair, y), batch_size=4, verbose=False)
-    reference = lt.Laplace(twin, "classification", hessian_structure="kron").fit((stacked, y), verbose=False)
+    la = lt.Laplace(siamese, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        (pair, y), batch_size=4, verbose=False
+    )
+    reference = lt.Laplace(twin, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        (stacked, y), verbose=False
+    )
     for ours, expected in zip(_dense_blocks(la.curvature), _dense_blocks(reference.curvature), strict=True):
         np.testing.assert_allclose(ours, expected, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(la.predict(pair), reference.predict(stacked), rtol=1e-10)

@@ -13,8 +13,17 @@ def model():
 
 
 def test_rank_equal_to_the_parameter_count_recovers_the_full_laplace(model, classification_data):
-    full = lt.Laplace(model, "classification", prior_precision=0.7).fit(classification_data, verbose=False)
-    low = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=full.n_params, prior_precision=0.7)
+    full = lt.Laplace(
+        model, "classification", prior_precision=0.7, subset_of_weights="all", hessian_structure="full"
+    ).fit(classification_data, verbose=False)
+    low = lt.Laplace(
+        model,
+        "classification",
+        hessian_structure="lowrank",
+        rank=full.n_params,
+        prior_precision=0.7,
+        subset_of_weights="all",
+    )
     low.fit(classification_data, batch_size=9, verbose=False)
     u, values = low.curvature.eigenvectors.numpy(), low.curvature.eigenvalues.numpy()
     np.testing.assert_allclose(u @ np.diag(values) @ u.T, full.curvature, atol=1e-9)
@@ -25,9 +34,11 @@ def test_rank_equal_to_the_parameter_count_recovers_the_full_laplace(model, clas
 
 
 def test_top_eigenpairs_match_the_dense_ggn(model, classification_data):
-    full = lt.Laplace(model, "classification").fit(classification_data, verbose=False)
+    full = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").fit(
+        classification_data, verbose=False
+    )
     exact = np.sort(np.linalg.eigvalsh(full.curvature.numpy()))[::-1][:6]
-    low = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=6).fit(
+    low = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=6, subset_of_weights="all").fit(
         classification_data, verbose=False
     )
     np.testing.assert_allclose(low.curvature.eigenvalues, exact, rtol=1e-6)
@@ -42,7 +53,9 @@ def test_posterior_quantities_equal_the_dense_low_rank_precision(model, classifi
     sizes = [int(np.prod(v.shape)) for v in model.trainable_variables]
     if isinstance(prior, str):
         prior = np.linspace(0.5, 3.0, sum(sizes))
-    la = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=8, prior_precision=prior)
+    la = lt.Laplace(
+        model, "classification", hessian_structure="lowrank", rank=8, prior_precision=prior, subset_of_weights="all"
+    )
     la.fit(classification_data, verbose=False)
     u, values = la.curvature.eigenvectors.numpy(), la.curvature.eigenvalues.numpy()
     per_parameter = np.broadcast_to(prior, (len(sizes),)) if np.ndim(prior) == 0 else prior
@@ -53,13 +66,15 @@ def test_posterior_quantities_equal_the_dense_low_rank_precision(model, classifi
 
 def test_lowrank_options_are_checked(model):
     with pytest.raises(ValueError, match=r"rank must be an integer in \[1, 43\]"):
-        lt.Laplace(model, "classification", hessian_structure="lowrank", rank=100)
+        lt.Laplace(model, "classification", hessian_structure="lowrank", rank=100, subset_of_weights="all")
     with pytest.raises(ValueError, match="curvature='ggn'"):
-        lt.Laplace(model, "classification", hessian_structure="lowrank", rank=5, curvature="ef")
+        lt.Laplace(
+            model, "classification", hessian_structure="lowrank", rank=5, curvature="ef", subset_of_weights="all"
+        )
 
 
 def test_lowrank_tunes_every_prior_structure(model, classification_data):
-    la = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=10).fit(
+    la = lt.Laplace(model, "classification", hessian_structure="lowrank", rank=10, subset_of_weights="all").fit(
         classification_data, verbose=False
     )
     scalar = float(la.log_marginal_likelihood(la.optimize_prior_precision()))

@@ -32,14 +32,16 @@ def data():
 @pytest.fixture(scope="module")
 def multilabel(data):
     x, y, kernel, bias = data
-    la = lt.Laplace(linear_model(4, N_LABELS, kernel, bias), "multilabel", hessian_structure="full")
+    la = lt.Laplace(
+        linear_model(4, N_LABELS, kernel, bias), "multilabel", hessian_structure="full", subset_of_weights="all"
+    )
     return la.fit((x, y), verbose=False)
 
 
 def binary_laplace(data, label: int, prior: float = 1.0) -> lt.Laplace:
     x, y, kernel, bias = data
     model = linear_model(4, 1, kernel[:, label : label + 1], bias[label : label + 1])
-    la = lt.Laplace(model, "binary", hessian_structure="full", prior_precision=prior)
+    la = lt.Laplace(model, "binary", hessian_structure="full", prior_precision=prior, subset_of_weights="all")
     return la.fit((x, y[:, label]), verbose=False)
 
 
@@ -87,7 +89,9 @@ def test_report_metrics_against_hand_computation(data, multilabel):
 
 def test_grid_search_and_marglik_tuning(data):
     x, y, kernel, bias = data
-    la = lt.Laplace(linear_model(4, N_LABELS, kernel, bias), "multilabel", hessian_structure="kron")
+    la = lt.Laplace(
+        linear_model(4, N_LABELS, kernel, bias), "multilabel", hessian_structure="kron", subset_of_weights="all"
+    )
     la.fit((x, y), verbose=False)
     grid = np.array([0.1, 1.0, 10.0])
     best = la.optimize_prior_precision(method="gridsearch", val_data=(x, y), grid=grid)
@@ -127,6 +131,8 @@ def test_inference_data_draws_every_label(data, multilabel):
 )
 def test_bad_targets_are_refused(data, targets, message):
     x, _, kernel, bias = data
-    la = lt.Laplace(linear_model(4, N_LABELS, kernel, bias), "multilabel")
+    la = lt.Laplace(
+        linear_model(4, N_LABELS, kernel, bias), "multilabel", subset_of_weights="all", hessian_structure="full"
+    )
     with pytest.raises(ValueError, match=message):
         la.fit((x, targets), verbose=False)

@@ -15,7 +15,9 @@ tfd = tfp.distributions
 def fitted(request, classification_data):
     model = make_mlp(4, N_CLASSES)
     prior = np.linspace(0.5, 2.0, len(model.trainable_variables))  # one value per variable
-    la = lt.Laplace(model, "classification", hessian_structure=request.param, prior_precision=prior)
+    la = lt.Laplace(
+        model, "classification", hessian_structure=request.param, prior_precision=prior, subset_of_weights="all"
+    )
     la.fit(classification_data, verbose=False)
     curvature = la.curvature.numpy()
     curvature = curvature if request.param == "full" else np.diag(curvature)
@@ -77,11 +79,25 @@ def test_changing_the_prior_rebuilds_the_posterior(fitted):
 
 def test_indefinite_precision_is_reported(classification_data):
     model = make_mlp(4, N_CLASSES, hidden=(16,), seed=1)
-    la = lt.Laplace(model, "classification", curvature="hessian", prior_precision=1e-4)
+    la = lt.Laplace(
+        model,
+        "classification",
+        curvature="hessian",
+        prior_precision=1e-4,
+        subset_of_weights="all",
+        hessian_structure="full",
+    )
     la.fit(classification_data, verbose=False)
     with pytest.raises(lt.NotPositiveDefiniteError, match=r"not positive definite.*curvature='ggn'"):
         la.posterior  # noqa: B018
-    diag = lt.Laplace(model, "classification", hessian_structure="diag", curvature="hessian", prior_precision=1e-4)
+    diag = lt.Laplace(
+        model,
+        "classification",
+        hessian_structure="diag",
+        curvature="hessian",
+        prior_precision=1e-4,
+        subset_of_weights="all",
+    )
     diag.fit(classification_data, verbose=False)
     if np.all(diag.curvature.numpy() + 1e-4 > 0):
         pytest.fail("the test needs an untrained model with some negative Hessian diagonal")
@@ -93,7 +109,9 @@ def test_round_off_negative_eigenvalues_of_a_float32_ggn_are_handled():
     model = make_mlp(4, N_CLASSES, hidden=(16,), dtype="float32", seed=2)
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(5, 4)).astype("float32"), np.array([0, 1, 2, 0, 1])
-    la = lt.Laplace(model, "classification", prior_precision=1e-6).fit((x, y), verbose=False)
+    la = lt.Laplace(
+        model, "classification", prior_precision=1e-6, subset_of_weights="all", hessian_structure="full"
+    ).fit((x, y), verbose=False)
     curvature = la.curvature.numpy().astype(np.float64)  # rank <= 10 of 115: mostly round-off
     values, vectors = np.linalg.eigh(curvature)
     expected = vectors @ np.diag(np.maximum(values, 0)) @ vectors.T + 1e-6 * np.eye(la.n_params)

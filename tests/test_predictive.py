@@ -13,7 +13,9 @@ import laplace_tf as lt
 @pytest.fixture
 def classifier(classification_data):
     model = make_mlp(4, N_CLASSES)
-    return lt.Laplace(model, "classification", prior_precision=0.5).fit(classification_data, verbose=False), model
+    return lt.Laplace(
+        model, "classification", prior_precision=0.5, subset_of_weights="all", hessian_structure="full"
+    ).fit(classification_data, verbose=False), model
 
 
 def test_glm_probit_equals_the_formula(classifier, classification_data):
@@ -46,7 +48,9 @@ def test_binary_probit_and_mc_against_quadrature():
     rng = np.random.default_rng(5)
     x, y = rng.normal(size=(30, 2)), rng.integers(0, 2, size=30)
     model = make_mlp(2, 1, hidden=(4,))
-    la = lt.Laplace(model, "binary", prior_precision=2.0).fit((x, y), verbose=False)
+    la = lt.Laplace(model, "binary", prior_precision=2.0, subset_of_weights="all", hessian_structure="full").fit(
+        (x, y), verbose=False
+    )
     f_mean, f_var = (t.numpy()[:, 0] for t in la.glm_output_distribution(x[:6]))
     f_var = f_var[:, 0]
     nodes, weights = np.polynomial.hermite_e.hermegauss(80)  # E[sigmoid(f)], f ~ N(m, v), exactly
@@ -84,7 +88,9 @@ def test_nn_predictive_equals_a_manual_loop_over_weight_draws(classifier, classi
 
 def test_regression_predictive_distribution_adds_observation_noise(regression_data):
     model = make_mlp(3, 2)
-    la = lt.Laplace(model, "regression", sigma_noise=0.3).fit(regression_data, verbose=False)
+    la = lt.Laplace(model, "regression", sigma_noise=0.3, subset_of_weights="all", hessian_structure="full").fit(
+        regression_data, verbose=False
+    )
     x = regression_data[0][:4]
     f_mean, f_var = la.predict(x)
     assert f_mean.shape == f_var.shape == (4, 2)

@@ -10,7 +10,7 @@ import laplace_tf as lt
 def test_logs_get_one_plain_line_per_task_and_silence_is_silent(capsys, classification_data):
     x, y = classification_data
     x, y = np.repeat(x, 20, axis=0), np.repeat(y, 20)  # 460 examples: many batches
-    la = lt.Laplace(make_mlp(4, 3), "classification", hessian_structure="diag")
+    la = lt.Laplace(make_mlp(4, 3), "classification", hessian_structure="diag", subset_of_weights="all")
     la.fit((x, y), batch_size=16)
     la.predict(np.repeat(x[:1], 2100, axis=0), pred_type="nn", n_samples=2, seed=0)  # 9 batches of 256
     out = capsys.readouterr().out
@@ -27,6 +27,8 @@ def test_logs_get_one_plain_line_per_task_and_silence_is_silent(capsys, classifi
 def test_a_terminal_gets_the_live_bar(capsys, monkeypatch, classification_data):
     x, y = classification_data
     monkeypatch.setattr("sys.stdout.isatty", lambda: True, raising=False)
-    lt.Laplace(make_mlp(4, 3), "classification", hessian_structure="diag").fit((x, y), batch_size=4)
+    lt.Laplace(make_mlp(4, 3), "classification", hessian_structure="diag", subset_of_weights="all").fit(
+        (x, y), batch_size=4
+    )
     out = capsys.readouterr().out
     assert "6/6" in out and "fit: 6 batches in" not in out

@@ -193,7 +193,9 @@ def test_diag_ggn_equals_the_naive_one(real_model):
     recurrent layers; tiled, not vectorised, for recurrent, attention and grouped-convolution models) give the
     GGN diagonal built by hand, without per-example Jacobians."""
     name, model, x, y = real_model
-    la = lt.Laplace(model, "classification", hessian_structure="diag").fit((x, y), batch_size=4, verbose=False)
+    la = lt.Laplace(model, "classification", hessian_structure="diag", subset_of_weights="all").fit(
+        (x, y), batch_size=4, verbose=False
+    )
     assert la.params.vectorize == (name not in ("lstm", "gru", "bidirectional", "transformer", "depthwise"))
     assert uncovered_size(la.params, probe_rules(la.params)) == 0
     jacobians = naive_jacobians(model, x)
@@ -209,7 +211,9 @@ def test_one_column_on_a_model_pfor_cannot_vectorise_gives_the_naive_curvature()
     model, x = transformer_block(outputs=1), inputs_for("transformer")
     y = np.random.default_rng(3).normal(size=(len(x), 1))
     fitted = {
-        structure: lt.Laplace(model, "regression", hessian_structure=structure).fit((x, y), batch_size=4, verbose=False)
+        structure: lt.Laplace(model, "regression", hessian_structure=structure, subset_of_weights="all").fit(
+            (x, y), batch_size=4, verbose=False
+        )
         for structure in ("diag", "full")
     }
     assert not fitted["diag"].params.vectorize
@@ -223,7 +227,7 @@ def test_one_column_on_a_model_pfor_cannot_vectorise_gives_the_naive_curvature()
 def test_probed_jacobians_equal_the_naive_ones(real_model):
     """The (B, K, P) Jacobians from layer probes (and per example for what has no probe rule)."""
     _, model, x, _ = real_model
-    params = lt.Laplace(model, "classification").params
+    params = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").params
     f, jacobians = tf.function(jacobians_function(params))(params.theta, tf.nest.map_structure(tf.constant, x))
     np.testing.assert_allclose(f, model(x, training=False), rtol=1e-6, atol=1e-6)
     expected = naive_jacobians(model, x)
@@ -306,8 +310,14 @@ def test_kfac_is_the_exact_ggn_block_on_one_example_at_one_position(name):
     else:  # one step of a recurrent layer (a GRU's reset_after: the recurrent product scaled by r_t)
         model, x = _one_step_recurrent(name)
     y = np.array([1])
-    kron = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y), verbose=False)
-    full = lt.Laplace(model, "classification").fit((x, y), verbose=False).curvature.numpy()
+    kron = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        (x, y), verbose=False
+    )
+    full = (
+        lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full")
+        .fit((x, y), verbose=False)
+        .curvature.numpy()
+    )
     kinds = set(kron._estimator.treatment.values())
     expected_kind = {
         "einsum": "einsum",
@@ -342,7 +352,8 @@ def test_a_single_named_output_is_the_output():
     named, plain = keras.Model(inputs, {"logits": logits}), keras.Model(inputs, logits)
     x, y = inputs_for("residual", n=8), np.arange(8) % N_CLASSES
     fitted = [
-        lt.Laplace(m, "classification", hessian_structure="kron").fit((x, y), verbose=False) for m in (named, plain)
+        lt.Laplace(m, "classification", hessian_structure="kron", subset_of_weights="all").fit((x, y), verbose=False)
+        for m in (named, plain)
     ]
     np.testing.assert_array_equal(fitted[0].predict(x, verbose=False), fitted[1].predict(x, verbose=False))
 
@@ -351,9 +362,13 @@ def test_multi_input_data_in_every_form_gives_the_same_fit():
     keras.utils.set_random_seed(6)
     model = two_inputs()
     x, y = inputs_for("two_inputs", n=10), np.arange(10) % N_CLASSES
-    from_arrays = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y), batch_size=4, verbose=False)
+    from_arrays = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        (x, y), batch_size=4, verbose=False
+    )
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(3)
-    from_dataset = lt.Laplace(model, "classification", hessian_structure="kron").fit(dataset, verbose=False)
+    from_dataset = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        dataset, verbose=False
+    )
     for a, b in zip(
         _kron_blocks_as_dense(from_arrays.curvature), _kron_blocks_as_dense(from_dataset.curvature), strict=True
     ):
@@ -376,8 +391,12 @@ def test_list_inputs_match_dict_inputs():
     named = two_inputs()
     named.set_weights(listed.get_weights())
     x, y = inputs_for("two_inputs", n=8), np.arange(8) % N_CLASSES
-    a = lt.Laplace(listed, "classification", hessian_structure="full").fit(([x["image"], x["meta"]], y), verbose=False)
-    b = lt.Laplace(named, "classification", hessian_structure="full").fit((x, y), verbose=False)
+    a = lt.Laplace(listed, "classification", hessian_structure="full", subset_of_weights="all").fit(
+        ([x["image"], x["meta"]], y), verbose=False
+    )
+    b = lt.Laplace(named, "classification", hessian_structure="full", subset_of_weights="all").fit(
+        (x, y), verbose=False
+    )
     np.testing.assert_allclose(a.curvature, b.curvature, rtol=1e-5, atol=1e-6)
 
 
@@ -435,7 +454,9 @@ def _fitted_in_float32_and_mixed(build, policy: str, x: np.ndarray, seed: int, t
     for structure in ("diag", "kron", "lowrank"):
         options = {"rank": 5} if structure == "lowrank" else {}
         fitted = [
-            lt.Laplace(m, "classification", hessian_structure=structure, **options).fit((x, y), verbose=False)
+            lt.Laplace(m, "classification", subset_of_weights="all", hessian_structure=structure, **options).fit(
+                (x, y), verbose=False
+            )
             for m in (reference, mixed)
         ]
         evidences = [float(la.log_marginal_likelihood()) for la in fitted]
@@ -459,7 +480,7 @@ def test_a_final_softmax_is_refused(make_probabilities):
     inputs = keras.Input((4,))
     model = keras.Model(inputs, make_probabilities(inputs))
     with pytest.raises(ValueError, match="needs logits"):
-        lt.Laplace(model, "classification")
+        lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full")
 
 
 def test_a_subclassed_model_returning_probabilities_is_refused_at_fit():
@@ -475,7 +496,9 @@ def test_a_subclassed_model_returning_probabilities_is_refused_at_fit():
     x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
     model(x)
     with pytest.raises(ValueError, match="outputs are probabilities"):
-        lt.Laplace(model, "classification").fit((x, np.arange(8) % N_CLASSES), verbose=False)
+        lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").fit(
+            (x, np.arange(8) % N_CLASSES), verbose=False
+        )
 
 
 class _ScaledDense(LAYERS.Dense):
@@ -504,7 +527,9 @@ def test_only_an_affine_output_layer_declares_the_output_count(make_outputs, dec
     assert validation.declared_logit_count(model) == declared
     if len(model.outputs) == 1:
         x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
-        la = lt.Laplace(model, "classification").fit((x, np.arange(8) % N_CLASSES), verbose=False)
+        la = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").fit(
+            (x, np.arange(8) % N_CLASSES), verbose=False
+        )
         assert la.n_outputs == model(x).shape[-1] == N_CLASSES
 
 
@@ -541,7 +566,8 @@ def test_a_sequential_model_reloaded_from_keras_keeps_the_fast_paths(tmp_path):
     assert [calls[id(layer)] for layer in reloaded.layers] == [1] * len(reloaded.layers)
     x, y = inputs_for("cnn", n=10), np.arange(10) % N_CLASSES
     fitted = [
-        lt.Laplace(m, "classification", hessian_structure="kron").fit((x, y), verbose=False) for m in (model, reloaded)
+        lt.Laplace(m, "classification", hessian_structure="kron", subset_of_weights="all").fit((x, y), verbose=False)
+        for m in (model, reloaded)
     ]
     assert fitted[1]._estimator.jacobian_params == 0  # BatchNorm by probes, not per-example Jacobians
     np.testing.assert_allclose(
@@ -550,10 +576,17 @@ def test_a_sequential_model_reloaded_from_keras_keeps_the_fast_paths(tmp_path):
     mlp = keras.Sequential([keras.Input((4,)), LAYERS.Dense(5, activation="tanh"), LAYERS.Dense(N_CLASSES)])
     mlp.save(tmp_path / "mlp.keras")
     reloaded_mlp = lt.Laplace(
-        keras.saving.load_model(tmp_path / "mlp.keras"), "classification", hessian_structure="kron"
+        keras.saving.load_model(tmp_path / "mlp.keras"),
+        "classification",
+        hessian_structure="kron",
+        subset_of_weights="all",
     )
     assert layer_factors(reloaded_mlp.params) is not None  # the closed-form kron predictive
-    assert dense_output_rule(lt.Laplace(reloaded_mlp.model, "classification", subset_of_weights="last_layer").params)
+    assert dense_output_rule(
+        lt.Laplace(
+            reloaded_mlp.model, "classification", subset_of_weights="last_layer", hessian_structure="full"
+        ).params
+    )
 
 
 class TwoCallsOfOneDense(LAYERS.Layer):
@@ -578,7 +611,9 @@ def test_a_sublayer_called_twice_takes_jacobians_in_the_closed_form_predictive(s
     inputs = keras.Input((3,), dtype="float64")
     model = keras.Model(inputs, LAYERS.Dense(N_CLASSES, dtype="float64")(TwoCallsOfOneDense(dtype="float64")(inputs)))
     x, y = np.random.default_rng(3).normal(size=(7, 3)), np.arange(7) % N_CLASSES
-    la = lt.Laplace(model, "classification", hessian_structure=structure).fit((x, y), verbose=False)
+    la = lt.Laplace(model, "classification", hessian_structure=structure, subset_of_weights="all").fit(
+        (x, y), verbose=False
+    )
     assert la._fitted_view.closed_form
     means, covariances = la.glm_output_distribution(x, verbose=False)
     jacobians = naive_jacobians(model, x)
@@ -621,7 +656,9 @@ def test_weights_the_model_never_calls_keep_their_prior(kind):
     x, y = inputs_for("residual", n=10), np.arange(10) % N_CLASSES
     for structure in ("diag", "kron", "full"):
         options = {"hessian_structure": structure, "prior_precision": 2.0}
-        la = lt.Laplace(model, "classification", **options).fit((x, y), batch_size=4, verbose=False)
+        la = lt.Laplace(model, "classification", subset_of_weights="all", **options).fit(
+            (x, y), batch_size=4, verbose=False
+        )
         reference = lt.Laplace(model, "classification", subset_of_weights=used, **options)
         reference.fit((x, y), batch_size=4, verbose=False)
         assert head < set(la.params.names)
@@ -643,10 +680,12 @@ def test_memory_guard_covers_kron_lowrank_and_batch_jacobians():
     cells = LAYERS.RNN(LAYERS.StackedRNNCells([LAYERS.LSTMCell(4), LAYERS.GRUCell(3)]))
     model = keras.Sequential([keras.Input((5,), dtype="int32"), LAYERS.Embedding(9, 3), cells, LAYERS.Dense(N_CLASSES)])
     with pytest.raises(MemoryError, match=r"hessian_structure='kron'.*needs about"):
-        lt.Laplace(model, "classification", hessian_structure="kron", memory_limit=1000)
+        lt.Laplace(model, "classification", hessian_structure="kron", memory_limit=1000, subset_of_weights="all")
     with pytest.raises(MemoryError, match=r"hessian_structure='lowrank'.*smaller rank"):
-        lt.Laplace(model, "classification", hessian_structure="lowrank", rank=50, memory_limit=50_000)
-    la = lt.Laplace(model, "classification", hessian_structure="diag", memory_limit=60_000)
+        lt.Laplace(
+            model, "classification", hessian_structure="lowrank", rank=50, memory_limit=50_000, subset_of_weights="all"
+        )
+    la = lt.Laplace(model, "classification", hessian_structure="diag", memory_limit=60_000, subset_of_weights="all")
     x, y = inputs_for("lstm", n=64), np.arange(64) % N_CLASSES
     with pytest.raises(MemoryError, match=r"a batch of 64 examples' Jacobians.*smaller batch_size \(at most \d+\)"):
         la.fit((x, y), batch_size=64, verbose=False)
@@ -662,7 +701,9 @@ def test_columns_in_chunks_give_the_same_curvature(name, monkeypatch):
     keras.utils.set_random_seed(1)
     model, x = BUILDERS[name](), inputs_for(name)
     y = np.random.default_rng(2).integers(0, N_CLASSES, N)
-    at_once = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y), batch_size=4, verbose=False)
+    at_once = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        (x, y), batch_size=4, verbose=False
+    )
     chunked_model = BUILDERS[name]()  # a new model: nothing compiled for it yet
     chunked_model.set_weights(model.get_weights())
     sized, whole_chunks = probe_passes.columns_per_chunk, []
@@ -673,9 +714,9 @@ def test_columns_in_chunks_give_the_same_curvature(name, monkeypatch):
 
     monkeypatch.setattr(probe_passes, "columns_per_chunk", all_but_one_at_a_time)
     fitted = {
-        structure: lt.Laplace(chunked_model, "classification", hessian_structure=structure).fit(
-            (x, y), batch_size=4, verbose=False
-        )
+        structure: lt.Laplace(
+            chunked_model, "classification", hessian_structure=structure, subset_of_weights="all"
+        ).fit((x, y), batch_size=4, verbose=False)
         for structure in ("kron", "diag", "full")
     }
     # kron and diag size N_CLASSES - 1 columns, full's Jacobians N_CLASSES (tiled models size them
@@ -702,7 +743,7 @@ def test_a_batch_whose_one_backward_pass_would_not_fit_is_refused(monkeypatch):
     """Chunks of columns bound the probes' memory down to one column; beyond that the batch is too big."""
     monkeypatch.setattr(validation, "default_memory_limit", lambda: 50_000)  # the kron factors fit
     model, x = cnn_with_batchnorm(), inputs_for("cnn", n=64)
-    la = lt.Laplace(model, "classification", hessian_structure="kron")
+    la = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all")
     with pytest.raises(MemoryError, match=r"backward pass of a batch of 64 examples.*smaller batch_size"):
         la.fit((x, np.arange(64) % N_CLASSES), batch_size=64, verbose=False)
 
@@ -726,7 +767,9 @@ def test_a_dense_layer_on_positions_folded_into_the_batch_stops_the_closed_form_
     model = FoldsPositionsIntoTheBatch()
     x, y = np.random.default_rng(0).normal(size=(6, 3, 4)).astype("float32"), np.arange(6) % N_CLASSES
     model(x)
-    la = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y), verbose=False)
+    la = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        (x, y), verbose=False
+    )
     with pytest.raises(ValueError, match=r"'per_position' sees 18 rows for 6 examples.*pred_type='nn'"):
         la.predict(x, verbose=False)
     assert la.predict(x, pred_type="nn", n_samples=2, seed=0, verbose=False).shape == (6, N_CLASSES)
@@ -753,7 +796,9 @@ def test_diag_learns_again_which_layers_see_one_row_per_example_for_new_example_
     for positions in (1, 3):
         x = rng.normal(size=(6, positions, 4)).astype("float32")
         model(x)  # built by the first call
-        la = lt.Laplace(model, "classification", hessian_structure="diag").fit((x, y), verbose=False)
+        la = lt.Laplace(model, "classification", hessian_structure="diag", subset_of_weights="all").fit(
+            (x, y), verbose=False
+        )
         jacobians = naive_jacobians(model, x)
         hessians = output_hessians_np(np.asarray(model(x), np.float64), "classification")
         expected = np.einsum("nkp,nkl,nlp->p", jacobians, hessians, jacobians)
@@ -769,7 +814,9 @@ def test_a_looped_models_dense_head_takes_closed_form_factors(structure):
     model = keras.Sequential([keras.Input((5, 2)), LAYERS.LSTM(3), LAYERS.Dense(N_CLASSES)])
     x = np.random.default_rng(4).normal(size=(N, 5, 2)).astype("float32")
     y = np.random.default_rng(5).integers(0, N_CLASSES, N)
-    la = lt.Laplace(model, "classification", hessian_structure=structure, prior_precision=HUGE_PRIOR)
+    la = lt.Laplace(
+        model, "classification", hessian_structure=structure, prior_precision=HUGE_PRIOR, subset_of_weights="all"
+    )
     la.fit((x, y), batch_size=4, verbose=False)
     _, f_var = la.glm_output_distribution(x, verbose=False)
     assert not la.params.vectorize and la._fitted_view.layer_factors is not None

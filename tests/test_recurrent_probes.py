@@ -39,7 +39,7 @@ def test_probed_recurrent_jacobians_equal_the_naive_ones(build):
     for variable in model.trainable_variables:  # larger than the initial weights: saturating gates
         variable.assign(np.random.default_rng(5).normal(size=variable.shape) * 0.8)
     x = np.random.default_rng(6).normal(size=(6, 5, 2)).astype("float32")
-    params = lt.Laplace(model, "classification").params
+    params = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").params
     assert uncovered_size(params, probe_rules(params)) == 0
     f, jacobians = tf.function(jacobians_function(params))(params.theta, tf.constant(x))
     np.testing.assert_allclose(f, model(x, training=False), rtol=1e-5, atol=1e-6)
@@ -115,7 +115,7 @@ def test_recurrent_kron_factors_equal_those_of_a_hand_unrolled_loop(cell, approx
     tokens[[0, 2, 3], -2:] = 0  # padded
     tokens[4, -1] = 0
     y = np.arange(6) % N_CLASSES
-    la = lt.Laplace(model, "classification", hessian_structure="kron", kfac_approx=approx)
+    la = lt.Laplace(model, "classification", hessian_structure="kron", kfac_approx=approx, subset_of_weights="all")
     la.fit((tokens, y), batch_size=4, verbose=False)
     f, inputs, previous, ran, (at_projection, at_product) = _unrolled(model, tokens)
     np.testing.assert_allclose(f, model(tokens), rtol=1e-10)

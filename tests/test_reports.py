@@ -16,7 +16,9 @@ from laplace_tf import calibration
 def classifier(classification_data):
     x, y = classification_data
     model = make_mlp(4, 3)
-    return lt.Laplace(model, "classification", prior_precision=2.0).fit((x, y), verbose=False), model
+    return lt.Laplace(
+        model, "classification", prior_precision=2.0, subset_of_weights="all", hessian_structure="full"
+    ).fit((x, y), verbose=False), model
 
 
 def test_classification_report_equals_the_metrics_of_both_predictives(classifier, classification_data):
@@ -47,7 +49,9 @@ def test_classification_report_equals_the_metrics_of_both_predictives(classifier
 def test_regression_report_uses_the_noise_and_the_functional_variance(regression_data):
     x, y = regression_data
     model = make_mlp(3, 2)
-    la = lt.Laplace(model, "regression", sigma_noise=0.4).fit((x, y), verbose=False)
+    la = lt.Laplace(model, "regression", sigma_noise=0.4, subset_of_weights="all", hessian_structure="full").fit(
+        (x, y), verbose=False
+    )
     report = la.evaluate(x, y, x_ood=5.0 + x, levels=(0.5, 0.9))
     f_map = model(x).numpy()
     f_mean, f_var = (t.numpy() for t in la.predict(x))
@@ -70,7 +74,11 @@ def test_binary_report_uses_two_column_probabilities():
     x = rng.normal(size=(30, 4))
     y = (x[:, 0] > 0).astype(int)
     model = make_mlp(4, 1)
-    report = lt.Laplace(model, "binary").fit((x, y), verbose=False).evaluate(x, y)
+    report = (
+        lt.Laplace(model, "binary", subset_of_weights="all", hessian_structure="full")
+        .fit((x, y), verbose=False)
+        .evaluate(x, y)
+    )
     p = 1 / (1 + np.exp(-model(x).numpy()[:, 0]))
     expected = calibration.brier_score(np.stack([1 - p, p], axis=1), y)
     assert report.metrics["MAP"]["brier"] == pytest.approx(expected)
@@ -90,7 +98,12 @@ def test_report_exports(classifier, classification_data, tmp_path):
 @pytest.mark.parametrize("likelihood", ["classification", "regression"])
 def test_report_plot_is_a_png(likelihood, classification_data, regression_data, tmp_path):
     x, y = classification_data if likelihood == "classification" else regression_data
-    la = lt.Laplace(make_mlp(x.shape[1], 3 if likelihood == "classification" else 2), likelihood)
+    la = lt.Laplace(
+        make_mlp(x.shape[1], 3 if likelihood == "classification" else 2),
+        likelihood,
+        subset_of_weights="all",
+        hessian_structure="full",
+    )
     la.fit((x, y), verbose=False)
     figure = la.evaluate(x, y).plot(tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -128,4 +141,4 @@ def test_evaluate_rejects_bad_input(classifier, classification_data):
     with pytest.raises(ValueError, match=r"labels\) must be in"):
         la.evaluate(x, y + 3)
     with pytest.raises(lt.NotFittedError):
-        lt.Laplace(make_mlp(4, 3), "classification").evaluate(x, y)
+        lt.Laplace(make_mlp(4, 3), "classification", subset_of_weights="all", hessian_structure="full").evaluate(x, y)

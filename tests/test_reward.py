@@ -54,7 +54,9 @@ def test_curvature_evidence_and_predictives_equal_the_hand_built_pair_classifica
     pairs, preferred = preferences
     prior = 0.7
     ggn, evidence, covariance, rewards = dense_reference(reward_model, pairs, preferred, prior)
-    la = lt.Laplace(reward_model, "reward_modeling", hessian_structure=structure, prior_precision=prior)
+    la = lt.Laplace(
+        reward_model, "reward_modeling", hessian_structure=structure, prior_precision=prior, subset_of_weights="all"
+    )
     la.fit((pairs, preferred), batch_size=10, verbose=False)
     if structure == "diag":
         np.testing.assert_allclose(la.curvature, np.diag(ggn), rtol=1e-10, atol=1e-14)
@@ -86,8 +88,12 @@ def test_kron_equals_a_classifier_of_the_pair_as_a_two_step_sequence(reward_mode
     rewards = keras.layers.Dense(1, dtype="float64")(hidden)
     twin = keras.Model(sequence, keras.layers.Flatten(dtype="float64")(rewards))
     twin.set_weights(reward_model.get_weights())
-    la = lt.Laplace(reward_model, "reward_modeling", hessian_structure="kron").fit((pairs, preferred), verbose=False)
-    reference = lt.Laplace(twin, "classification", hessian_structure="kron").fit((pairs, preferred), verbose=False)
+    la = lt.Laplace(reward_model, "reward_modeling", hessian_structure="kron", subset_of_weights="all").fit(
+        (pairs, preferred), verbose=False
+    )
+    reference = lt.Laplace(twin, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        (pairs, preferred), verbose=False
+    )
     for ours, expected in zip(la.curvature.blocks, reference.curvature.blocks, strict=True):
         np.testing.assert_allclose(ours.input_factor, expected.input_factor, rtol=1e-10)
         np.testing.assert_allclose(ours.output_factor, expected.output_factor, rtol=1e-10, atol=1e-14)
@@ -105,7 +111,9 @@ def test_kron_equals_a_classifier_of_the_pair_as_a_two_step_sequence(reward_mode
 
 def test_tuning_report_and_arviz_score_the_pairs(reward_model, preferences):
     pairs, preferred = preferences
-    la = lt.Laplace(reward_model, "reward_modeling", hessian_structure="diag").fit((pairs, preferred), verbose=False)
+    la = lt.Laplace(reward_model, "reward_modeling", hessian_structure="diag", subset_of_weights="all").fit(
+        (pairs, preferred), verbose=False
+    )
     la.optimize_prior_precision(method="gridsearch", val_data=(pairs, preferred), grid=[0.1, 1.0, 10.0], verbose=False)
     scores = []
     for prior in (0.1, 1.0, 10.0):
@@ -134,7 +142,9 @@ def test_a_multi_input_reward_model_takes_pairs_of_each_input():
     rng = np.random.default_rng(0)
     pairs = {"tokens": rng.integers(0, 6, (10, 2, 4)).astype("int32"), "price": rng.normal(size=(10, 2, 1))}
     preferred = rng.integers(0, 2, 10)
-    la = lt.Laplace(model, "reward_modeling", hessian_structure="full").fit((pairs, preferred), verbose=False)
+    la = lt.Laplace(model, "reward_modeling", hessian_structure="full", subset_of_weights="all").fit(
+        (pairs, preferred), verbose=False
+    )
     items = {"tokens": pairs["tokens"][:, 1], "price": pairs["price"][:, 1]}
     mean, variance = la.predict(items)
     jacobians = naive_jacobians(model, items)
@@ -145,7 +155,9 @@ def test_a_multi_input_reward_model_takes_pairs_of_each_input():
 
 def test_saved_and_loaded_reward_posterior_predicts_the_same(reward_model, preferences, tmp_path):
     pairs, preferred = preferences
-    la = lt.Laplace(reward_model, "reward_modeling", hessian_structure="kron").fit((pairs, preferred), verbose=False)
+    la = lt.Laplace(reward_model, "reward_modeling", hessian_structure="kron", subset_of_weights="all").fit(
+        (pairs, preferred), verbose=False
+    )
     la.save(tmp_path / "reward.npz")
     loaded = lt.load(tmp_path / "reward.npz", reward_model)
     for x in (pairs[:, 0], pairs):
@@ -154,7 +166,7 @@ def test_saved_and_loaded_reward_posterior_predicts_the_same(reward_model, prefe
 
 def test_reward_mistakes_get_clear_errors(reward_model, preferences):
     pairs, preferred = preferences
-    la = lt.Laplace(reward_model, "reward_modeling", hessian_structure="diag")
+    la = lt.Laplace(reward_model, "reward_modeling", hessian_structure="diag", subset_of_weights="all")
     with pytest.raises(ValueError, match=r"pairs of items: x must have shape \(N, 2, \.\.\.\)"):
         la.fit((pairs[:, 0], preferred), verbose=False)
     with pytest.raises(ValueError, match=r"must be in \[0, 2\)"):
@@ -163,7 +175,9 @@ def test_reward_mistakes_get_clear_errors(reward_model, preferences):
         la.fit((pairs, np.stack([preferred, preferred], axis=1)), verbose=False)
     two_outputs = make_mlp(D, 2, hidden=(HIDDEN,))
     with pytest.raises(ValueError, match="one reward per item"):
-        lt.Laplace(two_outputs, "reward_modeling").fit((pairs, preferred), verbose=False)
+        lt.Laplace(two_outputs, "reward_modeling", subset_of_weights="all", hessian_structure="full").fit(
+            (pairs, preferred), verbose=False
+        )
     la.fit((pairs, preferred), verbose=False)
     with pytest.raises(ValueError, match="scored on preference pairs"):
         la.evaluate(pairs[:, 0], preferred)

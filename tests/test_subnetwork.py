@@ -63,7 +63,11 @@ def test_last_layer_and_patterns_select_whole_variables(problem):
 
 def test_the_subnetwork_laplace_is_the_sub_block_of_the_full_one(problem):
     model, x, y = problem
-    full = lt.Laplace(model, "classification").fit((x, y), verbose=False).curvature.numpy()
+    full = (
+        lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full")
+        .fit((x, y), verbose=False)
+        .curvature.numpy()
+    )
     masks = lt.subnetwork_mask(model, "largest_magnitude", 12)
     sub = lt.Laplace(model, "classification", subset_of_weights=masks, hessian_structure="full")
     sub.fit((x, y), verbose=False)

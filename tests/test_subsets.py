@@ -28,7 +28,9 @@ def model():
 @pytest.mark.parametrize("curvature", ["ggn", "ef", "hessian"])
 @pytest.mark.parametrize("structure", ["full", "diag"])
 def test_last_layer_equals_the_restricted_full_curvature(model, classification_data, curvature, structure):
-    full = lt.Laplace(model, "classification", curvature=curvature).fit(classification_data, verbose=False)
+    full = lt.Laplace(
+        model, "classification", curvature=curvature, subset_of_weights="all", hessian_structure="full"
+    ).fit(classification_data, verbose=False)
     last = lt.Laplace(
         model, "classification", subset_of_weights="last_layer", hessian_structure=structure, curvature=curvature
     ).fit(classification_data, verbose=False)
@@ -40,24 +42,35 @@ def test_last_layer_equals_the_restricted_full_curvature(model, classification_d
     np.testing.assert_allclose(last.mean, full.mean.numpy()[index])
 
 
+def test_the_defaults_are_laplace_torchs_last_layer_kron(model, classification_data):
+    la = lt.Laplace(model, "classification").fit(classification_data, verbose=False)
+    assert la.hessian_structure.value == "kron"
+    assert sorted(la.params.names) == sorted(v.path for v in model.layers[-1].trainable_variables)
+
+
 def test_patterns_and_masks_select_the_same_subnetwork(model, classification_data):
-    full = lt.Laplace(model, "classification").fit(classification_data, verbose=False)
+    full = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").fit(
+        classification_data, verbose=False
+    )
     first_kernel = model.trainable_variables[0]
     mask = np.zeros(first_kernel.shape, dtype=bool)
     mask[1, :3] = True
     masks = [mask, None, None, None, np.ones(model.trainable_variables[4].shape, dtype=bool), None]
-    by_mask = lt.Laplace(model, "classification", subset_of_weights=masks).fit(classification_data, verbose=False)
+    by_mask = lt.Laplace(model, "classification", subset_of_weights=masks, hessian_structure="full").fit(
+        classification_data, verbose=False
+    )
     index = _indices(model, masks=masks)
     np.testing.assert_allclose(by_mask.curvature, full.curvature.numpy()[np.ix_(index, index)], rtol=1e-10)
     by_dict = lt.Laplace(
         model,
         "classification",
         subset_of_weights={first_kernel.path: mask, model.trainable_variables[4].path: masks[4]},
+        hessian_structure="full",
     )
     by_dict.fit(classification_data, verbose=False)
     np.testing.assert_allclose(by_dict.curvature, by_mask.curvature, rtol=1e-12)
     pattern = f"{model.layers[1].name}/*"
-    by_pattern = lt.Laplace(model, "classification", subset_of_weights=[pattern]).fit(
+    by_pattern = lt.Laplace(model, "classification", subset_of_weights=[pattern], hessian_structure="full").fit(
         classification_data, verbose=False
     )
     index = _indices(model, chosen_paths={v.path for v in model.layers[1].trainable_variables})
@@ -66,7 +79,9 @@ def test_patterns_and_masks_select_the_same_subnetwork(model, classification_dat
 
 def test_subnetwork_predictive_uses_only_its_weights(model, classification_data):
     x = classification_data[0][:5]
-    la = lt.Laplace(model, "classification", subset_of_weights="last_layer", prior_precision=0.3)
+    la = lt.Laplace(
+        model, "classification", subset_of_weights="last_layer", prior_precision=0.3, hessian_structure="full"
+    )
     la.fit(classification_data, verbose=False)
     index = _indices(model, chosen_paths={v.path for v in model.layers[-1].trainable_variables})
     jac = naive_jacobians(model, x)[:, :, index]
@@ -82,15 +97,19 @@ def test_subnetwork_predictive_uses_only_its_weights(model, classification_data)
 
 def test_bad_subsets_are_clear_errors(model):
     with pytest.raises(ValueError, match="no trainable variable matches"):
-        lt.Laplace(model, "classification", subset_of_weights=["conv*"])
+        lt.Laplace(model, "classification", subset_of_weights=["conv*"], hessian_structure="full")
     with pytest.raises(ValueError, match="one mask per trainable variable"):
-        lt.Laplace(model, "classification", subset_of_weights=[np.ones(3, dtype=bool)])
+        lt.Laplace(model, "classification", subset_of_weights=[np.ones(3, dtype=bool)], hessian_structure="full")
     with pytest.raises(ValueError, match="must be boolean of shape"):
-        lt.Laplace(model, "classification", subset_of_weights=[np.ones(3, dtype=bool)] + [None] * 5)
+        lt.Laplace(
+            model, "classification", subset_of_weights=[np.ones(3, dtype=bool)] + [None] * 5, hessian_structure="full"
+        )
     with pytest.raises(ValueError, match="unknown variables"):
-        lt.Laplace(model, "classification", subset_of_weights={"nope/kernel": np.ones(3, dtype=bool)})
+        lt.Laplace(
+            model, "classification", subset_of_weights={"nope/kernel": np.ones(3, dtype=bool)}, hessian_structure="full"
+        )
     with pytest.raises(ValueError, match="subset_of_weights='first'"):
-        lt.Laplace(model, "classification", subset_of_weights="first")
+        lt.Laplace(model, "classification", subset_of_weights="first", hessian_structure="full")
 
 
 @pytest.mark.parametrize("structure", ["full", "diag", "kron", "lowrank"])
@@ -187,7 +206,9 @@ def test_last_layer_full_predictive_by_the_covariance_factor(model, classificati
     """The full last-layer GLM predictive: a triangular solve for few examples, the kept factor
     S = L^-T (S S^T = Sigma) for many (and later), both equal to J Sigma J^T with a NumPy inverse."""
     x, y = classification_data
-    la = lt.Laplace(model, "classification", subset_of_weights="last_layer", prior_precision=0.5)
+    la = lt.Laplace(
+        model, "classification", subset_of_weights="last_layer", prior_precision=0.5, hessian_structure="full"
+    )
     la.fit((x, y), verbose=False)
     index = _indices(model, chosen_paths={v.path for v in model.layers[-1].trainable_variables})
     covariance = np.linalg.inv(la.posterior.precision.numpy())

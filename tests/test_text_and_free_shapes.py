@@ -41,8 +41,10 @@ def _text_and_token_models(head: str) -> tuple[keras.Model, keras.Model, keras.l
 def test_a_model_that_vectorises_text_equals_its_token_id_twin(structure, head):
     text_model, token_model, vectorizer = _text_and_token_models(head)
     token_ids = vectorizer(TEXTS).numpy()
-    text_la = lt.Laplace(text_model, "classification", hessian_structure=structure).fit((TEXTS, LABELS), verbose=False)
-    token_la = lt.Laplace(token_model, "classification", hessian_structure=structure)
+    text_la = lt.Laplace(text_model, "classification", hessian_structure=structure, subset_of_weights="all").fit(
+        (TEXTS, LABELS), verbose=False
+    )
+    token_la = lt.Laplace(token_model, "classification", hessian_structure=structure, subset_of_weights="all")
     token_la.fit((token_ids, LABELS), verbose=False)
     np.testing.assert_allclose(text_la.log_marginal_likelihood(), token_la.log_marginal_likelihood(), rtol=1e-12)
     np.testing.assert_allclose(text_la.predict(list(TEXTS[:5])), token_la.predict(token_ids[:5]), rtol=1e-10)
@@ -64,13 +66,17 @@ def test_sequences_of_any_length_use_one_posterior_and_a_second_laplace_may_chan
     model = _free_length_model()
     short, long = RNG.integers(0, 9, (30, 6)).astype("int32"), RNG.integers(0, 9, (30, 9)).astype("int32")
     y = RNG.integers(0, 3, 30)
-    fitted_short = lt.Laplace(model, "classification", hessian_structure="full").fit((short, y), verbose=False)
+    fitted_short = lt.Laplace(model, "classification", hessian_structure="full", subset_of_weights="all").fit(
+        (short, y), verbose=False
+    )
     jacobians = naive_jacobians(model, long)
     covariance = fitted_short.posterior.covariance.numpy()
     expected = np.einsum("nkp,pq,nlq->nkl", jacobians, covariance, jacobians)
     np.testing.assert_allclose(fitted_short.glm_output_distribution(long)[1], expected, rtol=1e-8, atol=1e-12)
 
-    fitted_long = lt.Laplace(model, "classification", hessian_structure="full").fit((long, y), verbose=False)
+    fitted_long = lt.Laplace(model, "classification", hessian_structure="full", subset_of_weights="all").fit(
+        (long, y), verbose=False
+    )
     outputs = model(long).numpy()
     ggn = np.einsum("nkp,nkl,nlq->pq", jacobians, output_hessians_np(outputs, "classification"), jacobians)
     expected_covariance = np.linalg.inv(ggn + np.eye(len(ggn)))  # prior precision 1
@@ -100,7 +106,9 @@ def test_batches_padded_to_other_lengths_share_a_compiled_function(monkeypatch):
 
     monkeypatch.setattr(tf, "function", counting)
     dataset, batches = _padded_batches([6, 3, 6, 12, 5])
-    la = lt.Laplace(model, "classification", hessian_structure="diag").fit(dataset, verbose=False)
+    la = lt.Laplace(model, "classification", hessian_structure="diag", subset_of_weights="all").fit(
+        dataset, verbose=False
+    )
     assert traces == [[None, None], [None, None]]  # traced for lengths up to 8, then up to 16
     expected = 0.0
     for x, _ in batches:
@@ -115,7 +123,7 @@ def test_a_padded_batch_too_long_for_memory_is_refused(monkeypatch):
     sized for the longest batch it serves: a long batch after short ones is refused, not run."""
     monkeypatch.setattr(lt.validation, "default_memory_limit", lambda: 20_000)
     dataset, _ = _padded_batches([6, 200])
-    la = lt.Laplace(_free_length_model(), "classification", hessian_structure="diag")
+    la = lt.Laplace(_free_length_model(), "classification", hessian_structure="diag", subset_of_weights="all")
     with pytest.raises(MemoryError, match=r"backward pass of a batch of 5 examples"):
         la.fit(dataset, verbose=False)
 
@@ -126,8 +134,12 @@ def test_a_second_laplace_on_one_model_may_give_the_features_another_rank():
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(2)])
     x = RNG.normal(size=(25, 1)).astype("float32")
     y = (x[:, 0] > 0).astype("int64")
-    column = lt.Laplace(model, "classification", hessian_structure="kron").fit((x, y), verbose=False)
-    flat = lt.Laplace(model, "classification", hessian_structure="kron").fit((x[:, 0], y), verbose=False)
+    column = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        (x, y), verbose=False
+    )
+    flat = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all").fit(
+        (x[:, 0], y), verbose=False
+    )
     np.testing.assert_allclose(flat.log_marginal_likelihood(), column.log_marginal_likelihood(), rtol=1e-6)
     np.testing.assert_allclose(flat.predict(x[:4, 0]), column.predict(x[:4]), rtol=1e-6)
 
@@ -135,8 +147,12 @@ def test_a_second_laplace_on_one_model_may_give_the_features_another_rank():
 def test_text_in_a_dataset_and_a_saved_laplace(tmp_path):
     text_model, _, _ = _text_and_token_models("pool")
     dataset = tf.data.Dataset.from_tensor_slices((TEXTS, LABELS)).batch(16)
-    la = lt.Laplace(text_model, "classification", hessian_structure="diag").fit(dataset, verbose=False)
-    from_arrays = lt.Laplace(text_model, "classification", hessian_structure="diag").fit((TEXTS, LABELS), verbose=False)
+    la = lt.Laplace(text_model, "classification", hessian_structure="diag", subset_of_weights="all").fit(
+        dataset, verbose=False
+    )
+    from_arrays = lt.Laplace(text_model, "classification", hessian_structure="diag", subset_of_weights="all").fit(
+        (TEXTS, LABELS), verbose=False
+    )
     np.testing.assert_allclose(la.predict(dataset), from_arrays.predict(TEXTS), rtol=1e-12)
     la.save(tmp_path / "text.laplace")
     loaded = lt.load(tmp_path / "text.laplace", text_model)

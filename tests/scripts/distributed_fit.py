@@ -66,8 +66,16 @@ def differences(structure, model, x, y, subset="all"):
 def gp_differences(model, x, y, **options):
     """The function-space Laplace (a subset of 15 points, shared unevenly by the replicas): predictions
     (eigenvectors are compared through them, their signs being arbitrary)."""
-    one = lt.Laplace(model, "classification", hessian_structure="gp", n_subset=15, **options)
-    many = lt.Laplace(model, "classification", hessian_structure="gp", n_subset=15, strategy=STRATEGY, **options)
+    one = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="gp", n_subset=15, **options)
+    many = lt.Laplace(
+        model,
+        "classification",
+        subset_of_weights="all",
+        hessian_structure="gp",
+        n_subset=15,
+        strategy=STRATEGY,
+        **options,
+    )
     one.fit((x, y), batch_size=10, verbose=False)
     many.fit((x, y), batch_size=10, verbose=False)
     return {
@@ -106,8 +114,12 @@ def main():
     report["gp"] = gp_differences(model, x, y)
     report["gp_nystrom"] = gp_differences(model, x, y, n_eigenvalues=10)
     with STRATEGY.scope():  # the strategy of the active scope is used without strategy=
-        scoped = lt.Laplace(model, "classification").fit((x, y), batch_size=10, verbose=False)
-    plain = lt.Laplace(model, "classification").fit((x, y), batch_size=10, verbose=False)
+        scoped = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").fit(
+            (x, y), batch_size=10, verbose=False
+        )
+    plain = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").fit(
+        (x, y), batch_size=10, verbose=False
+    )
     report["scope"] = float(np.max(np.abs(scoped.curvature - plain.curvature)))
     trained_alike = True
     if MODE == "mirrored":
