@@ -127,6 +127,15 @@ def assert_posterior_matches_dense(la, model, precision: np.ndarray, x: np.ndarr
     np.testing.assert_allclose(np.cov(draws.T), covariance, atol=0.05 * std.max() ** 2)
 
 
+def kron_and_full_curvature(model, data):
+    """A kron Laplace over every weight fitted on ``data``, and the full GGN there as an array."""
+    import laplace_tf as lt
+
+    kron = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all")
+    full = lt.Laplace(model, "classification", hessian_structure="full", subset_of_weights="all")
+    return kron.fit(data, verbose=False), full.fit(data, verbose=False).curvature.numpy()
+
+
 def cross_entropy(f, y):
     return keras.losses.sparse_categorical_crossentropy(y, f, from_logits=True)[0]
 

@@ -6,7 +6,14 @@ import keras
 import numpy as np
 import pytest
 import scipy.linalg
-from conftest import N_CLASSES, assert_posterior_matches_dense, make_mlp, naive_jacobians, subclassed_copy
+from conftest import (
+    N_CLASSES,
+    assert_posterior_matches_dense,
+    kron_and_full_curvature,
+    make_mlp,
+    naive_jacobians,
+    subclassed_copy,
+)
 
 import laplace_tf as lt
 from laplace_tf.curvature.kron import DiagBlock
@@ -351,14 +358,7 @@ def test_dense_on_sequences_uses_the_expand_convention():
     )
     for target, source in zip(single.trainable_variables, model.trainable_variables, strict=True):
         target.assign(source.value if source.shape == target.shape else source.value[:5])
-    kron = lt.Laplace(single, "classification", hessian_structure="kron", subset_of_weights="all").fit(
-        (one_step, y), verbose=False
-    )
-    full = (
-        lt.Laplace(single, "classification", subset_of_weights="all", hessian_structure="full")
-        .fit((one_step, y), verbose=False)
-        .curvature.numpy()
-    )
+    kron, full = kron_and_full_curvature(single, (one_step, y))
     bias = _block_slices(single)[1]
     np.testing.assert_allclose(kron.curvature.blocks[1].output_factor, full[bias, bias], rtol=1e-10, atol=1e-12)
 

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import N_CLASSES, naive_jacobians, output_hessians_np
+from conftest import N_CLASSES, kron_and_full_curvature, naive_jacobians, output_hessians_np
 
 import laplace_tf as lt
 from laplace_tf import validation
@@ -310,14 +310,7 @@ def test_kfac_is_the_exact_ggn_block_on_one_example_at_one_position(name):
     else:  # one step of a recurrent layer (a GRU's reset_after: the recurrent product scaled by r_t)
         model, x = _one_step_recurrent(name)
     y = np.array([1])
-    kron = lt.Laplace(model, "classification", hessian_structure="kron", subset_of_weights="all").fit(
-        (x, y), verbose=False
-    )
-    full = (
-        lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full")
-        .fit((x, y), verbose=False)
-        .curvature.numpy()
-    )
+    kron, full = kron_and_full_curvature(model, (x, y))
     kinds = set(kron._estimator.treatment.values())
     expected_kind = {
         "einsum": "einsum",
