@@ -99,7 +99,7 @@ def per_pair_normalised(la, x_test):
     docs/likelihoods.md), everything else unchanged."""
     sums = dict(la._sums)
     sums["positions"] = [positions / 2 for positions in sums["positions"]]
-    twin = lt.Laplace(la.model, "reward_modeling", hessian_structure="kron")
+    twin = lt.Laplace(la.model, "reward_modeling", subset_of_weights="all", hessian_structure="kron")
     twin._restore_fit(
         mean=la.mean,
         sums=sums,
