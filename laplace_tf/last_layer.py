@@ -76,7 +76,7 @@ def _factor_pays(posterior: FullPosterior, examples: int, n_outputs: int) -> boo
     then spares every later call. Eagerly only: a traced call must not keep a graph tensor."""
     if not tf.executing_eagerly():
         return False
-    return "covariance_factor" in vars(posterior) or int(examples) * n_outputs >= posterior.n_params
+    return posterior.has_covariance_factor or int(examples) * n_outputs >= posterior.n_params
 
 
 def _full_variance(posterior: FullPosterior, features: tf.Tensor, n_outputs: int) -> tf.Tensor:

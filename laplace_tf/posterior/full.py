@@ -19,8 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -86,12 +84,24 @@ class FullPosterior:
         identity = tf.eye(self.n_params, dtype=self.mean.dtype)
         return tf.linalg.cholesky_solve(self.cholesky, identity)
 
-    @functools.cached_property
+    @property
     def covariance_factor(self) -> tf.Tensor:
-        """$S = L^{-\\top}$, ``(P, P)``, with $S S^\\top = P^{-1}$: computed once (a triangular solve
-        of $P$ right-hand sides) and kept, for predictives that take many Jacobians' products."""
+        """$S = L^{-\\top}$, ``(P, P)``, with $S S^\\top = P^{-1}$: a triangular solve of $P$
+        right-hand sides, kept once computed eagerly (`has_covariance_factor`), for predictives that
+        take many Jacobians' products."""
+        kept = getattr(self, "_covariance_factor", None)
+        if kept is not None:
+            return kept
         identity = tf.eye(self.n_params, dtype=self.mean.dtype)
-        return tf.linalg.triangular_solve(self.cholesky, identity, lower=True, adjoint=True)
+        factor = tf.linalg.triangular_solve(self.cholesky, identity, lower=True, adjoint=True)
+        if tf.executing_eagerly():  # a graph tensor must not outlive its trace
+            self._covariance_factor = factor
+        return factor
+
+    @property
+    def has_covariance_factor(self) -> bool:
+        """Whether `covariance_factor` is already computed and kept."""
+        return getattr(self, "_covariance_factor", None) is not None
 
     @property
     def variance(self) -> tf.Tensor:
