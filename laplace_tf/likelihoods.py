@@ -176,7 +176,7 @@ class Classification(Likelihood):
         r"""$\Lambda = \operatorname{diag}(p) - p p^\top$, its diagonal $p_k (1 - p_k)$ from
         `_complements` (accurate for a confident prediction)."""
         p = tf.nn.softmax(f)
-        return tf.linalg.set_diag(-p[:, :, None] * p[:, None, :], self.output_hessian_diagonal(f))
+        return tf.linalg.set_diag(-p[:, :, None] * p[:, None, :], p * _complements(p, _most_probable(f)))
 
     def hessian_times(self, f: tf.Tensor, jacobians: tf.Tensor) -> tf.Tensor:
         r"""$\Lambda J$, row $k$ $p_k (J_k - \sum_j p_j J_j)$, in O(BKP), as $p \odot (D - p^\top D)$
@@ -192,7 +192,7 @@ class Classification(Likelihood):
         r"""$\sum_b \Lambda_b$ from the probabilities $P$ ``(B, K)``: $-P^\top P$ off the diagonal,
         $\sum_b p_{bk} (1 - p_{bk})$ on it (no ``(B, K, K)`` stack: a thousand classes)."""
         p = tf.nn.softmax(f)
-        diagonal = tf.reduce_sum(self.output_hessian_diagonal(f), axis=0)
+        diagonal = tf.reduce_sum(p * _complements(p, _most_probable(f)), axis=0)
         return tf.linalg.set_diag(-tf.matmul(p, p, transpose_a=True), diagonal)
 
     def output_hessian_diagonal(self, f: tf.Tensor) -> tf.Tensor:

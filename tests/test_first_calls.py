@@ -79,3 +79,20 @@ def test_a_last_layer_script_traces_the_network_once(structure):
     la.predict(x[:5])
     la.predict(x[:5], pred_type="nn", n_samples=4, seed=0)  # the draws' outputs from the features too
     assert counter.traces == built + 1
+
+
+def test_fitting_several_models_and_structures_is_not_reported_as_retracing(caplog):
+    """Each model and configuration compiles its functions once; TensorFlow's frequent-retracing
+    warning (five traces in ten calls of one Python function) must not fire for a notebook that
+    fits a few small models in every structure, one batch each."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 3)).astype("float32"), rng.integers(0, 2, 20)
+    for width in (3, 4, 5):
+        model = keras.Sequential(
+            [keras.Input((3,)), keras.layers.Dense(width, activation="tanh"), keras.layers.Dense(2)]
+        )
+        for structure in ("kron", "diag", "full"):
+            for subset in ("last_layer", "all"):
+                la = lt.Laplace(model, "classification", subset_of_weights=subset, hessian_structure=structure)
+                la.fit((x, y), verbose=False).predict(x[:3], pred_type="nn", n_samples=2, seed=0)
+    assert "retracing" not in caplog.text

@@ -9,7 +9,9 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -42,7 +44,7 @@ def compile_for_batches(fn: Callable, model: keras.Model | None = None) -> Calla
                 return function(theta, *batch)
         longest = 1 << max(extent - 1, 0).bit_length()  # the power of two at or above
         signature = [tf.TensorSpec(theta.shape, theta.dtype), batch_spec(batch[0], free)]
-        function = tf.function(fn, input_signature=signature + [batch_spec(t) for t in batch[1:]], autograph=False)
+        function = separate_tf_function(fn, input_signature=signature + [batch_spec(t) for t in batch[1:]])
         traced.append((longest, function))
         with expected_batch(n_examples(batch[0]), longest):  # traced now: chunks of columns sized for this batch
             return function(theta, *batch)
@@ -58,3 +60,15 @@ def _signature_key(theta: tf.Tensor, batch: tuple, free: list[tuple[int, ...]]) 
     if any(tf.nest.is_nested(t) for t in batch):  # structured inputs: their nesting (dict keys, list lengths) too
         key += (repr(tf.nest.map_structure(lambda _: None, batch)),)
     return key
+
+
+def separate_tf_function(fn: Callable, **options: Any) -> Callable:
+    """``tf.function(fn, autograph=False, **options)`` whose traces TensorFlow counts on their own.
+
+    TensorFlow warns of "frequent retracing" when the functions sharing one Python code object
+    were traced five times in their last ten calls. The package compiles the same methods once per
+    model and configuration, so a notebook fitting a few models or structures on a batch or two
+    each would read as retracing; a ``functools.partial`` (which has no code object) makes the
+    count this function's alone, so real retracing of it still warns.
+    """
+    return tf.function(functools.partial(fn), autograph=False, **options)

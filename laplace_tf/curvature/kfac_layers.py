@@ -295,9 +295,7 @@ def _kind(layer: keras.layers.Layer) -> str | None:
         return "einsum" if _einsum_input_axes(layer) is not None else None
     if type(layer) is keras.layers.Embedding:
         return "embedding"
-    conv = {keras.layers.Conv1D: "conv1d", keras.layers.Conv2D: "conv2d", keras.layers.Conv3D: "conv3d"}.get(
-        type(layer)
-    )
+    conv = _CONVOLUTIONS.get(type(layer))
     if conv is None or layer.data_format != "channels_last" or layer.groups != 1:
         return None
     paddings = ("valid", "same", "causal") if conv == "conv1d" else ("valid", "same")

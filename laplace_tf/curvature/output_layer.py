@@ -38,7 +38,7 @@ from typing import Any
 import tensorflow as tf
 
 from laplace_tf.compiled import cached
-from laplace_tf.curvature.compiling import compile_for_batches
+from laplace_tf.curvature.compiling import compile_for_batches, separate_tf_function
 from laplace_tf.curvature.graph_calls import called_once, forward_calls
 from laplace_tf.curvature.kfac_layers import LayerRule, find_rules, recording
 from laplace_tf.likelihoods import Likelihood
@@ -177,7 +177,7 @@ def features_first(
         specs = [tf.TensorSpec([None, *t.shape[1:]], t.dtype) for t in (f, a, y)]
         key = tuple((spec.dtype, tuple(spec.shape[1:])) for spec in specs)
         if key not in compiled:
-            compiled[key] = tf.function(loss_and_curvature, input_signature=specs, autograph=False)
+            compiled[key] = separate_tf_function(loss_and_curvature, input_signature=specs)
         return compiled[key](f, a, y)
 
     def batch(theta: tf.Tensor, x: Any, y: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, Any]:
