@@ -41,6 +41,8 @@ _EXPORTS = {
     "SubsetOfWeights": "laplace_tf.options",
     "DiagPosterior": "laplace_tf.posterior",
     "FullPosterior": "laplace_tf.posterior",
+    "KronPosterior": "laplace_tf.posterior",
+    "LowRankPosterior": "laplace_tf.posterior",
     "NotPositiveDefiniteError": "laplace_tf.posterior",
     "UncertaintyReport": "laplace_tf.report",
     "classification_report": "laplace_tf.report",
@@ -86,7 +88,13 @@ if TYPE_CHECKING:
         PriorStructure,
         SubsetOfWeights,
     )
-    from laplace_tf.posterior import DiagPosterior, FullPosterior, NotPositiveDefiniteError
+    from laplace_tf.posterior import (
+        DiagPosterior,
+        FullPosterior,
+        KronPosterior,
+        LowRankPosterior,
+        NotPositiveDefiniteError,
+    )
     from laplace_tf.report import UncertaintyReport, classification_report, multilabel_report, regression_report
     from laplace_tf.subnetwork import subnetwork_mask
     from laplace_tf.training import MarglikCallback, MarglikResult, marglik_training
@@ -99,11 +107,13 @@ __all__ = [
     "Diagnosis",
     "FullPosterior",
     "HessianStructure",
+    "KronPosterior",
     "Laplace",
     "LaplaceResult",
     "Likelihood",
     "LikelihoodLoss",
     "LinkApprox",
+    "LowRankPosterior",
     "MarglikCallback",
     "MarglikResult",
     "NotFittedError",
