@@ -416,13 +416,22 @@ def predictive_view(
         outputs_at=cached(
             model,
             ("outputs", key),
-            lambda: separate_tf_function(
-                lambda thetas, x: map_examples(lambda theta: apply(theta, x), thetas, vectorize), reduce_retracing=True
-            ),
+            lambda: separate_tf_function(functools.partial(_outputs_at, apply, vectorize), reduce_retracing=True),
         ),
         features=features,
         layer_factors=factors,
     )
+
+
+def _outputs_at(apply: Callable, vectorize: bool, thetas: tf.Tensor, x: Any) -> tf.Tensor:
+    """The network at each draw ``(S, B, K)``. Vectorised, the first draw is repeated once more
+    and its copy dropped: with a traced number of draws, ``pfor`` squeezes a loop of one draw out
+    of a ``tf.squeeze`` without axes, which Keras applies to a convolution's bias (one draw, the
+    MAP, after calls with others, failed on a shape mismatch)."""
+    if not vectorize:
+        return map_examples(lambda theta: apply(theta, x), thetas, vectorize)
+    padded = tf.concat([thetas, thetas[:1]], axis=0)
+    return map_examples(lambda theta: apply(theta, x), padded, vectorize)[:-1]
 
 
 def _sample_moments(outputs: tf.Tensor, diagonal_output: bool, joint: bool) -> tuple[tf.Tensor, tf.Tensor]:

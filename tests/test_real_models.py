@@ -170,6 +170,8 @@ def test_linearised_covariance_tends_to_j_jt_at_a_huge_prior(real_model, structu
     np.testing.assert_array_equal(la.predict(x, verbose=False), la.predict(x, verbose=False))  # no dropout
     draws = la.predictive_samples(x, n_samples=3, pred_type="nn", seed=0, verbose=False)
     np.testing.assert_array_equal(draws, la.predictive_samples(x, n_samples=3, pred_type="nn", seed=0, verbose=False))
+    one_draw = la.outputs_at_draws(la.mean[None], x, verbose=False)[0]  # after three: a traced number of draws
+    np.testing.assert_allclose(one_draw, model(x, training=False), rtol=1e-5, atol=1e-6)
     for before, variable in zip(state, model.non_trainable_variables, strict=True):  # BatchNorm statistics
         np.testing.assert_array_equal(before, variable.value)
     assert np.isfinite(float(la.log_marginal_likelihood()))
