@@ -81,3 +81,51 @@ def test_lowrank_tunes_every_prior_structure(model, classification_data):
     layerwise = float(la.log_marginal_likelihood(la.optimize_prior_precision(prior_structure="layerwise")))
     diag = float(la.log_marginal_likelihood(la.optimize_prior_precision(prior_structure="diag")))
     assert layerwise >= scalar - 1e-9 and diag >= layerwise - 1e-9
+
+
+@pytest.mark.parametrize("by_jacobians", [True, False])
+def test_ggn_products_by_jacobians_and_by_passes_equal_the_dense_ggn(by_jacobians):
+    """A convolutional network, where the Jacobians pay; both ways against J^T Lambda J formed densely."""
+    import keras
+    import tensorflow as tf
+    from conftest import naive_jacobians, output_hessians_np
+
+    from laplace_tf.curvature import lowrank
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [
+            keras.Input((5, 5, 1), dtype="float64"),
+            keras.layers.Conv2D(2, 3, activation="tanh", dtype="float64"),
+            keras.layers.Flatten(dtype="float64"),
+            keras.layers.Dense(N_CLASSES, dtype="float64"),
+        ]
+    )
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(6, 5, 5, 1)), np.eye(N_CLASSES)[rng.integers(0, N_CLASSES, 6)]
+    la = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="lowrank", rank=4)
+    vectors = rng.normal(size=(la.n_params, 3))
+    jacobians = naive_jacobians(model, x)
+    hessians = output_hessians_np(model(x).numpy(), "classification")
+    expected = np.einsum("nkp,nkl,nlq,qm->pm", jacobians, hessians, jacobians, vectors)
+    products = lowrank.ggn_matmul(la.params, la.likelihood, by_jacobians=by_jacobians)
+    loss, ggn_vectors = tf.function(products)(la.params.theta, tf.constant(x), tf.constant(y), tf.constant(vectors))
+    np.testing.assert_allclose(ggn_vectors, expected, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(loss, -np.sum(y * tf.nn.log_softmax(model(x)).numpy()), rtol=1e-12)
+
+
+def test_the_jacobians_pay_where_each_weight_serves_many_multiplies():
+    import keras
+
+    from laplace_tf.curvature.forward_cost import forward_multiplies
+    from laplace_tf.curvature.lowrank import jacobians_pay
+
+    cnn = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(3)]
+    )
+    assert forward_multiplies(cnn) == 36 * 6 * 6 + 144 * 3  # the kernel at each of 6 x 6 patches, then the head
+    mlp = make_mlp(64, 10, hidden=(50,))
+    assert forward_multiplies(mlp) == 64 * 50 + 50 * 10
+    cnn_params = sum(int(np.prod(v.shape)) for v in cnn.trainable_variables)
+    assert jacobians_pay(cnn_params, 3, 110, forward_multiplies(cnn))  # 1,728 multiplies for 375 weights
+    assert not jacobians_pay(3760, 10, 110, forward_multiplies(mlp))  # one multiply per weight, ten outputs

@@ -145,8 +145,8 @@ def columns_per_chunk(rules: list, f: tf.Tensor, columns: int, weight_numbers: i
     for each output entry of a probed layer (recorded by the last forward pass: its gradient, the
     backward pass's own, a tiled activation) and the ``weight_numbers`` the caller forms. Raises a
     ``MemoryError`` if one column would not fit the memory limit."""
-    expected, extent = _expected_batch.get() or (None, 0)
-    batch = f.shape[0] or expected or DEFAULT_BATCH_SIZE  # a traced batch axis is unknown
+    extent = (_expected_batch.get() or (None, 0))[1]
+    batch = traced_batch_size(f)
     numbers = weight_numbers
     for output in _watched_outputs(rules):
         rows_per_example = (output.shape[0] or batch) / batch
@@ -159,6 +159,12 @@ def columns_per_chunk(rules: list, f: tf.Tensor, columns: int, weight_numbers: i
         None,
     )
     return max(1, min(columns, CHUNK_BYTES // max(per_column, 1)))
+
+
+def traced_batch_size(f: tf.Tensor) -> int:
+    """The batch size ``f`` ``(B, ...)`` has, or, traced with a free batch axis, the one the function
+    is traced for (`expected_batch`), else the default batch size."""
+    return f.shape[0] or (_expected_batch.get() or (None, 0))[0] or DEFAULT_BATCH_SIZE
 
 
 def _probe_run(
