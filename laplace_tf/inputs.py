@@ -138,11 +138,14 @@ def conform(x: Inputs, expected: Any, what: str = "x") -> Inputs:
     return tf.nest.pack_sequence_as(x, conformed)
 
 
-def check_declared_inputs(x: Inputs, model: keras.Model) -> None:
+def check_declared_inputs(x: Inputs, model: keras.Model, leading_axes: int = 0) -> None:
     """Refuses inputs the model's declared inputs cannot take, before Keras fails on them: a dict
-    lacking inputs the model names (Keras says only that an output "is not connected"), or text
-    where the model takes numbers (or numbers where it takes text). A model that declares no
-    inputs (subclassed) is not checked."""
+    lacking inputs the model names (Keras says only that an output "is not connected"), text
+    where the model takes numbers (or numbers where it takes text), or examples of another shape
+    (which Keras's own call refuses, but the stateless call a fit runs would take: 5x5 images in a
+    6x6 convolutional network with global pooling). A model that declares no inputs (subclassed)
+    is not checked. ``leading_axes``: axes of ``x``'s examples before the model's own (a reward
+    model's pair axis)."""
     declared = _declared(lambda: model.input)
     if isinstance(declared, dict) and isinstance(x, dict):
         missing = sorted(set(declared) - set(x))
@@ -157,6 +160,22 @@ def check_declared_inputs(x: Inputs, model: keras.Model) -> None:
     for leaf, tensor, name in zip(leaves, tensors, _leaf_names("x", x), strict=True):
         if (_kind(leaf) == "text") != (tensor.dtype == "string"):
             raise TypeError(f"{name} holds {_kind(leaf)}, but the model's input there takes {tensor.dtype}.")
+        shape, declared_shape = tuple(leaf.shape[1 + leading_axes :]), tuple(tensor.shape[1:])
+        if not _takes(shape, declared_shape):
+            raise ValueError(
+                f"{name} has examples of shape {shape}, but the model takes examples of shape {declared_shape} "
+                "there (None: any size); pass inputs of that shape (resize or crop images, pad sequences)."
+            )
+
+
+def _takes(shape: tuple, declared: tuple) -> bool:
+    """Whether a model declaring examples of shape ``declared`` takes examples of ``shape``, as Keras
+    does: a trailing axis of size 1 may be missing or extra."""
+    if len(shape) == len(declared) - 1 and declared[-1] == 1:
+        shape = (*shape, 1)
+    elif len(shape) == len(declared) + 1 and shape[-1] == 1:
+        shape = shape[:-1]
+    return _fits(shape, declared)
 
 
 def declared_inputs(model: keras.Model | None) -> list | None:

@@ -335,7 +335,8 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         if isinstance(self.params, PairParameters):
             check_pairs(first)
         check_batched(data, self.model)
-        check_declared_inputs(first, self.model)
+        pair_axes = int(isinstance(self.params, PairParameters))
+        check_declared_inputs(first, self.model, pair_axes)
         self.n_outputs = self._output_count(first)
         batches = as_batches(data, batch_size, self._validate_targets)
         started = time.perf_counter()
@@ -360,7 +361,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         if previous is not None:
             loss, n_data = loss + self._loss, n_data + self.n_data
         self._loss, self._sums, self.n_data = loss, sums, n_data
-        self._input_signature = signature(first, self.model, int(isinstance(self.params, PairParameters)))
+        self._input_signature = signature(first, self.model, pair_axes)
         self._curvature = self._estimator.finalize(sums)
         self._posterior, self._decomposition, self._eigenpairs = None, None, None
         if verbose:

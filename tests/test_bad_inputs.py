@@ -86,6 +86,13 @@ def _stateful_lstm():
     )
 
 
+def _pooled_cnn():
+    """Global pooling takes any image size, so nothing but the declared input refuses 5x5 images."""
+    inputs = keras.Input((6, 6, 1))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inputs))
+    return lt.Laplace(keras.Model(inputs, keras.layers.Dense(3)(pooled)), "classification")
+
+
 def _two_heads(subclassed: bool):
     """A model with two output heads, functional or subclassed (returning a tuple)."""
     if not subclassed:
@@ -226,6 +233,7 @@ FIT = [
         "empty",
     ),
     ("wrong_feature_count", _fit((X[:, :3], Y)), ValueError, "shape"),
+    ("images_of_another_size", lambda c: _pooled_cnn().fit((np.zeros((4, 5, 5, 1)), Y[:4])), ValueError, "(6, 6, 1)"),
     ("predict_on_a_generator", lambda c: c["la"].predict(row for row in X), TypeError, "generator"),
     ("dict_for_single_input", _fit(({"a": X}, Y)), (ValueError, TypeError), "input"),
     ("dict_lacking_an_input", lambda c: _two_inputs().fit(({"a": X}, Y), verbose=False), ValueError, "['b']"),
