@@ -121,7 +121,7 @@ class MarglikCallback(keras.callbacks.Callback):
             raise ValueError("sigma_noise applies to likelihood='regression' only; leave it at 1.0.")
         check_flag(verbose, "verbose")
         self.data, self.batch_size, self.verbose = data, batch_size, verbose
-        self.laplace_options = laplace_options
+        self.laplace_options = _checked_laplace_options(laplace_options)
         self.laplace: Any = None
         self.history: dict[str, list] = {"epoch": [], **{key: [] for key in HISTORY_KEYS}}
         self._state: _TrainingState | None = None
@@ -395,6 +395,29 @@ def _prior_share(precision: tf.Variable, start: int, end: int, n_data: int) -> A
 def _detach_prior(params: ModelParameters) -> None:
     for variable in params.variables:
         variable.regularizer = None
+
+
+def _checked_laplace_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` if `Laplace` takes them all (besides those marglik training sets itself), refused
+    before any training otherwise, with the closest names (laplace-torch's ``n_epochs`` is Keras's
+    ``epochs`` here)."""
+    import difflib
+    import inspect
+
+    from laplace_tf.laplace import Laplace
+
+    set_here = {"self", "model", "likelihood", "hessian_structure", "prior_precision", "sigma_noise"}
+    taken = set(inspect.signature(Laplace.__init__).parameters) - set_here
+    own = set(inspect.signature(marglik_training).parameters) - {"model", "data", "likelihood", "laplace_options"}
+    for name in options:
+        if name not in taken:
+            close = difflib.get_close_matches(name.removeprefix("n_"), sorted(taken | own), n=2, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
+            raise TypeError(
+                f"marglik training got an unknown option {name!r}: it takes its own arguments and the "
+                f"Laplace options {sorted(taken)}{hint}"
+            )
+    return options
 
 
 def _non_negative_int(value: Any, name: str) -> int:

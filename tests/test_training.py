@@ -148,3 +148,7 @@ def test_marglik_training_mistakes_get_clear_errors_before_training():
         lt.MarglikCallback((x, y), "classification", burnin=-1)
     with pytest.raises(ValueError, match="reward_modeling"):
         lt.MarglikCallback((x, y), "reward_modeling")
+    with pytest.raises(TypeError, match=r"'n_epochs'.*did you mean 'epochs'"):  # laplace-torch's name
+        lt.marglik_training(model, (x, y), "classification", n_epochs=1, verbose=False)
+    with pytest.raises(TypeError, match=r"'temperture'.*did you mean 'temperature'"):
+        lt.MarglikCallback((x, y), "classification", temperture=1.0)
