@@ -66,8 +66,11 @@ class KroneckerEigenOperator(tf.linalg.LinearOperator):
       input_vectors: $Q_A$ ``(d_in, d_in)``, orthogonal, or ``None`` for the identity.
       output_vectors: $Q_G$ ``(d_out, d_out)``, orthogonal.
       values: $V$ ``(d_in, d_out)``, the eigenvalues, all positive if ``is_positive_definite``.
-      is_non_singular, is_self_adjoint, is_positive_definite, is_square: `tf.linalg.LinearOperator`'s
-        hints (self-adjoint and square always; non-singular if positive definite).
+      is_non_singular: `tf.linalg.LinearOperator`'s hint; set whenever ``is_positive_definite`` is.
+      is_self_adjoint: always (``False`` is refused).
+      is_positive_definite: the hint that every value is positive.
+      is_square: always (``False`` is refused).
+      name: the operator's name.
     """
 
     def __init__(
