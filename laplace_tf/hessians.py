@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from laplace_tf.compiled import separate_tf_function
 from laplace_tf.vectorizing import map_examples
 
 Tensorish = tf.Tensor | tf.Variable | Any
@@ -133,9 +134,7 @@ def _compiled(f: ScalarFn, graph_fn: Callable, unconnected: str, *options: Any) 
     """A ``tf.function`` of ``graph_fn`` for ``f``, cached while ``f`` lives."""
 
     def build() -> Callable:
-        return tf.function(
-            lambda *args: graph_fn(f, *args, unconnected, *options), reduce_retracing=True, autograph=False
-        )
+        return separate_tf_function(lambda *args: graph_fn(f, *args, unconnected, *options), reduce_retracing=True)
 
     try:
         per_function = _compiled_cache.setdefault(f, {})

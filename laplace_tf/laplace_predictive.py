@@ -26,9 +26,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from laplace_tf import diag_predictive, heteroscedastic, kron_predictive, last_layer, predictive
-from laplace_tf.compiled import cached
+from laplace_tf.compiled import cached, separate_tf_function
 from laplace_tf.curvature import compile_for_batches
-from laplace_tf.curvature.compiling import separate_tf_function
 from laplace_tf.curvature.output_layer import OutputFeatures, shared_output_features
 from laplace_tf.curvature.probed_jacobians import jacobians_function
 from laplace_tf.data import UNBATCHED_X, as_inputs

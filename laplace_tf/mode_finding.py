@@ -25,6 +25,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy import optimize
 
+from laplace_tf.compiled import separate_tf_function
+
 SCIPY_METHODS = {"lbfgs": "L-BFGS-B", "bfgs": "BFGS"}
 OPTIMIZERS = tuple(SCIPY_METHODS)
 
@@ -73,9 +75,10 @@ def find_mode(
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}.")
 
-    @tf.function(autograph=False)
-    def value_and_gradient(z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def value_and_gradient_eager(z: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         return tfp.math.value_and_gradient(lambda point: tf.reshape(negative_log_density(point), []), z)
+
+    value_and_gradient = separate_tf_function(value_and_gradient_eager)  # a fit per model: no retracing warning
 
     dtype = initial_points.dtype
 

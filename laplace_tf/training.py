@@ -40,6 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from laplace_tf.compiled import separate_tf_function
 from laplace_tf.data import DEFAULT_BATCH_SIZE, as_batches, first_inputs
 from laplace_tf.likelihood_loss import LikelihoodLoss
 from laplace_tf.likelihoods import get_likelihood
@@ -366,7 +367,7 @@ def _compiled_adam_step(start: np.ndarray, learning_rate: float) -> _HyperStep:
     eta = keras.Variable(start, dtype="float64", trainable=False, name="marglik_log_hypers")
     optimizer = keras.optimizers.Adam(learning_rate)
     optimizer.build([eta])
-    return _HyperStep(eta, tf.function(lambda gradient: optimizer.apply([gradient], [eta]), autograph=False))
+    return _HyperStep(eta, separate_tf_function(lambda gradient: optimizer.apply([gradient], [eta])))
 
 
 def _per_weight(prior: Any, sizes: list[int]) -> np.ndarray:

@@ -28,6 +28,7 @@ import scipy.optimize
 import tensorflow as tf
 
 from laplace_tf import calibration
+from laplace_tf.compiled import separate_tf_function
 from laplace_tf.evidence_spectrum import curvature_spectrum
 from laplace_tf.inputs import n_examples
 from laplace_tf.options import GridMetric, PriorStructure
@@ -140,13 +141,14 @@ def _negative_evidence(la: Laplace, structure: PriorStructure, optimize_sigma_no
 
         return closed_form
 
-    @tf.function(autograph=False)
-    def compiled(eta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def value_and_gradient(eta: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(eta)
             prior, sigma = unpack(eta)
             value = -la.log_marginal_likelihood(prior_precision=prior, sigma_noise=sigma) / la.n_data
         return value, tape.gradient(value, eta)
+
+    compiled = separate_tf_function(value_and_gradient)  # one per Laplace: no retracing warning across them
 
     def evaluate(eta: np.ndarray) -> tuple[float, np.ndarray]:
         value, gradient = compiled(tf.constant(eta, la.dtype))

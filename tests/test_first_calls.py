@@ -95,4 +95,20 @@ def test_fitting_several_models_and_structures_is_not_reported_as_retracing(capl
             for subset in ("last_layer", "all"):
                 la = lt.Laplace(model, "classification", subset_of_weights=subset, hessian_structure=structure)
                 la.fit((x, y), verbose=False).predict(x[:3], pred_type="nn", n_samples=2, seed=0)
+                if structure == "full":  # a layerwise prior on full: the compiled evidence, one per Laplace
+                    la.optimize_prior_precision(prior_structure="layerwise")
+    assert "retracing" not in caplog.text
+
+
+def test_fitting_several_probabilistic_models_is_not_reported_as_retracing(caplog):
+    """A script fitting a handful of TFP models: each fit compiles its mode search and Hessian once."""
+    import tensorflow_probability as tfp
+
+    tfd = tfp.distributions
+    for n in range(3, 9):
+        model = tfd.JointDistributionNamed(
+            dict(mu=tfd.Normal(np.float64(0), np.float64(5)), y=lambda mu, n=n: tfd.Sample(tfd.Normal(mu, 1.0), n))
+        )
+        result = lt.fit_laplace(model, observed={"y": np.arange(n, dtype=np.float64)}, seed=0)
+        np.testing.assert_allclose(result.mean, [(n - 1) / 2 * n / (n + 1 / 25)], rtol=1e-6)  # conjugate posterior mean
     assert "retracing" not in caplog.text

@@ -9,13 +9,12 @@ Example:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from typing import Any
 
 import keras
 import tensorflow as tf
 
+from laplace_tf.compiled import separate_tf_function
 from laplace_tf.curvature.probe_passes import expected_batch
 from laplace_tf.inputs import batch_spec, declared_example_shapes, free_example_axes, free_extent, n_examples
 
@@ -60,15 +59,3 @@ def _signature_key(theta: tf.Tensor, batch: tuple, free: list[tuple[int, ...]]) 
     if any(tf.nest.is_nested(t) for t in batch):  # structured inputs: their nesting (dict keys, list lengths) too
         key += (repr(tf.nest.map_structure(lambda _: None, batch)),)
     return key
-
-
-def separate_tf_function(fn: Callable, **options: Any) -> Callable:
-    """``tf.function(fn, autograph=False, **options)`` whose traces TensorFlow counts on their own.
-
-    TensorFlow warns of "frequent retracing" when the functions sharing one Python code object
-    were traced five times in their last ten calls. The package compiles the same methods once per
-    model and configuration, so a notebook fitting a few models or structures on a batch or two
-    each would read as retracing; a ``functools.partial`` (which has no code object) makes the
-    count this function's alone, so real retracing of it still warns.
-    """
-    return tf.function(functools.partial(fn), autograph=False, **options)

@@ -37,8 +37,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from laplace_tf.compiled import cached
-from laplace_tf.curvature.compiling import compile_for_batches, separate_tf_function
+from laplace_tf.compiled import cached, separate_tf_function
+from laplace_tf.curvature.compiling import compile_for_batches
 from laplace_tf.curvature.graph_calls import called_once, forward_calls
 from laplace_tf.curvature.kfac_layers import LayerRule, find_rules, recording
 from laplace_tf.likelihoods import Likelihood
