@@ -33,6 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from laplace_tf.layer_order import last_called_layer_path
 from laplace_tf.validation import check_one_output, declared_logit_count
 from laplace_tf.vectorizing import can_vectorize
 
@@ -67,7 +68,9 @@ class ModelParameters:
             )
         self._model = weakref.ref(model)  # weak: compiled functions that hold this are cached per model
         self._all_variables = all_variables
-        self._selection = select_indices(all_variables, subset)
+        self._call_kwargs = {"training": False} if accepts_training(model) else {}
+        last_layer = last_called_layer_path(model, self._call_kwargs) if _is_last_layer(subset) else None
+        self._selection = select_indices(all_variables, subset, last_layer)
         chosen = [i for i, s in enumerate(self._selection) if s is not None]
         self.variables = [all_variables[i] for i in chosen]
         self.names: list[str] = [v.path for v in self.variables]
@@ -76,7 +79,6 @@ class ModelParameters:
         self.n_params: int = int(sum(self.sizes))
         self.dtype: tf.DType = tf.as_dtype(all_variables[0].dtype)
         self._non_trainable = [v.value for v in model.non_trainable_variables]
-        self._call_kwargs = {"training": False} if _accepts_training(model) else {}
         self.vectorize: bool = can_vectorize(model)  # per-example work by pfor, else looped
 
     @property
@@ -155,13 +157,15 @@ class ModelParameters:
         return np.repeat(np.arange(len(self.sizes)), self.sizes)
 
 
-def select_indices(variables: list, subset: Subset) -> list[np.ndarray | None]:
-    """Per trainable variable, the selected flat indices (``None`` when none are)."""
+def select_indices(variables: list, subset: Subset, last_layer: str | None = None) -> list[np.ndarray | None]:
+    """Per trainable variable, the selected flat indices (``None`` when none are). ``last_layer``:
+    the path of the layer ``"last_layer"`` selects (`layer_order.last_called_layer_path`); by
+    default the layer of the last variable."""
     everything = [np.arange(int(np.prod(v.shape))) for v in variables]
     if isinstance(subset, str) and subset == "all":
         return everything
     if isinstance(subset, str) and subset == "last_layer":
-        last_layer = _layer_path(variables[-1])
+        last_layer = last_layer or _layer_path(variables[-1])
         return [e if _layer_path(v) == last_layer else None for e, v in zip(everything, variables, strict=True)]
     if isinstance(subset, str):
         raise ValueError(
@@ -232,7 +236,11 @@ def _layer_path(variable: Any) -> str:
     return variable.path.rsplit("/", 1)[0]
 
 
-def _accepts_training(model: keras.Model) -> bool:
+def _is_last_layer(subset: Subset) -> bool:
+    return isinstance(subset, str) and subset == "last_layer"
+
+
+def accepts_training(model: keras.Model) -> bool:
     """Whether the model's ``call`` takes ``training`` (subclassed models may not)."""
     parameters = inspect.signature(model.call).parameters
     return "training" in parameters or any(p.kind == p.VAR_KEYWORD for p in parameters.values())

@@ -31,7 +31,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from laplace_tf.params import select_indices
+from laplace_tf.layer_order import last_called_layer_path
+from laplace_tf.params import accepts_training, select_indices
 from laplace_tf.validation import check_seed, positive_int
 
 STRATEGIES = ("largest_magnitude", "largest_variance", "random", "last_layer")
@@ -71,7 +72,9 @@ def subnetwork_mask(
     if not isinstance(strategy, str) or strategy == "last_layer":
         if n_params is not None:
             raise ValueError(f"n_params is not used with strategy={strategy!r}: it selects whole variables.")
-        return _masks_from_selection(variables, select_indices(variables, strategy))
+        kwargs = {"training": False} if accepts_training(model) else {}
+        last_layer = last_called_layer_path(model, kwargs) if strategy == "last_layer" else None
+        return _masks_from_selection(variables, select_indices(variables, strategy, last_layer))
     if strategy not in STRATEGIES:
         raise ValueError(
             f"strategy={strategy!r} is not valid; choose one of {', '.join(map(repr, STRATEGIES))} "

@@ -48,6 +48,36 @@ def test_the_defaults_are_laplace_torchs_last_layer_kron(model, classification_d
     assert sorted(la.params.names) == sorted(v.path for v in model.layers[-1].trainable_variables)
 
 
+@pytest.mark.parametrize("inputs", ["array", "dict"])
+def test_the_last_layer_of_a_subclassed_model_is_the_one_it_calls_last(classification_data, inputs):
+    """A subclassed model creating its output layer first lists that layer's variables first; the
+    last layer is still the output layer (the one laplace-torch's forward hooks would find), also
+    for lt.subnetwork_mask, and its Laplace equals one over that layer by name."""
+    import keras
+
+    class HeadFirst(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.head = keras.layers.Dense(N_CLASSES, dtype="float64")
+            self.body = keras.layers.Dense(5, activation="tanh", dtype="float64")
+
+        def call(self, x):
+            return self.head(self.body(x["features"] if isinstance(x, dict) else x))
+
+    x, y = classification_data
+    x = {"features": x} if inputs == "dict" else x
+    model = HeadFirst()
+    model(x)
+    assert model.trainable_variables[-1].path.startswith(model.body.path)  # created last
+    head = sorted(v.path for v in model.head.trainable_variables)
+    la = lt.Laplace(model, "classification").fit((x, y), verbose=False)
+    assert sorted(la.params.names) == head
+    masks = lt.subnetwork_mask(model, "last_layer")
+    assert sorted(path for path, mask in masks.items() if mask.all()) == head
+    named = lt.Laplace(model, "classification", subset_of_weights=[f"{model.head.path}/*"]).fit((x, y), verbose=False)
+    np.testing.assert_allclose(la.log_marginal_likelihood(), named.log_marginal_likelihood(), rtol=1e-12)
+
+
 def test_patterns_and_masks_select_the_same_subnetwork(model, classification_data):
     full = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").fit(
         classification_data, verbose=False
