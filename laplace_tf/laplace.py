@@ -173,10 +173,10 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         if kfac != KfacApprox.EXPAND and self.hessian_structure != HessianStructure.KRON:
             raise ValueError(f"kfac_approx={kfac.value!r} applies to hessian_structure='kron' only.")
         parameters = PairParameters if self.likelihood.name == LikelihoodName.REWARD_MODELING else ModelParameters
+        check_not_stateful(model)  # before the parameters: a subclassed model's last layer is found by a forward pass
         self.params = parameters(model, subset_of_weights)
         check_one_output(getattr(model, "outputs", None))
         check_outputs_are_logits(model, self.likelihood.name)
-        check_not_stateful(model)
         sigma_noise, temperature = (
             positive_number(sigma_noise, "sigma_noise"),
             positive_number(temperature, "temperature"),
