@@ -4,8 +4,8 @@ Sequential and functional models list their variables in the order of their grap
 variable's layer is the output layer. A subclassed model lists them in the order its
 ``__init__`` created the layers, which need not be the order ``call`` uses them
 (``self.head = Dense(3)`` before ``self.body = Dense(8)``, called as ``self.head(self.body(x))``).
-For such a model, one forward pass on zeros of the shape it was built for (one example) records
-which layer with weights starts last.
+For such a model, one forward pass on zeros of the shape it was built for (one example; empty
+strings for a model taking text) records which layer with weights starts last.
 
 Example:
     ```python
@@ -32,37 +32,31 @@ def last_called_layer_path(model: keras.Model, call_kwargs: dict[str, Any]) -> s
 
     if forward_calls(model) is not None:
         return None
-    inputs = _zeros_as_built(model)
-    if inputs is None:
+    shapes = getattr(model, "_build_shapes_dict", None) or {}
+    if len(shapes) != 1:  # built with several arguments, or none recorded
         return None
     owners = {variable.path.rsplit("/", 1)[0] for variable in model.trainable_variables}
     layers = [layer for layer in model._flatten_layers(include_self=False) if layer.path in owners]
-    called: list[str] = []
-    with _noting_calls(layers, called):
-        try:
-            model(inputs, **call_kwargs)
-        except Exception:  # any failure: the variables' order stands, and a fit reports the model's error
-            return None
-    return called[-1] if called else None
+    for dtype in (tf.float32, tf.string):  # numbers (token ids too: an Embedding casts), else text
+        called: list[str] = []
+        with _noting_calls(layers, called):
+            try:
+                model(_zeros(next(iter(shapes.values())), dtype), **call_kwargs)
+            except Exception:  # any failure: try text, then the variables' order stands (a fit reports the error)
+                continue
+        return called[-1] if called else None
+    return None
 
 
-def _zeros_as_built(model: keras.Model) -> Any:
-    """One example of zeros (float; a batch of one) in the input structure the model was built
-    with, or ``None`` if it was built with several arguments or none recorded."""
-    shapes = getattr(model, "_build_shapes_dict", None) or {}
-    if len(shapes) != 1:
-        return None
-    return _zeros(next(iter(shapes.values())))
-
-
-def _zeros(shape: Any) -> Any:
+def _zeros(shape: Any, dtype: tf.DType) -> Any:
+    """One example of zeros (``""`` for text; a batch of one) in the structure of ``shape``."""
     if isinstance(shape, dict):
-        return {key: _zeros(value) for key, value in shape.items()}
+        return {key: _zeros(value, dtype) for key, value in shape.items()}
     if isinstance(shape, (list, tuple)) and shape and all(isinstance(s, (list, tuple, dict)) for s in shape):
-        return [_zeros(s) for s in shape]
+        return [_zeros(s, dtype) for s in shape]
     if not isinstance(shape, (list, tuple)) or not shape:
         return None
-    return tf.zeros([1, *(1 if extent is None else extent for extent in shape[1:])])
+    return tf.zeros([1, *(1 if extent is None else extent for extent in shape[1:])], dtype=dtype)
 
 
 @contextlib.contextmanager

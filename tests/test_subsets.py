@@ -78,6 +78,29 @@ def test_the_last_layer_of_a_subclassed_model_is_the_one_it_calls_last(classific
     np.testing.assert_allclose(la.log_marginal_likelihood(), named.log_marginal_likelihood(), rtol=1e-12)
 
 
+def test_the_last_layer_of_a_subclassed_text_model_is_its_head():
+    """Zeros cannot run through a TextVectorization: the forward pass that finds the last layer
+    takes empty strings then."""
+    import keras
+    import tensorflow as tf
+
+    class TextHeadFirst(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.head = keras.layers.Dense(2)
+            self.vectorize = keras.layers.TextVectorization(max_tokens=8, output_sequence_length=3)
+            self.vectorize.adapt(["a b c", "b c d"])
+            self.embed = keras.layers.Embedding(8, 3)
+
+        def call(self, x):
+            return self.head(tf.reduce_mean(self.embed(self.vectorize(x)), axis=1))
+
+    model = TextHeadFirst()
+    model(tf.constant(["a b", "c d"]))
+    la = lt.Laplace(model, "classification")
+    assert sorted(la.params.names) == sorted(v.path for v in model.head.trainable_variables)
+
+
 def test_patterns_and_masks_select_the_same_subnetwork(model, classification_data):
     full = lt.Laplace(model, "classification", subset_of_weights="all", hessian_structure="full").fit(
         classification_data, verbose=False
