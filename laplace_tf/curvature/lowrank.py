@@ -65,32 +65,31 @@ def ggn_matmul(params: ModelParameters, likelihood: Likelihood, by_jacobians: bo
     def weighted(f: tf.Tensor, directional: tf.Tensor) -> tf.Tensor:
         return tf.vectorized_map(lambda jv: likelihood.hessian_times(f, jv[:, :, None])[:, :, 0], directional)
 
-    def use_jacobians(f: tf.Tensor, width: int) -> bool:
-        if not params.vectorize:
-            return True  # forward mode cannot run a looped model either
-        if by_jacobians is not None:
-            return by_jacobians
+    def jacobians_pay_here(f: tf.Tensor, width: int) -> bool:
         batch_bytes = traced_batch_size(f) * int(f.shape[-1]) * params.n_params * f.dtype.size
         return batch_bytes <= JACOBIAN_BYTES and jacobians_pay(params.n_params, int(f.shape[-1]), width, multiplies)
 
+    def from_jacobians(theta: tf.Tensor, x: Any, y: tf.Tensor, vectors: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        f, jacobians = jacobians_of(theta, x)
+        directional = tf.einsum("bkp,pm->mbk", jacobians, vectors)
+        return tf.reduce_sum(likelihood.loss(f, y)), tf.einsum("bkp,mbk->pm", jacobians, weighted(f, directional))
+
     def products(theta: tf.Tensor, x: Any, y: tf.Tensor, vectors: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        if not params.vectorize or by_jacobians:  # forward mode cannot run a looped model either
+            return from_jacobians(theta, x, y, vectors)
         with tf.GradientTape() as tape:
             tape.watch(theta)
             f = apply(theta, x)  # unused, and pruned, where the Jacobians' own pass serves
-        if use_jacobians(f, int(vectors.shape[-1])):
-            f, jacobians = jacobians_of(theta, x)
-            directional = tf.einsum("bkp,pm->mbk", jacobians, vectors)
-            ggn_vectors = tf.einsum("bkp,mbk->pm", jacobians, weighted(f, directional))
-        else:
+        if by_jacobians is None and jacobians_pay_here(f, int(vectors.shape[-1])):
+            return from_jacobians(theta, x, y, vectors)
 
-            def jvp(tangent: tf.Tensor) -> tf.Tensor:
-                with tf.autodiff.ForwardAccumulator(theta, tangent) as accumulator:
-                    outputs = apply(theta, x)
-                return accumulator.jvp(outputs)
+        def jvp(tangent: tf.Tensor) -> tf.Tensor:
+            with tf.autodiff.ForwardAccumulator(theta, tangent) as accumulator:
+                outputs = apply(theta, x)
+            return accumulator.jvp(outputs)
 
-            directional = tf.vectorized_map(jvp, tf.transpose(vectors))  # (m, B, K) = J V
-            ggn_vectors = _vjp_columns(tape, f, theta, weighted(f, directional))
-        return tf.reduce_sum(likelihood.loss(f, y)), ggn_vectors
+        directional = tf.vectorized_map(jvp, tf.transpose(vectors))  # (m, B, K) = J V
+        return tf.reduce_sum(likelihood.loss(f, y)), _vjp_columns(tape, f, theta, weighted(f, directional))
 
     return products
 
