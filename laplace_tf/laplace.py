@@ -305,7 +305,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         self._require_fitted()
         if self._posterior is None:
             with tf.init_scope():  # built eagerly even on first use inside a tf.function, then cached
-                self._posterior = self._build_posterior(self._prior_precision, self._sigma_noise)
+                self._posterior = self._build_posterior(self._prior_precision, self._sigma_noise, constant=True)
         return self._posterior
 
     @property
@@ -431,7 +431,9 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         return self.likelihood.validate_targets(y, self.n_outputs)
 
     # ------------------------------------------------------------------------------- internals
-    def _build_posterior(self, prior_precision: tf.Tensor, sigma_noise: tf.Tensor) -> Posterior:
+    def _build_posterior(self, prior_precision: tf.Tensor, sigma_noise: tf.Tensor, constant: bool = False) -> Posterior:
+        """The posterior at these hyperparameters; ``constant``: the cached one, which nothing
+        differentiates (built under ``tf.init_scope``, which pauses gradient tapes)."""
         self._check_prior_fits_structure(prior_precision)
         prior = expand_prior_precision(prior_precision, self.params.sizes, self.n_params)
         scale = self._curvature_scale(sigma_noise)
@@ -444,7 +446,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         if self.hessian_structure in (HessianStructure.LOWRANK, HessianStructure.GP):
             return LowRankPosterior(self.mean, self._curvature, scale, prior)
         try:
-            return build_posterior(self.hessian_structure, self.mean, self._curvature, scale, prior)
+            return build_posterior(self.hessian_structure, self.mean, self._curvature, scale, prior, constant=constant)
         except NotPositiveDefiniteError:
             if self.hessian_structure != HessianStructure.FULL or not self._round_off_only():
                 raise

@@ -183,7 +183,7 @@ def laplace_approximation(
     _warn_if_not_converged(mode, tolerance, precision)
     _check_positive_definite(precision, state.row_names)
     return LaplaceResult(
-        posterior=FullPosterior(mode.position, precision),
+        posterior=FullPosterior(mode.position, precision, constant=True),  # nothing differentiates it
         state=state,
         bijector=bijector,
         optimizer_result=mode,

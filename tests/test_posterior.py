@@ -121,3 +121,37 @@ def test_round_off_negative_eigenvalues_of_a_float32_ggn_are_handled():
     # ~100 eigenvalues sit at float32 round-off (about the prior itself), so each of their log terms
     # is uncertain by O(1): the log-determinant agrees only to that noise floor
     np.testing.assert_allclose(la.posterior.log_det_precision, np.linalg.slogdet(expected)[1], rtol=1e-2)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_host_factors_of_a_constant_posterior_equal_tensorflows(dtype):
+    rng = np.random.default_rng(4)
+    root = rng.normal(size=(60, 60))
+    precision = tf.constant(root @ root.T / 60 + np.eye(60), dtype)
+    mean = tf.zeros([60], dtype)
+    host, graph = lt.FullPosterior(mean, precision, constant=True), lt.FullPosterior(mean, precision)
+    rtol = 1e-4 if dtype == "float32" else 1e-12
+    covariance = np.linalg.inv(precision.numpy().astype(np.float64))
+    np.testing.assert_allclose(host.cholesky, graph.cholesky, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(np.triu(host.cholesky.numpy(), 1), 0.0)
+    factor = host.covariance_factor.numpy().astype(np.float64)
+    np.testing.assert_allclose(factor, graph.covariance_factor, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(factor @ factor.T, covariance, rtol=10 * rtol, atol=10 * rtol)
+    np.testing.assert_allclose(host.variance, np.diag(covariance), rtol=10 * rtol)
+    assert host.cholesky.dtype == host.covariance_factor.dtype == precision.dtype
+    shift = np.linalg.eigvalsh(precision.numpy().astype(np.float64))[0] + 0.5
+    with pytest.raises(lt.NotPositiveDefiniteError, match=r"smallest eigenvalue -0\.5\)"):
+        lt.FullPosterior(mean, precision - tf.cast(shift, dtype) * tf.eye(60, dtype=dtype), constant=True)
+
+
+@pytest.mark.parametrize("fitted", ["full"], indirect=True)
+def test_only_the_cached_posterior_is_factored_without_gradients(fitted):
+    la, _, precision, _ = fitted
+    assert la.posterior.constant
+    prior = tf.Variable(2.0, dtype=tf.float64)
+    with tf.GradientTape() as tape:
+        log_det = la._build_posterior(prior * tf.ones(la.n_params, tf.float64), la.sigma_noise).log_det_precision
+    # d/dlambda log det(H + lambda I) = tr((H + lambda I)^{-1})
+    curvature = precision - np.diag(np.diag(precision) - np.diag(la.curvature.numpy()))
+    expected = np.trace(np.linalg.inv(curvature + 2.0 * np.eye(la.n_params)))
+    np.testing.assert_allclose(tape.gradient(log_det, prior), expected, rtol=1e-8)

@@ -32,8 +32,11 @@ def build_posterior(
     curvature: tf.Tensor,
     curvature_scale: tf.Tensor,
     prior_precision: tf.Tensor,
+    *,
+    constant: bool = False,
 ) -> Posterior:
-    """The posterior with precision ``curvature_scale * curvature + prior`` (prior ``(P,)``)."""
+    """The posterior with precision ``curvature_scale * curvature + prior`` (prior ``(P,)``);
+    ``constant``: nothing differentiates through it (see `FullPosterior`)."""
     if structure == HessianStructure.FULL:
-        return FullPosterior(mean, curvature_scale * curvature + tf.linalg.diag(prior_precision))
+        return FullPosterior(mean, curvature_scale * curvature + tf.linalg.diag(prior_precision), constant=constant)
     return DiagPosterior(mean, curvature_scale * curvature + prior_precision)

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from laplace_tf.posterior import host_lapack
 from laplace_tf.seeds import stateless_seed
 
 tfd = tfp.distributions
@@ -38,14 +39,19 @@ class FullPosterior:
     Args:
       mean: the MAP $\\mu$, ``(P,)``.
       precision: the posterior precision, ``(P, P)``, symmetric positive definite.
+      constant: ``True`` when nothing differentiates through this posterior (a fitted
+        [`Laplace`][laplace_tf.Laplace]'s): its Cholesky and covariance factors are then computed
+        by LAPACK on the host where they can be (see `host_lapack`), faster on a CPU than
+        TensorFlow's kernels, and carry no gradients.
     """
 
     structure = "full"
 
-    def __init__(self, mean: tf.Tensor, precision: tf.Tensor):
+    def __init__(self, mean: tf.Tensor, precision: tf.Tensor, *, constant: bool = False):
         self.mean = mean
         self.precision = precision
-        self.cholesky = _cholesky(precision)
+        self.constant = constant
+        self.cholesky = _cholesky(precision, constant)
 
     @classmethod
     def from_eigendecomposition(
@@ -65,6 +71,7 @@ class FullPosterior:
         signs = tf.where(tf.linalg.diag_part(upper) < 0, -1.0, 1.0)
         posterior = cls.__new__(cls)
         posterior.mean = mean
+        posterior.constant = False
         posterior.precision = tf.matmul(vectors * values, vectors, transpose_b=True) + tf.linalg.diag(prior_precision)
         posterior.cholesky = tf.transpose(upper * tf.cast(signs, upper.dtype)[:, None])
         return posterior
@@ -86,14 +93,17 @@ class FullPosterior:
 
     @property
     def covariance_factor(self) -> tf.Tensor:
-        """$S = L^{-\\top}$, ``(P, P)``, with $S S^\\top = P^{-1}$: a triangular solve of $P$
-        right-hand sides, kept once computed eagerly (`has_covariance_factor`), for predictives that
-        take many Jacobians' products."""
+        """$S = L^{-\\top}$, ``(P, P)``, with $S S^\\top = P^{-1}$: a triangular inverse, kept once
+        computed eagerly (`has_covariance_factor`), for predictives that take many Jacobians'
+        products."""
         kept = getattr(self, "_covariance_factor", None)
         if kept is not None:
             return kept
-        identity = tf.eye(self.n_params, dtype=self.mean.dtype)
-        factor = tf.linalg.triangular_solve(self.cholesky, identity, lower=True, adjoint=True)
+        if self.constant and host_lapack.on_host(self.cholesky):
+            factor = host_lapack.inverse_transpose(self.cholesky)
+        else:
+            identity = tf.eye(self.n_params, dtype=self.mean.dtype)
+            factor = tf.linalg.triangular_solve(self.cholesky, identity, lower=True, adjoint=True)
         if tf.executing_eagerly():  # a graph tensor must not outlive its trace
             self._covariance_factor = factor
         return factor
@@ -105,7 +115,10 @@ class FullPosterior:
 
     @property
     def variance(self) -> tf.Tensor:
-        """The marginal variances $\\operatorname{diag}(P^{-1})$, ``(P,)``."""
+        """The marginal variances $\\operatorname{diag}(P^{-1})$, ``(P,)``: the rows' squared norms
+        of `covariance_factor`."""
+        if self.has_covariance_factor or (self.constant and host_lapack.on_host(self.cholesky)):
+            return tf.reduce_sum(tf.square(self.covariance_factor), axis=1)
         inverse_factor = tf.linalg.triangular_solve(self.cholesky, tf.eye(self.n_params, dtype=self.mean.dtype))
         return tf.reduce_sum(tf.square(inverse_factor), axis=0)
 
@@ -151,12 +164,16 @@ def log_det_with_scalar_prior(
     return tf.reduce_sum(tf.math.log(eigenvalues))
 
 
-def _cholesky(precision: tf.Tensor) -> tf.Tensor:
-    """The Cholesky factor, or a clear error when the precision is not positive definite."""
-    try:
-        factor = tf.linalg.cholesky(precision)
-    except tf.errors.InvalidArgumentError:
-        factor = None
+def _cholesky(precision: tf.Tensor, constant: bool) -> tf.Tensor:
+    """The Cholesky factor (by LAPACK for a ``constant`` posterior on the host), or a clear error
+    when the precision is not positive definite."""
+    if constant and host_lapack.on_host(precision):
+        factor = host_lapack.cholesky(precision)
+    else:
+        try:
+            factor = tf.linalg.cholesky(precision)
+        except tf.errors.InvalidArgumentError:
+            factor = None
     if tf.executing_eagerly() and (factor is None or not np.all(np.isfinite(factor.numpy()))):
         raise NotPositiveDefiniteError(
             not_positive_definite_message(float(tf.reduce_min(tf.linalg.eigvalsh(precision))))
