@@ -38,6 +38,7 @@ from laplace_tf.layer_factors import LayerFactors, check_one_row_per_example, la
 from laplace_tf.options import HessianStructure, LinkApprox, PredType, parse_option
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.params import ModelParameters
+from laplace_tf.posterior import FullPosterior
 from laplace_tf.progress import batch_slices
 from laplace_tf.reward import item_signature
 from laplace_tf.seeds import fixed_seed
@@ -246,6 +247,8 @@ class LaplacePredictive:
             )
             return f, covariance
         f, jacobians = view.jacobians(self.mean, inputs)
+        if isinstance(self.posterior, FullPosterior):  # the call's rows decide whether its factor pays
+            return f, self.posterior.functional_variance(jacobians, rows=examples * int(jacobians.shape[1]))
         return f, self.posterior.functional_variance(jacobians)
 
     def predictive_samples(

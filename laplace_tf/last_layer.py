@@ -48,7 +48,9 @@ def functional_variance(
         return tf.linalg.diag(tf.matmul(tf.square(features), variance))
     if isinstance(posterior, KronPosterior):
         return _kron_variance(posterior, features)
-    if isinstance(posterior, FullPosterior) and _factor_pays(posterior, examples or features.shape[0], n_outputs):
+    if isinstance(posterior, FullPosterior) and posterior.uses_covariance_factor(
+        (examples or features.shape[0]) * n_outputs
+    ):
         return _full_variance(posterior, features, n_outputs)
     jacobians = tf.einsum("bi,kl->bkil", features, tf.eye(n_outputs, dtype=features.dtype))
     return posterior.functional_variance(tf.reshape(jacobians, [tf.shape(features)[0], n_outputs, -1]))
@@ -68,15 +70,6 @@ def _block_variance(block: EigenBlock, eigenvalues: tf.Tensor, features: tf.Tens
     weights = tf.matmul(tf.square(rotated), 1.0 / eigenvalues)  # (B, K) in the output eigenbasis
     q = block.output_vectors
     return tf.einsum("kj,bj,lj->bkl", q, weights, q)
-
-
-def _factor_pays(posterior: FullPosterior, examples: int, n_outputs: int) -> bool:
-    """Whether to use the posterior's `covariance_factor`: kept from an earlier call, or costing
-    ($P^3$) no more than the triangular solves of this call's ``examples`` ($P^2 N K$), which it
-    then spares every later call. Eagerly only: a traced call must not keep a graph tensor."""
-    if not tf.executing_eagerly():
-        return False
-    return posterior.has_covariance_factor or int(examples) * n_outputs >= posterior.n_params
 
 
 def _full_variance(posterior: FullPosterior, features: tf.Tensor, n_outputs: int) -> tf.Tensor:

@@ -139,6 +139,12 @@ def test_host_factors_of_a_constant_posterior_equal_tensorflows(dtype):
     np.testing.assert_allclose(factor @ factor.T, covariance, rtol=10 * rtol, atol=10 * rtol)
     np.testing.assert_allclose(host.variance, np.diag(covariance), rtol=10 * rtol)
     assert host.cholesky.dtype == host.covariance_factor.dtype == precision.dtype
+    jacobians = tf.constant(rng.normal(size=(4, 3, 60)), dtype)
+    expected = np.einsum("bkp,pq,blq->bkl", jacobians.numpy(), covariance, jacobians.numpy())
+    fresh = lt.FullPosterior(mean, precision)
+    for posterior, rows in [(fresh, None), (fresh, 60), (host, 60)]:  # triangular solves, then S's products
+        np.testing.assert_allclose(posterior.functional_variance(jacobians, rows), expected, rtol=100 * rtol)
+    assert fresh.has_covariance_factor
     shift = np.linalg.eigvalsh(precision.numpy().astype(np.float64))[0] + 0.5
     with pytest.raises(lt.NotPositiveDefiniteError, match=r"smallest eigenvalue -0\.5\)"):
         lt.FullPosterior(mean, precision - tf.cast(shift, dtype) * tf.eye(60, dtype=dtype), constant=True)

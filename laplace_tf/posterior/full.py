@@ -139,12 +139,24 @@ class FullPosterior:
         """The log density at ``theta`` of shape ``(..., P)``."""
         return self.distribution().log_prob(theta)
 
-    def functional_variance(self, jacobians: tf.Tensor) -> tf.Tensor:
-        """$J_b P^{-1} J_b^\\top$ for Jacobians ``(B, K, P)``, giving ``(B, K, K)``."""
+    def uses_covariance_factor(self, rows: int) -> bool:
+        """Whether products with ``rows`` Jacobian rows (of all a call's batches) should take
+        `covariance_factor`: kept from an earlier call, or costing ($P^3$ at most) no more than
+        their triangular solves ($P^2$ a row), which it then spares every later call. Eagerly only:
+        a traced call must not keep a graph tensor."""
+        return tf.executing_eagerly() and (self.has_covariance_factor or int(rows) >= self.n_params)
+
+    def functional_variance(self, jacobians: tf.Tensor, rows: int | None = None) -> tf.Tensor:
+        """$J_b P^{-1} J_b^\\top = W_b W_b^\\top$ for Jacobians ``(B, K, P)``, giving ``(B, K, K)``;
+        $W_b = J_b S$ by `covariance_factor` where it pays (`uses_covariance_factor`, ``rows``: all
+        the call's Jacobian rows, default this batch's $B K$), else $W_b^\\top = L^{-1} J_b^\\top$."""
         batch, k = tf.shape(jacobians)[0], tf.shape(jacobians)[1]
         stacked = tf.reshape(jacobians, [-1, self.n_params])
-        whitened = tf.linalg.triangular_solve(self.cholesky, tf.transpose(stacked), lower=True)
-        per_example = tf.reshape(tf.transpose(whitened), [batch, k, self.n_params])
+        if self.uses_covariance_factor(rows or stacked.shape[0] or 0):
+            whitened_rows = tf.matmul(stacked, self.covariance_factor)
+        else:
+            whitened_rows = tf.transpose(tf.linalg.triangular_solve(self.cholesky, tf.transpose(stacked), lower=True))
+        per_example = tf.reshape(whitened_rows, [batch, k, self.n_params])
         return tf.matmul(per_example, per_example, transpose_b=True)
 
 
