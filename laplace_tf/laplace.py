@@ -57,6 +57,7 @@ from laplace_tf.posterior import (
     NotPositiveDefiniteError,
     Posterior,
     build_posterior,
+    host_lapack,
     log_det_with_scalar_prior,
 )
 from laplace_tf.posterior.independent_outputs import IndependentOutputsPosterior
@@ -469,7 +470,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
     def _curvature_eigenpairs(self) -> tuple[tf.Tensor, tf.Tensor]:
         """The dense curvature's eigendecomposition, computed once per fit and only when needed."""
         if self._eigenpairs is None:
-            self._eigenpairs = tf.linalg.eigh(self._curvature)
+            self._eigenpairs = host_lapack.eigh(self._curvature)
         return self._eigenpairs
 
     def _check_prior_fits_structure(self, prior_precision: tf.Tensor) -> None:
@@ -502,7 +503,7 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
         """The dense curvature's eigenvalues, computed once per fit (eagerly, even from a graph)."""
         if self._decomposition is None:
             with tf.init_scope():
-                eigenvalues = tf.linalg.eigvalsh(self._curvature)
+                eigenvalues = host_lapack.eigvalsh(self._curvature)
                 if self.curvature_type != CurvatureType.HESSIAN:  # PSD: negatives are round-off
                     eigenvalues = tf.maximum(eigenvalues, 0.0)
                 self._decomposition = eigenvalues

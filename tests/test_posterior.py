@@ -161,3 +161,19 @@ def test_only_the_cached_posterior_is_factored_without_gradients(fitted):
     curvature = precision - np.diag(np.diag(precision) - np.diag(la.curvature.numpy()))
     expected = np.trace(np.linalg.inv(curvature + 2.0 * np.eye(la.n_params)))
     np.testing.assert_allclose(tape.gradient(log_det, prior), expected, rtol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_host_eigendecompositions_equal_tensorflows(dtype):
+    from laplace_tf.posterior import host_lapack
+
+    root = np.random.default_rng(5).normal(size=(50, 80))
+    matrix = tf.constant(root @ root.T / 80, dtype)
+    values, vectors = host_lapack.eigh(matrix)
+    reference = tf.linalg.eigvalsh(matrix)
+    tolerance = 1e-5 if dtype == "float32" else 1e-12
+    assert values.dtype == vectors.dtype == matrix.dtype
+    np.testing.assert_allclose(values, reference, atol=tolerance * float(reference[-1]))
+    np.testing.assert_allclose(host_lapack.eigvalsh(matrix), reference, atol=tolerance * float(reference[-1]))
+    np.testing.assert_allclose(vectors.numpy().T @ vectors.numpy(), np.eye(50), atol=10 * tolerance)
+    np.testing.assert_allclose((vectors * values) @ tf.transpose(vectors), matrix, atol=10 * tolerance)

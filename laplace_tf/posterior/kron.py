@@ -30,6 +30,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from laplace_tf.curvature.kron import DiagBlock, KronCurvature
+from laplace_tf.posterior import host_lapack
 from laplace_tf.posterior.full import NotPositiveDefiniteError
 from laplace_tf.posterior.kron_operator import KroneckerEigenOperator, rotate, unrotate
 from laplace_tf.seeds import stateless_seed
@@ -60,17 +61,18 @@ class EigenBlock:
 
 
 def decompose(curvature: KronCurvature) -> list[EigenBlock | DiagBlock]:
-    """Eigendecomposes every Kronecker block's factors (negatives from round-off set to zero)."""
+    """Eigendecomposes every Kronecker block's factors (negatives from round-off set to zero), by
+    LAPACK on the host where it can (a fit's factors are constants: `host_lapack`)."""
     decomposed = []
     for block in curvature.blocks:
         if isinstance(block, DiagBlock):
             decomposed.append(block)
             continue
-        output_values, output_vectors = tf.linalg.eigh(block.output_factor)
+        output_values, output_vectors = host_lapack.eigh(block.output_factor)
         if block.input_factor.shape.rank == 1:
             input_values, input_vectors = block.input_factor, None
         else:
-            input_values, input_vectors = tf.linalg.eigh(block.input_factor)
+            input_values, input_vectors = host_lapack.eigh(block.input_factor)
         decomposed.append(
             EigenBlock(tf.maximum(input_values, 0.0), input_vectors, tf.maximum(output_values, 0.0), output_vectors)
         )
