@@ -138,6 +138,7 @@ def test_host_factors_of_a_constant_posterior_equal_tensorflows(dtype):
     np.testing.assert_allclose(factor, graph.covariance_factor, rtol=rtol, atol=rtol)
     np.testing.assert_allclose(factor @ factor.T, covariance, rtol=10 * rtol, atol=10 * rtol)
     np.testing.assert_allclose(host.variance, np.diag(covariance), rtol=10 * rtol)
+    np.testing.assert_allclose(host.covariance, covariance, rtol=10 * rtol, atol=10 * rtol)
     assert host.cholesky.dtype == host.covariance_factor.dtype == precision.dtype
     jacobians = tf.constant(rng.normal(size=(4, 3, 60)), dtype)
     expected = np.einsum("bkp,pq,blq->bkl", jacobians.numpy(), covariance, jacobians.numpy())

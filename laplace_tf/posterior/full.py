@@ -87,7 +87,10 @@ class FullPosterior:
 
     @property
     def covariance(self) -> tf.Tensor:
-        """$P^{-1}$, ``(P, P)``."""
+        """$P^{-1}$, ``(P, P)``: $S S^\\top$ where `covariance_factor` is kept or cheap, else two
+        triangular solves."""
+        if self._covariance_factor_at_hand:
+            return tf.matmul(self.covariance_factor, self.covariance_factor, transpose_b=True)
         identity = tf.eye(self.n_params, dtype=self.mean.dtype)
         return tf.linalg.cholesky_solve(self.cholesky, identity)
 
@@ -114,10 +117,15 @@ class FullPosterior:
         return getattr(self, "_covariance_factor", None) is not None
 
     @property
+    def _covariance_factor_at_hand(self) -> bool:
+        """Whether `covariance_factor` is kept, or LAPACK would form it in $P^3/3$."""
+        return self.has_covariance_factor or (self.constant and host_lapack.on_host(self.cholesky))
+
+    @property
     def variance(self) -> tf.Tensor:
         """The marginal variances $\\operatorname{diag}(P^{-1})$, ``(P,)``: the rows' squared norms
         of `covariance_factor`."""
-        if self.has_covariance_factor or (self.constant and host_lapack.on_host(self.cholesky)):
+        if self._covariance_factor_at_hand:
             return tf.reduce_sum(tf.square(self.covariance_factor), axis=1)
         inverse_factor = tf.linalg.triangular_solve(self.cholesky, tf.eye(self.n_params, dtype=self.mean.dtype))
         return tf.reduce_sum(tf.square(inverse_factor), axis=0)
