@@ -149,6 +149,11 @@ def test_host_factors_of_a_constant_posterior_equal_tensorflows(dtype):
     shift = np.linalg.eigvalsh(precision.numpy().astype(np.float64))[0] + 0.5
     with pytest.raises(lt.NotPositiveDefiniteError, match=r"smallest eigenvalue -0\.5\)"):
         lt.FullPosterior(mean, precision - tf.cast(shift, dtype) * tf.eye(60, dtype=dtype), constant=True)
+    overflowed = precision.numpy()
+    overflowed[40, 3] = overflowed[3, 40] = np.inf
+    for constant in (True, False):
+        with pytest.raises(lt.NotPositiveDefiniteError, match="contains NaN or inf: the curvature overflowed"):
+            lt.FullPosterior(mean, tf.constant(overflowed), constant=constant)
 
 
 @pytest.mark.parametrize("fitted", ["full"], indirect=True)

@@ -194,11 +194,20 @@ def _cholesky(precision: tf.Tensor, constant: bool) -> tf.Tensor:
             factor = tf.linalg.cholesky(precision)
         except tf.errors.InvalidArgumentError:
             factor = None
-    if tf.executing_eagerly() and (factor is None or not np.all(np.isfinite(factor.numpy()))):
-        raise NotPositiveDefiniteError(
-            not_positive_definite_message(float(tf.reduce_min(tf.linalg.eigvalsh(precision))))
-        )
+    if tf.executing_eagerly() and (factor is None or not np.all(np.isfinite(tf.linalg.diag_part(factor)))):
+        raise NotPositiveDefiniteError(_factorisation_failure_message(precision))
     return factor
+
+
+def _factorisation_failure_message(precision: tf.Tensor) -> str:
+    """Why an eager ``precision`` has no Cholesky factor: entries that are not finite, or an
+    eigenvalue that is not positive."""
+    if not np.all(np.isfinite(precision)):
+        return (
+            "The posterior precision contains NaN or inf: the curvature overflowed. "
+            "Fit in float64, or scale the inputs so that the model's logits stay moderate."
+        )
+    return not_positive_definite_message(float(tf.reduce_min(host_lapack.eigvalsh(precision))))
 
 
 def not_positive_definite_message(smallest: float) -> str:

@@ -46,22 +46,24 @@ def on_host(tensor: tf.Tensor) -> bool:
 
 def cholesky(precision: tf.Tensor) -> tf.Tensor | None:
     """The lower Cholesky factor $L$ of ``precision`` ($P = L L^\\top$), or ``None`` when
-    ``precision`` is not positive definite (LAPACK's ``potrf`` stops at a non-positive pivot)."""
-    (potrf,) = lapack.get_lapack_funcs(("potrf",), (precision.numpy(),))
-    factor, info = potrf(precision.numpy(), lower=True, clean=True)
-    if info != 0 or not np.all(np.isfinite(np.diagonal(factor))):
-        return None
-    return tf.constant(factor)
+    ``precision`` is not positive definite (LAPACK's ``potrf`` stops at a non-positive pivot).
+
+    """
+    matrix = _column_major_copy(precision)
+    (potrf,) = lapack.get_lapack_funcs(("potrf",), (matrix,))
+    factor, info = potrf(matrix, lower=True, clean=True, overwrite_a=True)
+    return None if info != 0 else tf.constant(factor)
 
 
 def inverse_transpose(lower: tf.Tensor) -> tf.Tensor:
     """$L^{-\\top}$ of a lower-triangular, invertible ``lower``, by LAPACK's ``trtri``
-    ($P^3/3$ multiply-adds)."""
-    (trtri,) = lapack.get_lapack_funcs(("trtri",), (lower.numpy(),))
-    inverse, info = trtri(lower.numpy(), lower=True)
+    ($P^3/3$ multiply-adds) on $L^\\top$, which is the row-major copy of $L$ read column-major."""
+    upper = lower.numpy().T
+    (trtri,) = lapack.get_lapack_funcs(("trtri",), (upper,))
+    inverse, info = trtri(upper, lower=False, overwrite_c=True)
     if info != 0:
         raise ValueError(f"The Cholesky factor is singular (LAPACK trtri info={info}).")
-    return tf.constant(np.ascontiguousarray(inverse.T))
+    return tf.constant(inverse)
 
 
 def eigh(matrix: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -69,7 +71,7 @@ def eigh(matrix: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     divide-and-conquer ``syevd`` on the host, else ``tf.linalg.eigh``."""
     if not on_host(matrix):
         return tf.linalg.eigh(matrix)
-    values, vectors = scipy.linalg.eigh(matrix.numpy(), driver="evd", check_finite=False)
+    values, vectors = scipy.linalg.eigh(_column_major_copy(matrix), driver="evd", overwrite_a=True, check_finite=False)
     return tf.constant(values), tf.constant(vectors)
 
 
@@ -78,4 +80,13 @@ def eigvalsh(matrix: tf.Tensor) -> tf.Tensor:
     ``tf.linalg.eigvalsh``."""
     if not on_host(matrix):
         return tf.linalg.eigvalsh(matrix)
-    return tf.constant(scipy.linalg.eigh(matrix.numpy(), eigvals_only=True, driver="evd", check_finite=False))
+    values = scipy.linalg.eigh(
+        _column_major_copy(matrix), eigvals_only=True, driver="evd", overwrite_a=True, check_finite=False
+    )
+    return tf.constant(values)
+
+
+def _column_major_copy(symmetric: tf.Tensor) -> np.ndarray:
+    """A copy of a symmetric matrix that LAPACK may overwrite without copying it again:
+    ``Tensor.numpy`` copies, and the row-major buffer of a symmetric matrix is also column-major."""
+    return symmetric.numpy().T
