@@ -220,9 +220,10 @@ def remeasure(args: argparse.Namespace) -> None:
     """Measures the cases matching ``--only`` and replaces their rows in results.json (in case order)."""
     saved = json.loads((HERE / "results.json").read_text())
     pipelines = {row.get("label", row["structure"]): row for row in saved["results"]["pipelines"]}
-    for item in PIPELINES:
-        if args.only == "pipeline" or args.only in item["label"]:
-            pipelines[item["label"]] = measure_pipeline(item, args)
+    chosen_pipelines = [item for item in PIPELINES if args.only == "pipeline" or args.only in item["label"]]
+    make_problems({item["problem"] for item in chosen_pipelines}, args)
+    for item in chosen_pipelines:
+        pipelines[item["label"]] = measure_pipeline(item, args)
     saved["results"]["pipelines"] = [pipelines[item["label"]] for item in PIPELINES if item["label"] in pipelines]
     if args.only == "model_calls":
         problems = sorted({c["problem"] for c in CASES})
@@ -321,131 +322,86 @@ READING_NOTES = """
   is the closer to the exact GGN, see [likelihoods](likelihoods.md)). The agreement rows marked
   "A per pair" compare laplace-torch with our factors divided by the pairs instead; the timed
   runs and the tuned evidences use our default, so the two tuned kron evidences differ.
-- This machine: TensorFlow runs here without oneDNN (an AMD EPYC with AVX2 and no AVX-512); the
-  runs before this one were on a CPU where it ran with oneDNN. Against the last of those, our warm
-  times rose 1.5-3 times and laplace-torch's 1-2 times (the full GGN fit 0.86 to 2.5 s against
-  the peer's 3.0 to 4.8 s; the LSTM diag fit 0.09 to 0.29 s against 4.6 to 8.4 s; the 100-class
-  CNN's fits 12-20 to 40-64 s, the convolutions' backward passes), so some warm ratios are
-  higher than in that run (full GGN fit 0.29 to 0.52, full GLM predictive 0.22 to 0.27, CNN diag
-  GLM predictive 0.02 to 0.06) and others lower (the kron fits, the reward model's). The CNN's
-  kron GLM predictive rose most (0.15 to 1.3 s warm): rotating its Jacobians into the Kronecker
-  eigenbases was a matrix product broadcast over the batch, which TensorFlow runs matrix by matrix;
-  one matrix product per factor took it to 0.43 s warm (0.11 of the peer's time), and its Dense
-  head's closed-form factors (below) to about 0.2 s.
+- This machine: an AMD EPYC with AVX-512, on which TensorFlow runs with oneDNN. The runs before
+  this one were on an AMD EPYC with AVX2 only (TensorFlow without oneDNN), where both sides took up
+  to twice as long; laplace-torch's times move as much as ours between runs, so compare ratios
+  within a row, not times across runs.
 - GLM predictives of `kron` and `diag`: a Dense layer on matrices anywhere in a model (an MLP's
   layers, a CNN's head, an LSTM's or a Transformer's output layer) gives `J Sigma J^T` in closed
   form from its inputs and per-output gradients, which the same backward passes give as the other
-  probed layers' rows of the Jacobian. Before, only models of Dense layers alone did; a CNN had
-  its head's `(K, 2560)` per-example Jacobian rows rotated into a `256 x 256` eigenbasis, 1.7
-  GFLOP a batch and most of its predictive's time. By hand, fresh processes alternating with the
-  commit before (three a side): the CNN's kron GLM predictive 0.43 to 0.20 s warm and 0.66 to
-  0.40 s first, diag 0.23 to 0.12 s and 0.41 to 0.29 s; the MLP's, the LSTM's, the
-  Transformer's and the reward model's unchanged within noise. Their rows here were measured
-  again at a795e40 on a quiet machine (a first measurement at 96bd19d was taken while another
-  tenant loaded the machine): the CNN's kron GLM predictive 0.19 s warm and 0.38 s first, diag
-  0.09 s and 0.24 s, both now within their first-call budgets.
+  probed layers' rows of the Jacobian; the other layers' Jacobian rows are rotated into the
+  Kronecker eigenbases by one matrix product per factor (a product broadcast over the batch runs
+  matrix by matrix in TensorFlow).
+- `full` over all weights: the fitted posterior's Cholesky factor `L` and covariance factor `S =
+  L^-T` are computed by LAPACK on the host (`potrf`, then `trtri` in `P^3/3` where TensorFlow's
+  triangular solve against the identity takes `P^3`), and a GLM predictive of at least `P / K`
+  examples takes `J S` as one matrix product instead of triangular solves. The first GLM predictive
+  forms `L` and `S` (for the MLP's 3,760 weights about 0.14 s and 0.10 s, by hand), which later
+  calls reuse, as laplace-torch reuses its posterior scale; that is most of why its cold time reads
+  1.22 of its first-call budget. Full prior tuning's first evidence takes the curvature's
+  eigenvalues once (LAPACK's divide-and-conquer `syevd`); every later evaluation is `O(P)`.
 - First calls: a cold `fit` or GLM `predict` pays for tracing its `tf.function` once per model and
   configuration (a second `Laplace` on the same model traces nothing, as a test checks). Every
-  layer with a probe rule (Dense, EinsumDense, convolutions, Embedding, LayerNorm, BatchNorm,
-  LSTM, GRU, SimpleRNN) is differentiated by backward passes of the whole batch, one per column of
-  the output Hessian's square root (`K - 1` for a `K`-class softmax, whose Hessian has rank
-  `K - 1`; one for a reward model, which then needs no `pfor`), seeded by the columns and
-  vectorised over them with `pfor` (or, for models `pfor` cannot vectorise, on the batch tiled
-  once per column); only layers without a rule (custom layers, stacked recurrent cells) are
-  differentiated per example. Against the model's first predict, the full GGN fit, the GLM
-  predictives of the MLP (kron), the CNN and the reward model, and the 100-class CNN's fits are
-  within budget (the full GLM predictive at 1.02); the fits of the MLPs, the small CNN and the
-  reward model take 1.14-1.25 times it, the LSTM's calls 1.30-1.58 and the Transformer's
-  1.50-1.53; against a first training step, 0.4-1.3 (before these changes 0.44-1.36). The
-  model's first predict and training step are each the median of three fresh processes (one
-  process's moved by a fifth, once by four fifths: the LSTM's first predict read 0.35 s against
-  the median's 0.20 s). Since 8240040 an LSTM's, GRU's and SimpleRNN's kernels get Kronecker
-  blocks in `kron` (they had diagonal ones, from per-example squared gradients): the LSTM's kron
-  fit takes 0.134 s warm instead of 0.207 s and 0.62 s first instead of 0.70 s, which reads
-  1.58 of its budget where it read 1.38, the budget shrinking by 1.5 times the warm gain. Since d930372 a fit
-  skips its eager forward pass where it can (below), which took 0.04-0.08 s off the warm fits of
-  the LSTM and the Transformer (LSTM diag 0.28 to 0.20 s, kron 0.24 to 0.21 s; Transformer diag
-  0.26 to 0.23 s, kron 0.19 to 0.16 s) and less off their first fits (0.80 to 0.76 s, 0.75 to
-  0.70 s, 0.83 to 0.84 s, 0.82 to 0.67 s): the faster warm time shrinks the budget more than the
-  first call, so the LSTM's diag fit reads 1.53 where it read 1.25. These rows (the fits
-  and GLM predictives of the MLPs, the CNNs, the LSTM, the Transformer and the reward model) were
-  re-measured at 10daf77, after these changes (`run.py --only`, a label at a time): the probes now watch each layer's
-  pre-activation output instead of adding a watched zero perturbation to it (a `ZerosLike` and an
-  `AddV2` fewer per layer call, and no broadcast bookkeeping in the gradient for `pfor` to
-  convert), the classification loss is `-sum(y * log_softmax(f))` (`softmax_cross_entropy_with_logits`
-  traces two dozen shape ops), per-example reshapes read the columns' count from the static shape,
-  and a tiled pass is sized by the likelihood's stated column count instead of tracing the Hessian
-  root on a stand-in output. By hand, fresh processes alternating with the commit before: the
-  MLP's first diag fit 0.19 to 0.16 s, kron 0.20 to 0.18 s, the 300-300 MLP's kron 0.34 to
-  0.29 s, the CNN's first kron GLM predictive 0.67 to 0.62 s, the Transformer's first fits about
-  0.94 to 0.84 s (diag) and 0.79 to 0.72 s (kron), warm times unchanged. What remains is
-  TensorFlow's fixed cost per compiled function: building the graph op by op in Python (about
-  0.3 ms an op here; the MLP's diag fit graph has about 160 ops, nearly a third of them the
-  softmax Hessian root's 45, the Transformer's about 920), its first run (about 0.03 s for the MLP, 0.2 s
-  for the LSTM and the Transformer, of which Grappler's graph optimisation is 0.013 s and
-  0.11-0.13 s: turning Grappler off process-wide would take that off but is the user's setting,
-  and TensorFlow has no public per-function switch; turning off single passes saved nothing
-  measurable), and one eager forward pass before any work (0.02 s for the MLP, 0.05-0.07 s for
-  the LSTM and the Transformer) where the fit cannot do without it: it counts and checks the
-  outputs of a model whose output layer is not a `Dense` or `EinsumDense` without activation (a
-  subclassed model, a final activation or layer), and `diag`'s probes learn from it, once per
-  model and example shape, which Dense layers see one row per example. Other models declare
-  their output count, and an affine layer gives logits by construction.
-  Tiling the batch once per column instead of `pfor` saves about 0.05 s on the small MLP's first
-  fit but costs about 30% of its warm time, so it is kept for the models `pfor` cannot vectorise.
-  Cold times move by up to 30% between processes on this shared machine, and whole rows by as
-  much when another tenant loads it (rows measured then were measured again).
+  layer with a probe rule (Dense, EinsumDense, convolutions, Embedding, LayerNorm, BatchNorm, LSTM,
+  GRU, SimpleRNN) is differentiated by backward passes of the whole batch, one per column of the
+  output Hessian's square root (`K - 1` for a `K`-class softmax, whose Hessian has rank `K - 1`;
+  one for a reward model, which then needs no `pfor`), seeded by the columns and vectorised over
+  them with `pfor` (or, for models `pfor` cannot vectorise, on the batch tiled once per column);
+  only layers without a rule (custom layers, stacked recurrent cells) are differentiated per
+  example. Against the model's first predict, the full GGN fit, the MLP's kron GLM predictive, the
+  CNN's diag one, the reward model's kron fit and GLM predictives, the last-layer kron fit and
+  predictive and full fit, and the 100-class CNN's fits are within budget (0.25-0.90); the fits of
+  the MLPs and the small CNN read 1.08-1.28, the reward model's diag fit 1.03, the CNN's kron GLM
+  predictive 1.07, and the LSTM's and the Transformer's calls 1.38-1.58 (against a first training
+  step, which differentiates the network as a fit does, 1.01-1.22). Where a cold ratio to
+  laplace-torch is above 1 (the kron fits, the reward model's diag GLM predictive), its first call
+  costs it 0.01-0.1 s and ours is mostly tracing, about as long as the model's own first call. The
+  model's first predict and training step are each the median of three fresh processes. What
+  remains is TensorFlow's fixed cost per compiled function (measured by hand on the previous CPU):
+  building the graph op by op in Python (about 0.3 ms an op; the MLP's diag fit graph has about 160
+  ops, nearly a third of them the softmax Hessian root's 45, the Transformer's about 920), its
+  first run (about 0.03 s for the MLP, 0.2 s for the LSTM and the Transformer, of which Grappler's
+  graph optimisation is 0.013 s and 0.11-0.13 s: turning Grappler off process-wide would take that
+  off but is the user's setting, and TensorFlow has no public per-function switch; turning off
+  single passes saved nothing measurable), and one eager forward pass before any work (0.02 s for
+  the MLP, 0.05-0.07 s for the LSTM and the Transformer) where the fit cannot do without it: it
+  counts and checks the outputs of a model whose output layer is not a `Dense` or `EinsumDense`
+  without activation (a subclassed model, a final activation or layer), and `diag`'s probes learn
+  from it, once per model and example shape, which Dense layers see one row per example. Other
+  models declare their output count, and an affine layer gives logits by construction. Tiling the
+  batch once per column instead of `pfor` saves about 0.05 s on the small MLP's first fit but costs
+  about 30% of its warm time, so it is kept for the models `pfor` cannot vectorise. Cold times move
+  by up to 30% between processes on this shared machine.
 - Last layer, laplace-torch's default (`subset_of_weights="last_layer"`; the CNN's Dense head, 256
-  features and 10 classes, measured at bcda8a6): the fit forms its curvature from the head's
-  features with no backward pass (`kron`: `A` from the features, `G = sum_n Lambda_n`; `full`:
-  `sum_n (a_n a_n^T) (x) Lambda_n`; `diag` likewise), in the same compiled function the GLM
-  predictive uses, so a last-layer script traces the network once. By hand before (ed9b51f,
-  fresh processes), the kron fit ran the probes' backward passes (0.168 s first, 0.027 s warm)
-  and the first GLM predictive traced the network again (kron 0.069 s; diag 0.051 s, where
-  laplace-torch's first takes 0.03 s); now 0.14 s and 0.03 s (diag 0.01 s). The kron fit's cold
-  time equals laplace-torch's (1.01): ours is the model's own first predict (0.12 s) and a few
-  milliseconds. `full`'s GLM predictive keeps the covariance factor `S = L^-T` once a call
-  predicts at least `P / K` examples and takes `J S` as one product of the features with it
-  (0.67 s warm before, 0.13 s now); its first call (0.70 s) forms the posterior's Cholesky factor
-  and `S`, about 0.4 s of `O(P^3)` work that later calls reuse (laplace-torch likewise keeps its
-  posterior scale), which is why it reads over its first-call budget. The full rows' predictive
-  agreement (2.6e-4) is laplace-torch's float32 error: against our float64 run its probabilities
-  are 2.7e-4 off and ours 5.7e-6 (1.1e-3 before bcda8a6, whose output Hessians take `1 - p_m` of a
-  confident class as the sum of the others instead of rounding it away).
-- Deeper networks (by hand on the previous CPU, not in the tables; imports before the clock): on a MobileNetV2
-  (alpha 0.35, 32x32 inputs, 403k weights, 64 images) the first `kron` fit takes 5.4 s (a graph
-  of 10,528 nodes: 2.7 s to trace, 2.3 s to first run) and later ones 0.24 s, against 0.6 s for
-  the model's first `predict` and 12.5 s for Keras's first training step: 5.6 times the
-  first-call budget. Before its depthwise convolutions were probed it took 21 s and 2.1 s. On
-  the Xception-style network of Keras's "image classification from scratch" example the first
-  `kron` fit takes 0.64 s (1.7 times the budget; 4.4 s before its separable convolutions were
-  probed) and the first GLM predictive 1.3 s (3.3 times; 5.6 s before). On such graphs tracing
-  and the first run's graph optimisation dominate.
-- Many classes: the backward passes per column hold one gradient of every probed layer's output
-  per column, so the columns are taken in chunks of about 1 GiB for the first batch's size (a
-  `tf.while_loop`, only when one chunk would not do). On a small CNN on 32x32x3 images with 100
-  classes (batches of 128), kron's fit peaks at 2.2 GB instead of 6.6 GB and diag's at 2.5 GB
-  instead of 9.5 GB, both faster (11 s instead of 17 s, 12-17 s instead of 25 s); with 1,000
-  classes kron peaks at 2.9 GB (the process's peak resident memory, measured by hand on the
-  previous CPU). The "CNN, 100 classes" rows measure such a model, trained, side by side with
-  laplace-torch, which runs out of this machine's 24 GiB on both (its kron fit is killed; its diag
-  fit asks for 77 GiB at once); ours peak at about 2 GB. The cold fits are within 1-3 s of warm.
-- Every table here comes from one full run at 5cccda7 on this CPU, but the rows re-measured with
-  `run.py --only` since: the CNN's kron GLM predictive after rotating Jacobians by one matrix
-  product per factor, and the first-call rows above (and the same cases' warm times, peer times
-  and agreement) at 10daf77, and the GLM predictive rows of the CNN, the LSTM, the Transformer,
-  the reward model and the MLP's kron at 96bd19d, and, the machine quiet, the fits of the MLPs,
-  the small CNN, the LSTM, the Transformer and the reward model at d930372 and those GLM
-  predictive rows again at a795e40 (the same code), the LSTM's kron fit at 8240040, and every
-  model's first calls, as medians of three processes, at 8240040 too, the last-layer rows and
-  pipeline at bcda8a6 and the full GGN fit's at 183b797. The other cold pipelines, prior
-  tuning and `lt.hessian` tables are from the full run. laplace-torch's times move as much as
-  ours between runs, so compare ratios within a row, not across runs. Where a row moved against
-  an earlier run, an A/B of the two commits in alternating fresh processes decides whether the
-  change was ours: by hand, the CNN's kron GLM predictive took 0.55 s warm on this CPU both on the
-  commit before the full run and on the one it measured (so the CPU, not a change of ours, made it
-  slower), and 0.32 s with the change above (by hand); the first-call changes left it as it was (0.40-0.43 s
-  warm in this harness on 7dd9259 and on 10daf77, three processes a side).
+  features and 10 classes): the fit forms its curvature from the head's features with no backward
+  pass (`kron`: `A` from the features, `G = sum_n Lambda_n`; `full`: `sum_n (a_n a_n^T) (x)
+  Lambda_n`; `diag` likewise), in the same compiled function the GLM predictive uses, so a
+  last-layer script traces the network once. The kron fit's cold time is the model's own first
+  predict (0.093 s) and about 0.01 s. `full`'s GLM predictive takes `J S` as one product of the
+  features with `S`; its first call forms `L` and `S` for the head's 2,570 weights, which later
+  calls reuse, and so reads 1.42 of its budget. The full rows' predictive agreement (2.9e-4) is
+  laplace-torch's float32 error: against our float64 run its probabilities are 2.7e-4 off and ours
+  5.7e-6 (by hand).
+- Deeper networks (by hand on the previous CPU, not in the tables; imports before the clock): on a
+  MobileNetV2 (alpha 0.35, 32x32 inputs, 403k weights, 64 images) the first `kron` fit takes 5.4 s
+  (a graph of 10,528 nodes: 2.7 s to trace, 2.3 s to first run) and later ones 0.24 s, against 0.6
+  s for the model's first `predict` and 12.5 s for Keras's first training step: 5.6 times the
+  first-call budget. Before its depthwise convolutions were probed it took 21 s and 2.1 s. On the
+  Xception-style network of Keras's "image classification from scratch" example the first `kron`
+  fit takes 0.64 s (1.7 times the budget; 4.4 s before its separable convolutions were probed) and
+  the first GLM predictive 1.3 s (3.3 times; 5.6 s before). On such graphs tracing and the first
+  run's graph optimisation dominate.
+- Many classes: the backward passes per column hold one gradient of every probed layer's output per
+  column, so the columns are taken in chunks of about 1 GiB for the first batch's size (a
+  `tf.while_loop`, only when one chunk would not do). By hand on the previous CPU, on a small CNN
+  on 32x32x3 images with 100 classes (batches of 128), kron's fit peaked at 2.2 GB instead of 6.6
+  GB and diag's at 2.5 GB instead of 9.5 GB, both faster; with 1,000 classes kron peaks at 2.9 GB.
+  The "CNN, 100 classes" rows measure such a model, trained, side by side with laplace-torch, which
+  runs out of this machine's 24 GiB on both (its kron fit is killed; its diag fit asks for 77 GiB
+  at once); ours peak at about 2.4 GB. Their cold fits are within 1.3 s of warm.
+- Every table here comes from one full run (`python benchmarks/run.py`) at a7357d3 on 2026-11-24.
+  `run.py --only LABEL` re-measures the cases whose label contains LABEL (`pipeline`: the cold
+  pipelines, `model_calls`: the models' own first calls) and keeps the other rows.
 """
 
 
