@@ -381,16 +381,21 @@ def _attach_prior(params: ModelParameters, precision: tf.Variable, n_data: int) 
     as its Keras regulariser (added to every training step's loss)."""
     offsets = np.concatenate([[0], np.cumsum(params.sizes)])
     for variable, start, end in zip(params.variables, offsets[:-1], offsets[1:], strict=True):
-        variable.regularizer = _prior_share(precision, int(start), int(end), n_data)
+        variable.regularizer = _PriorShare(precision, int(start), int(end), n_data)
 
 
-def _prior_share(precision: tf.Variable, start: int, end: int, n_data: int) -> Any:
-    def penalty(value: Any) -> tf.Tensor:
-        weights = tf.reshape(tf.cast(tf.convert_to_tensor(value), precision.dtype), [-1])
-        penalty = 0.5 * tf.reduce_sum(precision[start:end] * tf.square(weights)) / n_data
-        return tf.cast(penalty, keras.config.floatx())  # Keras sums the losses in floatx
+class _PriorShare(keras.regularizers.Regularizer):
+    """One variable's share of the prior, weights ``start`` to ``end`` of the flat vector:
+    $\\tfrac12 \\sum_i \\lambda_i \\theta_i^2 / N$, in floatx, as Keras sums the losses. A
+    `keras.regularizers.Regularizer`: Keras 3.12 (the last for Python 3.10) takes no other callable."""
 
-    return penalty
+    def __init__(self, precision: tf.Variable, start: int, end: int, n_data: int):
+        self.precision, self.start, self.end, self.n_data = precision, start, end, n_data
+
+    def __call__(self, value: Any) -> tf.Tensor:
+        weights = tf.reshape(tf.cast(tf.convert_to_tensor(value), self.precision.dtype), [-1])
+        penalty = 0.5 * tf.reduce_sum(self.precision[self.start : self.end] * tf.square(weights)) / self.n_data
+        return tf.cast(penalty, keras.config.floatx())
 
 
 def _detach_prior(params: ModelParameters) -> None:

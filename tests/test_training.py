@@ -101,15 +101,21 @@ def test_the_callback_inside_model_fit_keeps_the_weights_of_the_best_evidence(li
 
 def test_the_prior_enters_training_as_the_scaled_negative_log_prior():
     """One step of plain gradient descent equals the gradient of the mean loss plus the prior's
-    0.5 * lambda * |theta|^2 / N, at the callback's starting prior precision."""
+    0.5 * lambda * |theta|^2 / N, at the callback's starting prior precision, attached to each
+    variable as a keras Regularizer (Keras 3.12, the last for Python 3.10, takes nothing else)."""
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(20, 2)).astype("float32"), rng.normal(size=(20, 1)).astype("float32")
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     before = [np.array(w) for w in model.get_weights()]
     callback = lt.MarglikCallback((x, y), "regression", prior_precision=3.0, sigma_noise=0.5, verbose=False)
+    regularizers = []
+    watcher = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: regularizers.extend(v.regularizer for v in model.trainable_variables)
+    )
     model.compile(keras.optimizers.SGD(0.1), loss=callback.loss)
-    model.fit(x, y, epochs=1, batch_size=20, shuffle=False, callbacks=[callback], verbose=0)
+    model.fit(x, y, epochs=1, batch_size=20, shuffle=False, callbacks=[callback, watcher], verbose=0)
+    assert len(regularizers) == 2 and all(isinstance(r, keras.regularizers.Regularizer) for r in regularizers)
     kernel, bias = before
     residual = x @ kernel + bias - y
     gradient_kernel = x.T @ residual / 20 / 0.25 + 3.0 * kernel / 20
