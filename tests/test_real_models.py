@@ -647,6 +647,8 @@ def test_weights_the_model_never_calls_keep_their_prior(kind):
     keras.utils.set_random_seed(13)
     model = _with_an_unused_head(kind)
     head = {v.path for v in model.head.trainable_variables}
+    if not head <= {v.path for v in model.trainable_variables}:
+        pytest.skip("Keras 3.12 (the last for Python 3.10) does not track a layer set on a functional model")
     used = [v.path for v in model.trainable_variables if v.path not in head]
     x, y = inputs_for("residual", n=10), np.arange(10) % N_CLASSES
     for structure in ("diag", "kron", "full"):

@@ -100,7 +100,7 @@ def _normalises_the_last_axis(layer: keras.layers.Layer) -> bool:
     if rank is None:
         return False
     if type(layer) is keras.layers.BatchNormalization:
-        return layer.axis in (-1, rank - 1) and not layer.renorm
+        return layer.axis in (-1, rank - 1) and not getattr(layer, "renorm", False)  # Keras 3.12 has no renorm
     if type(layer) is keras.layers.GroupNormalization:
         return layer.axis in (-1, rank - 1)
     if type(layer) is keras.layers.LayerNormalization:
