@@ -46,9 +46,7 @@ def on_host(tensor: tf.Tensor) -> bool:
 
 def cholesky(precision: tf.Tensor) -> tf.Tensor | None:
     """The lower Cholesky factor $L$ of ``precision`` ($P = L L^\\top$), or ``None`` when
-    ``precision`` is not positive definite (LAPACK's ``potrf`` stops at a non-positive pivot).
-
-    """
+    ``precision`` is not positive definite (LAPACK's ``potrf`` stops at a non-positive pivot)."""
     matrix = _column_major_copy(precision)
     (potrf,) = lapack.get_lapack_funcs(("potrf",), (matrix,))
     factor, info = potrf(matrix, lower=True, clean=True, overwrite_a=True)
