@@ -131,6 +131,13 @@ def test_host_factors_of_a_constant_posterior_equal_tensorflows(dtype):
     mean = tf.zeros([60], dtype)
     host, graph = lt.FullPosterior(mean, precision, constant=True), lt.FullPosterior(mean, precision)
     rtol = 1e-4 if dtype == "float32" else 1e-12
+    # formed in LAPACK's buffer from its terms: s H + diag(lambda), the precision itself only when asked for
+    prior = tf.constant(rng.uniform(0.5, 2.0, size=60), dtype)
+    curvature = (precision - tf.linalg.diag(prior)) / 3.0
+    summed = lt.FullPosterior.from_curvature(mean, curvature, tf.constant(3.0, dtype), prior, constant=True)
+    assert summed._precision is None
+    np.testing.assert_allclose(summed.cholesky, graph.cholesky, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(summed.precision, precision, rtol=rtol, atol=rtol)
     covariance = np.linalg.inv(precision.numpy().astype(np.float64))
     np.testing.assert_allclose(host.cholesky, graph.cholesky, rtol=rtol, atol=rtol)
     np.testing.assert_allclose(np.triu(host.cholesky.numpy(), 1), 0.0)
@@ -167,6 +174,25 @@ def test_only_the_cached_posterior_is_factored_without_gradients(fitted):
     curvature = precision - np.diag(np.diag(precision) - np.diag(la.curvature.numpy()))
     expected = np.trace(np.linalg.inv(curvature + 2.0 * np.eye(la.n_params)))
     np.testing.assert_allclose(tape.gradient(log_det, prior), expected, rtol=1e-8)
+
+
+def test_host_results_share_aligned_buffers_and_copy_others():
+    from laplace_tf.posterior import host_lapack
+
+    values = np.arange(12.0).reshape(3, 4)
+    aligned = host_lapack._aligned_empty((3, 4), np.float64)
+    np.copyto(aligned, values)
+    shared = host_lapack._shared_tensor(aligned)
+    aligned[0, 0] = -1.0  # the tensor reads the buffer, which it keeps alive
+    del aligned
+    np.testing.assert_array_equal(shared, np.where(values == 0.0, -1.0, values))
+    raw = host_lapack._aligned_empty((13,), np.float64)
+    misaligned = raw[1:].reshape(3, 4)  # 8 bytes past a 64-byte boundary: TensorFlow needs a copy
+    np.copyto(misaligned, values)
+    copied = host_lapack._shared_tensor(misaligned)
+    misaligned[0, 0] = -1.0
+    np.testing.assert_array_equal(copied, values)
+    np.testing.assert_array_equal(host_lapack._shared_tensor(values.T), values.T)  # column-major: a copy
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -38,5 +38,5 @@ def build_posterior(
     """The posterior with precision ``curvature_scale * curvature + prior`` (prior ``(P,)``);
     ``constant``: nothing differentiates through it (see `FullPosterior`)."""
     if structure == HessianStructure.FULL:
-        return FullPosterior(mean, curvature_scale * curvature + tf.linalg.diag(prior_precision), constant=constant)
+        return FullPosterior.from_curvature(mean, curvature, curvature_scale, prior_precision, constant=constant)
     return DiagPosterior(mean, curvature_scale * curvature + prior_precision)

@@ -49,9 +49,38 @@ class FullPosterior:
 
     def __init__(self, mean: tf.Tensor, precision: tf.Tensor, *, constant: bool = False):
         self.mean = mean
-        self.precision = precision
         self.constant = constant
-        self.cholesky = _cholesky(precision, constant)
+        self._precision, self._terms = precision, None
+        self.cholesky = self._factor()
+
+    @classmethod
+    def from_curvature(
+        cls,
+        mean: tf.Tensor,
+        curvature: tf.Tensor,
+        scale: tf.Tensor,
+        prior_precision: tf.Tensor,
+        *,
+        constant: bool = False,
+    ) -> FullPosterior:
+        """The posterior with precision $s H + \\operatorname{diag}(\\lambda)$ (``scale`` $s$,
+        ``prior_precision`` $\\lambda$ ``(P,)``). A ``constant`` one on the host forms that sum in
+        the buffer LAPACK factors (`host_lapack.cholesky`); `precision` is then formed when asked for."""
+        if not (constant and host_lapack.on_host(curvature)):
+            return cls(mean, scale * curvature + tf.linalg.diag(prior_precision), constant=constant)
+        posterior = cls.__new__(cls)
+        posterior.mean, posterior.constant = mean, True
+        posterior._precision, posterior._terms = None, (curvature, scale, prior_precision)
+        posterior.cholesky = posterior._factor()
+        return posterior
+
+    @property
+    def precision(self) -> tf.Tensor:
+        """The precision $P$, ``(P, P)``."""
+        if self._precision is None:
+            curvature, scale, prior_precision = self._terms
+            self._precision = scale * curvature + tf.linalg.diag(prior_precision)
+        return self._precision
 
     @classmethod
     def from_eigendecomposition(
@@ -72,7 +101,8 @@ class FullPosterior:
         posterior = cls.__new__(cls)
         posterior.mean = mean
         posterior.constant = False
-        posterior.precision = tf.matmul(vectors * values, vectors, transpose_b=True) + tf.linalg.diag(prior_precision)
+        posterior._terms = None
+        posterior._precision = tf.matmul(vectors * values, vectors, transpose_b=True) + tf.linalg.diag(prior_precision)
         posterior.cholesky = tf.transpose(upper * tf.cast(signs, upper.dtype)[:, None])
         return posterior
 
@@ -167,6 +197,21 @@ class FullPosterior:
         per_example = tf.reshape(whitened_rows, [batch, k, self.n_params])
         return tf.matmul(per_example, per_example, transpose_b=True)
 
+    def _factor(self) -> tf.Tensor:
+        """The Cholesky factor (by LAPACK for a constant posterior on the host), or a clear error
+        when the precision is not positive definite."""
+        terms = self._terms or (self._precision,)
+        if self.constant and host_lapack.on_host(terms[0]):
+            factor = host_lapack.cholesky(*terms)
+        else:
+            try:
+                factor = tf.linalg.cholesky(self.precision)
+            except tf.errors.InvalidArgumentError:
+                factor = None
+        if tf.executing_eagerly() and (factor is None or not np.all(np.isfinite(tf.linalg.diag_part(factor)))):
+            raise NotPositiveDefiniteError(_factorisation_failure_message(self.precision))
+        return factor
+
 
 def log_det_with_scalar_prior(
     curvature_eigenvalues: tf.Tensor, curvature_scale: tf.Tensor, prior_precision: tf.Tensor
@@ -182,21 +227,6 @@ def log_det_with_scalar_prior(
     if tf.executing_eagerly() and float(tf.reduce_min(eigenvalues)) <= 0:
         raise NotPositiveDefiniteError(not_positive_definite_message(float(tf.reduce_min(eigenvalues))))
     return tf.reduce_sum(tf.math.log(eigenvalues))
-
-
-def _cholesky(precision: tf.Tensor, constant: bool) -> tf.Tensor:
-    """The Cholesky factor (by LAPACK for a ``constant`` posterior on the host), or a clear error
-    when the precision is not positive definite."""
-    if constant and host_lapack.on_host(precision):
-        factor = host_lapack.cholesky(precision)
-    else:
-        try:
-            factor = tf.linalg.cholesky(precision)
-        except tf.errors.InvalidArgumentError:
-            factor = None
-    if tf.executing_eagerly() and (factor is None or not np.all(np.isfinite(tf.linalg.diag_part(factor)))):
-        raise NotPositiveDefiniteError(_factorisation_failure_message(precision))
-    return factor
 
 
 def _factorisation_failure_message(precision: tf.Tensor) -> str:

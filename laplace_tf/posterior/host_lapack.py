@@ -6,7 +6,9 @@ eigendecomposition of a dense curvature or of each Kronecker factor. On a CPU, T
 kernels for these are several times slower than LAPACK's: its triangular solve against the
 identity takes $P^3$ multiply-adds where ``trtri`` takes $P^3 / 3$, and its symmetric
 eigensolver is not divide-and-conquer. For $P = 3{,}760$ in float32, TensorFlow takes 0.69 s for
-$L$ and $S$ and 11.5 s for the eigendecomposition; LAPACK 0.19 s and 2.0 s.
+$L$ and $S$ and 11.5 s for the eigendecomposition; LAPACK 0.19 s and 2.0 s. The precision is
+formed in the buffer LAPACK factors, and $L$ and $S$ reach TensorFlow without a copy
+(`_shared_tensor`): in a fresh process, each new ``(P, P)`` buffer costs its pages' first touch.
 
 What these return are constants: they carry no gradients. They serve only values nothing
 differentiates (a fitted Laplace's, computed under ``tf.init_scope``, which pauses gradient
@@ -30,6 +32,7 @@ import tensorflow as tf
 from scipy.linalg import lapack
 
 _HOST_DTYPES = (tf.float32, tf.float64)
+_TENSOR_ALIGNMENT = 64  # bytes: Eigen's largest alignment, which a tensor's buffer must have
 
 
 def on_host(tensor: tf.Tensor) -> bool:
@@ -44,24 +47,36 @@ def on_host(tensor: tf.Tensor) -> bool:
     )
 
 
-def cholesky(precision: tf.Tensor) -> tf.Tensor | None:
-    """The lower Cholesky factor $L$ of ``precision`` ($P = L L^\\top$), or ``None`` when
-    ``precision`` is not positive definite (LAPACK's ``potrf`` stops at a non-positive pivot)."""
-    matrix = _column_major_copy(precision)
-    (potrf,) = lapack.get_lapack_funcs(("potrf",), (matrix,))
-    factor, info = potrf(matrix, lower=True, clean=True, overwrite_a=True)
-    return None if info != 0 else tf.constant(factor)
+def cholesky(matrix: tf.Tensor, scale: tf.Tensor | None = None, diagonal: tf.Tensor | None = None) -> tf.Tensor | None:
+    """The lower Cholesky factor $L$ of the precision $P = s M + \\operatorname{diag}(d)$ (``scale``
+    $s$ and ``diagonal`` $d$ optional; ``matrix`` $M$ symmetric), or ``None`` when $P$ is not
+    positive definite (LAPACK's ``potrf`` stops at a non-positive pivot). $P$ is formed in the
+    buffer that ``potrf`` then overwrites with $L$, which the returned tensor shares."""
+    precision = _aligned_empty(matrix.shape, matrix.dtype.as_numpy_dtype)
+    if scale is None:
+        np.copyto(precision, np.asarray(matrix))
+    else:
+        np.multiply(np.asarray(matrix), np.asarray(scale), out=precision)
+    if diagonal is not None:
+        precision.reshape(-1)[:: precision.shape[0] + 1] += np.asarray(diagonal)
+    # read column-major, the row-major buffer is P itself (symmetric); its upper factor U = L^T,
+    # written column-major, is L row-major
+    (potrf,) = lapack.get_lapack_funcs(("potrf",), (precision,))
+    upper, info = potrf(precision.T, lower=False, clean=True, overwrite_a=True)
+    return None if info != 0 else _shared_tensor(upper.T)
 
 
 def inverse_transpose(lower: tf.Tensor) -> tf.Tensor:
     """$L^{-\\top}$ of a lower-triangular, invertible ``lower``, by LAPACK's ``trtri``
-    ($P^3/3$ multiply-adds) on $L^\\top$, which is the row-major copy of $L$ read column-major."""
-    upper = lower.numpy().T
-    (trtri,) = lapack.get_lapack_funcs(("trtri",), (upper,))
-    inverse, info = trtri(upper, lower=False, overwrite_c=True)
+    ($P^3/3$ multiply-adds): $L^\\top$ written row-major is $L$ read column-major, whose inverse
+    $L^{-1}$ written column-major in place is $L^{-\\top}$ row-major."""
+    buffer = _aligned_empty(lower.shape, lower.dtype.as_numpy_dtype)
+    np.copyto(buffer, np.asarray(lower).T)
+    (trtri,) = lapack.get_lapack_funcs(("trtri",), (buffer,))
+    inverse, info = trtri(buffer.T, lower=True, overwrite_c=True)
     if info != 0:
         raise ValueError(f"The Cholesky factor is singular (LAPACK trtri info={info}).")
-    return tf.constant(inverse)
+    return _shared_tensor(inverse.T)
 
 
 def eigh(matrix: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -82,6 +97,24 @@ def eigvalsh(matrix: tf.Tensor) -> tf.Tensor:
         _column_major_copy(matrix), eigvals_only=True, driver="evd", overwrite_a=True, check_finite=False
     )
     return tf.constant(values)
+
+
+def _aligned_empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """An uninitialised row-major array whose first byte is aligned as TensorFlow requires of a
+    buffer it shares (`_shared_tensor`); NumPy aligns large arrays to 16 bytes only."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(size + _TENSOR_ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % _TENSOR_ALIGNMENT
+    return raw[start : start + size].view(dtype).reshape(shape)
+
+
+def _shared_tensor(array: np.ndarray) -> tf.Tensor:
+    """A tensor of ``array``'s values that shares its memory (through DLPack) where TensorFlow can
+    (a row-major buffer aligned to `_TENSOR_ALIGNMENT` bytes), else a copy. In a fresh process the
+    first copy of a large matrix can take as long as its Cholesky factorisation (new pages)."""
+    if array.flags.c_contiguous and array.ctypes.data % _TENSOR_ALIGNMENT == 0:
+        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+    return tf.constant(array)
 
 
 def _column_major_copy(symmetric: tf.Tensor) -> np.ndarray:
