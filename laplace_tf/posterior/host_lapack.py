@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 import tensorflow as tf
+from numpy.typing import DTypeLike
 from scipy.linalg import lapack
 
 _HOST_DTYPES = (tf.float32, tf.float64)
@@ -99,7 +100,7 @@ def eigvalsh(matrix: tf.Tensor) -> tf.Tensor:
     return tf.constant(values)
 
 
-def _aligned_empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
+def _aligned_empty(shape: tuple, dtype: DTypeLike) -> np.ndarray:
     """An uninitialised row-major array whose first byte is aligned as TensorFlow requires of a
     buffer it shares (`_shared_tensor`); NumPy aligns large arrays to 16 bytes only."""
     size = int(np.prod(shape)) * np.dtype(dtype).itemsize
