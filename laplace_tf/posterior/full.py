@@ -64,12 +64,10 @@ class FullPosterior:
         constant: bool = False,
     ) -> FullPosterior:
         """The posterior with precision $s H + \\operatorname{diag}(\\lambda)$ (``scale`` $s$,
-        ``prior_precision`` $\\lambda$ ``(P,)``). A ``constant`` one on the host forms that sum in
-        the buffer LAPACK factors (`host_lapack.cholesky`); `precision` is then formed when asked for."""
-        if not (constant and host_lapack.on_host(curvature)):
-            return cls(mean, scale * curvature + tf.linalg.diag(prior_precision), constant=constant)
+        ``prior_precision`` $\\lambda$ ``(P,)``), formed when first asked for: a ``constant`` one
+        on the host forms the sum in the buffer LAPACK factors instead (`host_lapack.cholesky`)."""
         posterior = cls.__new__(cls)
-        posterior.mean, posterior.constant = mean, True
+        posterior.mean, posterior.constant = mean, constant
         posterior._precision, posterior._terms = None, (curvature, scale, prior_precision)
         posterior.cholesky = posterior._factor()
         return posterior
