@@ -338,14 +338,10 @@ READING_NOTES = """
   examples takes `J S` as one matrix product instead of triangular solves. The first GLM predictive
   forms `L` and `S` (for the MLP's 3,760 weights about 0.14 s and 0.10 s, by hand), which later
   calls reuse, as laplace-torch reuses its posterior scale; that is most of why its cold time reads
-  1.22 of its first-call budget. Full prior tuning's first evidence takes the curvature's
-  eigenvalues once (LAPACK's divide-and-conquer `syevd`); every later evaluation is `O(P)`. Since
-  this run (a7357d3), the precision `s H + diag(lambda)` is formed in the buffer `potrf` factors,
-  and `L` and `S` reach TensorFlow without copies (in a fresh process every new `(P, P)` buffer
-  costs its first touch): by hand at 572cf36 against 96fde63, four fresh processes each,
-  alternating, the first GLM predictive's median fell from 0.79 to 0.66 s over all weights and
-  from 0.21 to 0.14 s on the CNN's last layer. Scaled by those ratios, the two rows' cold times
-  would read about 1.0 and 0.95 of their first-call budgets; the tables are the run's.
+  1.21 of its first-call budget. The precision `s H + diag(lambda)` is formed in the buffer `potrf`
+  factors, and `L` and `S` reach TensorFlow without copies (in a fresh process every new `(P, P)`
+  buffer costs its first touch). Full prior tuning's first evidence takes the curvature's
+  eigenvalues once (LAPACK's divide-and-conquer `syevd`); every later evaluation is `O(P)`.
 - First calls: a cold `fit` or GLM `predict` pays for tracing its `tf.function` once per model and
   configuration (a second `Laplace` on the same model traces nothing, as a test checks). Every
   layer with a probe rule (Dense, EinsumDense, convolutions, Embedding, LayerNorm, BatchNorm, LSTM,
@@ -354,12 +350,12 @@ READING_NOTES = """
   one for a reward model, which then needs no `pfor`), seeded by the columns and vectorised over
   them with `pfor` (or, for models `pfor` cannot vectorise, on the batch tiled once per column);
   only layers without a rule (custom layers, stacked recurrent cells) are differentiated per
-  example. Against the model's first predict, the full GGN fit, the MLP's kron GLM predictive, the
-  CNN's diag one, the reward model's kron fit and GLM predictives, the last-layer kron fit and
-  predictive and full fit, and the 100-class CNN's fits are within budget (0.25-0.90); the fits of
-  the MLPs and the small CNN read 1.08-1.28, the reward model's diag fit 1.03, the CNN's kron GLM
-  predictive 1.07, and the LSTM's and the Transformer's calls 1.38-1.58 (against a first training
-  step, which differentiates the network as a fit does, 1.01-1.22). Where a cold ratio to
+  example. Against the model's first predict, the fits and the GLM predictives of the small MLP,
+  the small CNN (but its diag fit), the CNN's last layer, the reward model and the 100-class CNN are
+  within budget (0.20-0.96), but for the full GLM predictive over all weights (1.21); the larger
+  MLP's fits and the CNN's diag fit read 1.01-1.04, and the LSTM's and the Transformer's calls
+  1.16-1.40 (against a first training step, which differentiates the network as a fit does,
+  0.93-1.13). Where a cold ratio to
   laplace-torch is above 1 (the kron fits, the reward model's diag GLM predictive), its first call
   costs it 0.01-0.1 s and ours is mostly tracing, about as long as the model's own first call. The
   model's first predict and training step are each the median of three fresh processes. What
@@ -382,10 +378,10 @@ READING_NOTES = """
   features and 10 classes): the fit forms its curvature from the head's features with no backward
   pass (`kron`: `A` from the features, `G = sum_n Lambda_n`; `full`: `sum_n (a_n a_n^T) (x)
   Lambda_n`; `diag` likewise), in the same compiled function the GLM predictive uses, so a
-  last-layer script traces the network once. The kron fit's cold time is the model's own first
-  predict (0.093 s) and about 0.01 s. `full`'s GLM predictive takes `J S` as one product of the
+  last-layer script traces the network once. The kron fit's cold time (0.115 s) is below the
+  model's own first predict (0.143 s). `full`'s GLM predictive takes `J S` as one product of the
   features with `S`; its first call forms `L` and `S` for the head's 2,570 weights, which later
-  calls reuse, and so reads 1.42 of its budget. The full rows' predictive agreement (2.9e-4) is
+  calls reuse, and reads 0.77 of its budget. The full rows' predictive agreement (2.9e-4) is
   laplace-torch's float32 error: against our float64 run its probabilities are 2.7e-4 off and ours
   5.7e-6 (by hand).
 - Deeper networks (by hand on the previous CPU, not in the tables; imports before the clock): on a
@@ -404,8 +400,8 @@ READING_NOTES = """
   GB and diag's at 2.5 GB instead of 9.5 GB, both faster; with 1,000 classes kron peaks at 2.9 GB.
   The "CNN, 100 classes" rows measure such a model, trained, side by side with laplace-torch, which
   runs out of this machine's 24 GiB on both (its kron fit is killed; its diag fit asks for 77 GiB
-  at once); ours peak at about 2.4 GB. Their cold fits are within 1.3 s of warm.
-- Every table here comes from one full run (`python benchmarks/run.py`) at a7357d3 on 2026-11-24.
+  at once); ours peak at about 2.4 GB. Their cold fits are within 2.6 s of warm (0.69-0.75 of their budgets).
+- Every table here comes from one full run (`python benchmarks/run.py`) at 2ed791e on 2026-11-24.
   `run.py --only LABEL` re-measures the cases whose label contains LABEL (`pipeline`: the cold
   pipelines, `model_calls`: the models' own first calls) and keeps the other rows.
 """
