@@ -332,15 +332,14 @@ READING_NOTES = """
   probed layers' rows of the Jacobian; the other layers' Jacobian rows are rotated into the
   Kronecker eigenbases by one matrix product per factor (a product broadcast over the batch runs
   matrix by matrix in TensorFlow).
-- `full` over all weights: the fitted posterior's Cholesky factor `L` and covariance factor `S =
-  L^-T` are computed by LAPACK on the host (`potrf`, then `trtri` in `P^3/3` where TensorFlow's
-  triangular solve against the identity takes `P^3`), and a GLM predictive of at least `P / K`
-  examples takes `J S` as one matrix product instead of triangular solves. The first GLM predictive
-  forms `L` and `S` (for the MLP's 3,760 weights about 0.14 s and 0.10 s, by hand), which later
-  calls reuse, as laplace-torch reuses its posterior scale; that is most of why its cold time reads
-  1.21 of its first-call budget. The precision `s H + diag(lambda)` is formed in the buffer `potrf`
-  factors, and `L` and `S` reach TensorFlow without copies (in a fresh process every new `(P, P)`
-  buffer costs its first touch). Full prior tuning's first evidence takes the curvature's
+- `full` over all weights: the fitted posterior's Cholesky factor `L` is computed by LAPACK on the
+  host (`potrf`, on the precision `s H + diag(lambda)` formed in its buffer and handed to
+  TensorFlow without a copy), and a GLM predictive whitens its Jacobians, `J L^-T`, by BLAS's
+  triangular solve (`trsm`) on the host: as many multiply-adds as a product with the covariance
+  factor `S = L^-T`, which it never forms (`P^3/3` and a `(P, P)` buffer spared; in a fresh process
+  every new `(P, P)` buffer costs its first touch). The first GLM predictive forms `L` (about
+  0.14 s for the MLP's 3,760 weights, by hand), which later calls reuse, as laplace-torch reuses
+  its posterior scale. Full prior tuning's first evidence takes the curvature's
   eigenvalues once (LAPACK's divide-and-conquer `syevd`); every later evaluation is `O(P)`.
 - First calls: a cold `fit` or GLM `predict` pays for tracing its `tf.function` once per model and
   configuration (a second `Laplace` on the same model traces nothing, as a test checks). Every
@@ -350,12 +349,11 @@ READING_NOTES = """
   one for a reward model, which then needs no `pfor`), seeded by the columns and vectorised over
   them with `pfor` (or, for models `pfor` cannot vectorise, on the batch tiled once per column);
   only layers without a rule (custom layers, stacked recurrent cells) are differentiated per
-  example. Against the model's first predict, the fits and the GLM predictives of the small MLP,
-  the small CNN (but its diag fit), the CNN's last layer, the reward model and the 100-class CNN are
-  within budget (0.20-0.96), but for the full GLM predictive over all weights (1.21); the larger
-  MLP's fits and the CNN's diag fit read 1.01-1.04, and the LSTM's and the Transformer's calls
-  1.16-1.40 (against a first training step, which differentiates the network as a fit does,
-  0.93-1.13). Where a cold ratio to
+  example. Against the model's first predict, the GLM predictives, the full GGN fit, the small
+  CNN's kron fit, the last-layer, reward-model and 100-class-CNN fits are within budget
+  (0.20-0.98); the MLPs' diag and kron fits and the CNN's diag fit read 1.01-1.08, and the LSTM's
+  and the Transformer's calls 1.16-1.40 (against a first training step, which differentiates the
+  network as a fit does, 0.93-1.13). Where a cold ratio to
   laplace-torch is above 1 (the kron fits, the reward model's diag GLM predictive), its first call
   costs it 0.01-0.1 s and ours is mostly tracing, about as long as the model's own first call. The
   model's first predict and training step are each the median of three fresh processes. What
@@ -401,7 +399,13 @@ READING_NOTES = """
   The "CNN, 100 classes" rows measure such a model, trained, side by side with laplace-torch, which
   runs out of this machine's 24 GiB on both (its kron fit is killed; its diag fit asks for 77 GiB
   at once); ours peak at about 2.4 GB. Their cold fits are within 2.6 s of warm (0.69-0.75 of their budgets).
-- Every table here comes from one full run (`python benchmarks/run.py`) at 2ed791e on 2026-11-24.
+- Every table here comes from one full run (`python benchmarks/run.py`) at 2ed791e on 2026-11-24,
+  but for the rows of the full GLM predictive over all weights, re-measured with `--only` after
+  its Jacobians were whitened by BLAS's `trsm` instead of a product with `S` (float32: warm 0.33 s
+  to 0.37 s, cold 0.72 s to 0.63 s; float64: warm 1.42 s to 0.76 s, cold 2.19 s to 1.22 s), and
+  with them the 64-50-10 MLP's own first calls (0.096 s / 0.084 s against 0.111 s / 0.092 s in
+  the full run: the MLP's diag and kron fits read 1.05-1.08 of their budgets against these,
+  0.93-0.96 against the full run's).
   `run.py --only LABEL` re-measures the cases whose label contains LABEL (`pipeline`: the cold
   pipelines, `model_calls`: the models' own first calls) and keeps the other rows.
 """

@@ -149,10 +149,13 @@ def test_host_factors_of_a_constant_posterior_equal_tensorflows(dtype):
     assert host.cholesky.dtype == host.covariance_factor.dtype == precision.dtype
     jacobians = tf.constant(rng.normal(size=(4, 3, 60)), dtype)
     expected = np.einsum("bkp,pq,blq->bkl", jacobians.numpy(), covariance, jacobians.numpy())
-    fresh = lt.FullPosterior(mean, precision)
-    for posterior, rows in [(fresh, None), (fresh, 60), (host, 60)]:  # triangular solves, then S's products
+    fresh, whitened = lt.FullPosterior(mean, precision), lt.FullPosterior(mean, precision, constant=True)
+    before = jacobians.numpy()
+    # TensorFlow's triangular solves, then S's products; BLAS's in-place solves on a copy of the rows
+    for posterior, rows in [(fresh, None), (fresh, 60), (whitened, 60), (host, None)]:
         np.testing.assert_allclose(posterior.functional_variance(jacobians, rows), expected, rtol=100 * rtol)
-    assert fresh.has_covariance_factor
+    assert fresh.has_covariance_factor and not whitened.has_covariance_factor
+    np.testing.assert_array_equal(jacobians, before)
     shift = np.linalg.eigvalsh(precision.numpy().astype(np.float64))[0] + 0.5
     with pytest.raises(lt.NotPositiveDefiniteError, match=r"smallest eigenvalue -0\.5\)"):
         lt.FullPosterior(mean, precision - tf.cast(shift, dtype) * tf.eye(60, dtype=dtype), constant=True)

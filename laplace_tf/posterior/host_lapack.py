@@ -9,6 +9,9 @@ eigensolver is not divide-and-conquer. For $P = 3{,}760$ in float32, TensorFlow 
 $L$ and $S$ and 11.5 s for the eigendecomposition; LAPACK 0.19 s and 2.0 s. The precision is
 formed in the buffer LAPACK factors, and $L$ and $S$ reach TensorFlow without a copy
 (`_shared_tensor`): in a fresh process, each new ``(P, P)`` buffer costs its pages' first touch.
+Jacobians are whitened, $J L^{-\top}$, by BLAS's triangular solve in place (`solve_rows`): for
+1,280 rows and $P = 3{,}760$ in float32 0.07 s, where TensorFlow's triangular solve takes 0.16 s
+and its product $J S$ 0.12 s (and $S$ must first be formed).
 
 What these return are constants: they carry no gradients. They serve only values nothing
 differentiates (a fitted Laplace's, computed under ``tf.init_scope``, which pauses gradient
@@ -30,7 +33,7 @@ import numpy as np
 import scipy.linalg
 import tensorflow as tf
 from numpy.typing import DTypeLike
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 
 _HOST_DTYPES = (tf.float32, tf.float64)
 _TENSOR_ALIGNMENT = 64  # bytes: Eigen's largest alignment, which a tensor's buffer must have
@@ -78,6 +81,19 @@ def inverse_transpose(lower: tf.Tensor) -> tf.Tensor:
     if info != 0:
         raise ValueError(f"The Cholesky factor is singular (LAPACK trtri info={info}).")
     return _shared_tensor(inverse.T)
+
+
+def solve_rows(lower: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+    """$R L^{-\\top}$ for ``rows`` $R$ ``(n, P)`` and a lower-triangular, invertible ``lower`` $L$,
+    by BLAS's ``trsm`` in $n P^2$ multiply-adds, as many as the product $R S$ with $S = L^{-\\top}$,
+    which it spares forming ($P^3 / 3$ more, and a ``(P, P)`` buffer). $R$ written row-major is
+    $R^\\top$ read column-major, which ``trsm`` overwrites in place with $L^{-1} R^\\top$: $R L^{-\\top}$
+    row-major. $L$ row-major is $L^\\top$ read column-major, so ``trsm`` reads it transposed."""
+    buffer = _aligned_empty(rows.shape, rows.dtype.as_numpy_dtype)
+    np.copyto(buffer, np.asarray(rows))
+    (trsm,) = blas.get_blas_funcs(("trsm",), (buffer,))
+    solved = trsm(1.0, np.asarray(lower).T, buffer.T, lower=False, trans_a=True, overwrite_b=True)
+    return _shared_tensor(solved.T)
 
 
 def eigh(matrix: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
