@@ -19,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -192,13 +194,28 @@ class FullPosterior:
         batch, k = tf.shape(jacobians)[0], tf.shape(jacobians)[1]
         stacked = tf.reshape(jacobians, [-1, self.n_params])
         if self.constant and host_lapack.on_host(self.cholesky) and host_lapack.on_host(stacked):
-            whitened_rows = host_lapack.solve_rows(self.cholesky, stacked)
+            whitened_rows = self._whitened_on_host(stacked)
         elif self.uses_covariance_factor(rows or stacked.shape[0] or 0):
             whitened_rows = tf.matmul(stacked, self.covariance_factor)
         else:
             whitened_rows = tf.transpose(tf.linalg.triangular_solve(self.cholesky, tf.transpose(stacked), lower=True))
         per_example = tf.reshape(whitened_rows, [batch, k, self.n_params])
         return tf.matmul(per_example, per_example, transpose_b=True)
+
+    def _whitened_on_host(self, rows: tf.Tensor) -> tf.Tensor:
+        """$R L^{-\\top}$ by `host_lapack.solve_rows`, still differentiable in ``rows`` (predictives
+        differentiated in their inputs): the gradient of $W = R L^{-\\top}$ is
+        $\\bar R = \\bar W L^{-1} = (L^{-\\top} \\bar W^\\top)^\\top$, one triangular solve."""
+
+        @tf.custom_gradient
+        def whiten(rows: tf.Tensor) -> tuple[tf.Tensor, Callable]:
+            def gradient(upstream: tf.Tensor) -> tf.Tensor:
+                solved = tf.linalg.triangular_solve(self.cholesky, tf.transpose(upstream), lower=True, adjoint=True)
+                return tf.transpose(solved)
+
+            return host_lapack.solve_rows(self.cholesky, rows), gradient
+
+        return whiten(rows)
 
     def _factor(self) -> tf.Tensor:
         """The Cholesky factor (by LAPACK for a constant posterior on the host), or a clear error
