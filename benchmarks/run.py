@@ -349,13 +349,14 @@ READING_NOTES = """
   one for a reward model, which then needs no `pfor`), seeded by the columns and vectorised over
   them with `pfor` (or, for models `pfor` cannot vectorise, on the batch tiled once per column);
   only layers without a rule (custom layers, stacked recurrent cells) are differentiated per
-  example. Against the model's first predict, the GLM predictives, the full GGN fit, the small
-  CNN's kron fit, the last-layer, reward-model and 100-class-CNN fits are within budget
-  (0.20-0.98); the MLPs' diag and kron fits and the CNN's diag fit read 1.01-1.08, and the LSTM's
-  and the Transformer's calls 1.16-1.40 (against a first training step, which differentiates the
-  network as a fit does, 0.93-1.13). Where a cold ratio to
-  laplace-torch is above 1 (the kron fits, the reward model's diag GLM predictive), its first call
-  costs it 0.01-0.1 s and ours is mostly tracing, about as long as the model's own first call. The
+  example. Against the model's first predict, the GLM predictives of the MLP, the CNN and the
+  reward model, the full GGN fit, the small CNN's kron fit, and the last-layer, reward-model and
+  100-class-CNN fits are within budget (0.20-0.98); the MLPs' diag and kron fits and the CNN's
+  diag fit read 1.01-1.08, and the LSTM's and the Transformer's fits and GLM predictives
+  1.16-1.40 (against a first training step, which differentiates the network as a fit does,
+  0.93-1.13). Where a cold ratio to laplace-torch is above 1 (the kron fits, the reward model's
+  diag GLM predictive), its first call costs it 0.01-0.1 s and ours is mostly tracing, about as
+  long as the model's own first call. The
   model's first predict and training step are each the median of three fresh processes. What
   remains is TensorFlow's fixed cost per compiled function (measured by hand on the previous CPU):
   building the graph op by op in Python (about 0.3 ms an op; the MLP's diag fit graph has about 160
@@ -398,7 +399,8 @@ READING_NOTES = """
   GB and diag's at 2.5 GB instead of 9.5 GB, both faster; with 1,000 classes kron peaks at 2.9 GB.
   The "CNN, 100 classes" rows measure such a model, trained, side by side with laplace-torch, which
   runs out of this machine's 24 GiB on both (its kron fit is killed; its diag fit asks for 77 GiB
-  at once); ours peak at about 2.4 GB. Their cold fits are within 2.6 s of warm (0.69-0.75 of their budgets).
+  at once); ours peak at about 2.4 GB. Their cold fits are within 2.6 s of warm (0.69-0.75 of
+  their budgets).
 - Every table here comes from one full run (`python benchmarks/run.py`) at 2ed791e on 2026-11-24,
   but for the rows of the full GLM predictive over all weights, re-measured with `--only` after
   its Jacobians were whitened by BLAS's `trsm` instead of a product with `S` (float32: warm 0.33 s

@@ -188,9 +188,9 @@ class FullPosterior:
         """$J_b P^{-1} J_b^\\top = W_b W_b^\\top$ for Jacobians ``(B, K, P)``, giving ``(B, K, K)``,
         with $W_b^\\top = L^{-1} J_b^\\top$: a constant posterior's on the host by BLAS
         (`host_lapack.solve_rows`: no $S$ to form; as fast as $J_b S$ in float32, twice as fast in
-        float64), else $W_b = J_b S$ by
-        `covariance_factor` where it pays (`uses_covariance_factor`, ``rows``: all the call's
-        Jacobian rows, default this batch's $B K$), else by TensorFlow's triangular solve."""
+        float64), else $W_b = J_b S$ by `covariance_factor` where it pays (`uses_covariance_factor`,
+        ``rows``: all the call's Jacobian rows, default this batch's $B K$), else by TensorFlow's
+        triangular solve."""
         batch, k = tf.shape(jacobians)[0], tf.shape(jacobians)[1]
         stacked = tf.reshape(jacobians, [-1, self.n_params])
         if self.constant and host_lapack.on_host(self.cholesky) and host_lapack.on_host(stacked):

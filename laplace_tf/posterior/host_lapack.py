@@ -16,7 +16,8 @@ TensorFlow's product $J S$ took 1.42 s, and about as long as $J S$ in float32 (0
 
 What these return are constants: they carry no gradients. They serve only values nothing
 differentiates (a fitted Laplace's, computed under ``tf.init_scope``, which pauses gradient
-tapes), computed eagerly on a CPU in float32 or float64 (`on_host`); elsewhere (in graphs, on
+tapes; `FullPosterior` gives `solve_rows` the gradient in its rows that predictives differentiated
+in their inputs need), computed eagerly on a CPU in float32 or float64 (`on_host`); elsewhere (in graphs, on
 accelerators, for other dtypes) the dispatching functions take TensorFlow's kernels.
 
 Example:
