@@ -384,10 +384,12 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
     def _output_count(self, first: Any) -> int:
         """The number of outputs: declared by an affine output layer (logits by construction), or
         counted by an eager forward pass on the ``first`` examples, which refuses probabilities.
-        The estimator's own eager pass, while it has something to learn, serves for both."""
+        The estimator's own pass, while it has something to learn, serves for both (eagerly only
+        when the outputs are needed)."""
         x = self._cast(first)
-        outputs = self._estimator.prepare(self.mean, x) if self._estimator.prepare else None
         declared = self.params.declared_output_count()
+        prepare = self._estimator.prepare
+        outputs = prepare(self.mean, x, outputs_needed=declared is None) if prepare else None
         if outputs is None and declared is None:
             outputs = self.params.apply(self.mean, x)
         if outputs is None:

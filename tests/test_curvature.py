@@ -212,6 +212,27 @@ class _RowsPerPosition(keras.Model):
         return self.out(tf.reshape(hidden, [-1, 6]))
 
 
+class FiniteRows(keras.layers.Layer):
+    """``(B, 4)`` inputs as ``(B * 2, 2)`` rows, kept where finite (all are): a row count that
+    static shapes leave unknown."""
+
+    def call(self, x):
+        rows = tf.reshape(x, [-1, 2])
+        return tf.boolean_mask(rows, tf.reduce_all(tf.math.is_finite(rows), axis=1))
+
+    def compute_output_shape(self, input_shape):
+        return (None, 2)
+
+
+def _rows_per_position_functional(row_count_known: bool) -> keras.Model:
+    """A functional model (output count declared, so the fit learns the rows from a trace) whose
+    inner Dense layer sees two rows per example."""
+    inputs = keras.Input((4,), dtype="float64")
+    rows = keras.ops.reshape(inputs, (-1, 2)) if row_count_known else FiniteRows(dtype="float64")(inputs)
+    hidden = keras.layers.Dense(3, activation="tanh", dtype="float64")(rows)
+    return keras.Model(inputs, keras.layers.Dense(N_CLASSES, dtype="float64")(keras.ops.reshape(hidden, (-1, 6))))
+
+
 def test_diag_by_probes_equals_the_jacobian_diagonal_beside_other_layers_and_shared_weights():
     """Dense and LayerNormalization layers take the probe path (no per-example Jacobians), a PReLU
     (no probe rule) the Jacobian one, and a layer called twice sums its calls as positions."""
@@ -223,6 +244,7 @@ def test_diag_by_probes_equals_the_jacobian_diagonal_beside_other_layers_and_sha
     others = [_SharedDense(), _RowsPerPosition(time_major=False), _RowsPerPosition(time_major=True)]
     for model in others:
         model(np.zeros((1, 4)))
+    others += [_rows_per_position_functional(row_count_known=known) for known in (True, False)]
     x, y = _data("classification")
     for model in (mixed, *others):
         jacobians = naive_jacobians(model, x)

@@ -46,9 +46,9 @@ class CurvatureEstimator:
     whether sums from several ``fit`` calls may be added (not for ``lowrank``); ``treatment`` says,
     for kron, which variables got Kronecker blocks. ``elements`` is the curvature's size in numbers;
     ``jacobian_params`` how many parameters a batch's per-example Jacobians ``(B, K, .)`` span (0
-    when the structure forms none). ``prepare(theta, x)``, if given, is an eager forward pass on
-    the first examples that tells the estimator what tracing cannot (their outputs; ``None``
-    when an earlier call already told).
+    when the structure forms none). ``prepare(theta, x, outputs_needed)``, if given, is a forward
+    pass on the first examples that tells the estimator what the fit's trace cannot (their outputs
+    when needed, run eagerly; ``None`` when it only traced, or an earlier call already told).
     """
 
     fit: Callable[..., tuple[tf.Tensor, Any, int]]
@@ -58,7 +58,7 @@ class CurvatureEstimator:
     passes: int = 1
     accumulates: bool = True
     treatment: dict[str, str] | None = None
-    prepare: Callable[[tf.Tensor, Any], tf.Tensor | None] | None = None
+    prepare: Callable[[tf.Tensor, Any, bool], tf.Tensor | None] | None = None
 
 
 def curvature_estimator(

@@ -57,20 +57,36 @@ class ProbedDiagonal:
         self.one_position: dict[int, bool] = {}  # by id(rule), learnt by `prepare`
         self._prepared_for: str | None = None  # the example shapes and dtypes `prepare` learnt it from
 
-    def prepare(self, theta: tf.Tensor, x: Any) -> tf.Tensor | None:
-        """The outputs on a batch, run eagerly, noting which Dense layers see one row per example
-        (a model may reshape ``(B, T, D)`` to ``(B * T, D)``, which tracing cannot tell apart);
-        ``None``, without a forward pass, if an earlier batch of the same example shapes told."""
+    def prepare(self, theta: tf.Tensor, x: Any, outputs_needed: bool = True) -> tf.Tensor | None:
+        """Notes which Dense layers see one row per example (a model may reshape ``(B, T, D)`` to
+        ``(B * T, D)``, which the fit's trace, batch size unknown, cannot tell apart), from a
+        forward pass on a batch: run eagerly when ``outputs_needed`` (its outputs returned),
+        otherwise traced once with the batch's static shapes in a scratch graph (as Keras infers
+        output shapes), which runs nothing. ``None`` when no outputs were computed, and without any
+        pass when an earlier batch of the same example shapes told."""
         shapes = repr(tf.nest.map_structure(lambda t: (tuple(t.shape[1:]), t.dtype.name), x))
         if shapes == self._prepared_for:
             return None
+        if outputs_needed:
+            f = self._note_rows(theta, x)
+        else:
+            with tf.__internal__.FuncGraph("laplace_tf_probe_shapes").as_default():
+                self._note_rows(*tf.nest.map_structure(_placeholder, (theta, x)))
+            f = None
+        self._prepared_for = shapes
+        return f
+
+    def _note_rows(self, theta: tf.Tensor, x: Any) -> tf.Tensor:
+        """The outputs, noting per rule whether its Dense layer's only call sees one row per example
+        (``None``: unknown from static shapes, checked while running)."""
         with tf.GradientTape() as tape, recording(self.rules, tape):
             f = self.params.apply(theta, x)
+        examples = f.shape[0]
         for rule in self.rules:
             probe = rule.probes[0] if len(rule.probes) == 1 else None
             matrix = probe is not None and rule.kind == "dense" and probe.inputs.shape.rank == 2
-            self.one_position[id(rule)] = matrix and probe.inputs.shape[0] == f.shape[0]
-        self._prepared_for = shapes
+            rows = probe.inputs.shape[0] if matrix else None
+            self.one_position[id(rule)] = None if matrix and None in (rows, examples) else rows == examples
         return f
 
     def batch(self, theta: tf.Tensor, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -88,6 +104,10 @@ class ProbedDiagonal:
         pieces = with_jacobian_pieces(self, self.params.names, pieces, x, y)
         diagonal = tf.concat([pieces[name] for name in self.params.names], axis=0)
         return tf.reduce_sum(self.likelihood.loss(f, y)), diagonal
+
+
+def _placeholder(t: tf.Tensor) -> tf.Tensor:
+    return tf.compat.v1.placeholder(tf.as_dtype(t.dtype), t.shape)
 
 
 def probed_pieces(
