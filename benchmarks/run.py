@@ -349,15 +349,19 @@ READING_NOTES = """
   one for a reward model, which then needs no `pfor`), seeded by the columns and vectorised over
   them with `pfor` (or, for models `pfor` cannot vectorise, on the batch tiled once per column);
   only layers without a rule (custom layers, stacked recurrent cells) are differentiated per
-  example. Against the model's first predict, the GLM predictives of the MLP, the CNN and the
-  reward model, the full GGN fit, the small CNN's kron fit, and the last-layer, reward-model and
-  100-class-CNN fits are within budget (0.20-0.98); the MLPs' diag and kron fits and the CNN's
-  diag fit read 1.01-1.08, and the LSTM's and the Transformer's fits and GLM predictives
-  1.16-1.40 (against a first training step, which differentiates the network as a fit does,
-  0.93-1.13). Where a cold ratio to laplace-torch is above 1 (the kron fits, the reward model's
-  diag GLM predictive), its first call costs it 0.01-0.1 s and ours is mostly tracing, about as
-  long as the model's own first call. The
-  model's first predict and training step are each the median of three fresh processes. What
+  example. Against the model's first predict, the MLPs' fits (but the larger one's kron fit, 1.04)
+  and GLM predictives, the CNN's diag GLM predictive, the last-layer kron and full fits and kron
+  GLM predictive, and the reward-model and 100-class-CNN calls are within budget (0.34-0.96); the
+  small CNN's fits and kron GLM predictive and its last layer's full GLM predictive read
+  1.11-1.22, the LSTM's calls 1.00-1.19 and the Transformer's 1.28-1.45 (against a first training
+  step, which differentiates the network as a fit does, the LSTM's and Transformer's read
+  0.90-1.15). Several of these rows moved by 0.1-0.4 since the previous full run at 2ed791e
+  without any change to their code (the CNN's own first predict read 0.143 s then and 0.123 s
+  now, the Transformer's 0.191 s and 0.168 s; the last layer's full GLM predictive 0.145 s and
+  0.207 s): one run's cold ratio near 1 does not tell within from over budget. Where a cold ratio
+  to laplace-torch is above 1 (the kron fits, the reward model's diag GLM predictive), its first
+  call costs it 0.01-0.14 s and ours is mostly tracing, about as long as the model's own first
+  call. The model's first predict and training step are each the median of three fresh processes. What
   remains is TensorFlow's fixed cost per compiled function (measured by hand on the previous CPU):
   building the graph op by op in Python (about 0.3 ms an op; the MLP's diag fit graph has about 160
   ops, nearly a third of them the softmax Hessian root's 45, the Transformer's about 920), its
@@ -380,10 +384,11 @@ READING_NOTES = """
   features and 10 classes): the fit forms its curvature from the head's features with no backward
   pass (`kron`: `A` from the features, `G = sum_n Lambda_n`; `full`: `sum_n (a_n a_n^T) (x)
   Lambda_n`; `diag` likewise), in the same compiled function the GLM predictive uses, so a
-  last-layer script traces the network once. The kron fit's cold time (0.115 s) is below the
-  model's own first predict (0.143 s). `full`'s GLM predictive takes `J S` as one product of the
+  last-layer script traces the network once. The kron fit's cold time (0.118 s) is below the
+  model's own first predict (0.123 s). `full`'s GLM predictive takes `J S` as one product of the
   features with `S`; its first call forms `L` and `S` for the head's 2,570 weights, which later
-  calls reuse, and reads 0.77 of its budget. The full rows' predictive agreement (2.9e-4) is
+  calls reuse (0.77 of its budget in the previous run, 1.22 in this one). The full rows'
+  predictive agreement (2.9e-4) is
   laplace-torch's float32 error: against our float64 run its probabilities are 2.7e-4 off and ours
   5.7e-6 (by hand).
 - Deeper networks (by hand on the previous CPU, not in the tables; imports before the clock): on a
@@ -402,15 +407,10 @@ READING_NOTES = """
   GB and diag's at 2.5 GB instead of 9.5 GB, both faster; with 1,000 classes kron peaks at 2.9 GB.
   The "CNN, 100 classes" rows measure such a model, trained, side by side with laplace-torch, which
   runs out of this machine's 24 GiB on both (its kron fit is killed; its diag fit asks for 77 GiB
-  at once); ours peak at about 2.4 GB. Their cold fits are within 2.6 s of warm (0.69-0.75 of
+  at once); ours peak at about 2.4 GB. Their cold fits are within 1.8 s of warm (0.69-0.72 of
   their budgets).
-- Every table here comes from one full run (`python benchmarks/run.py`) at 2ed791e on 2026-11-24,
-  but for the rows of the full GLM predictive over all weights, re-measured with `--only` after
-  its Jacobians were whitened by BLAS's `trsm` instead of a product with `S` (float32: warm 0.33 s
-  to 0.37 s, cold 0.72 s to 0.63 s; float64: warm 1.42 s to 0.76 s, cold 2.19 s to 1.22 s), and
-  with them the 64-50-10 MLP's own first calls (0.096 s / 0.084 s against 0.111 s / 0.092 s in
-  the full run: the MLP's diag and kron fits read 1.05-1.08 of their budgets against these,
-  0.93-0.96 against the full run's).
+- Every table here comes from one full run (`python benchmarks/run.py`) at 8640b9c on 2026-11-24
+  (the run before it, at 2ed791e the same day, is in the git history of this page).
   `run.py --only LABEL` re-measures the cases whose label contains LABEL (`pipeline`: the cold
   pipelines, `model_calls`: the models' own first calls) and keeps the other rows.
 """

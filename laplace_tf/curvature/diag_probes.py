@@ -54,10 +54,10 @@ class ProbedDiagonal:
         self.params, self.likelihood, self.curvature_type = params, likelihood, curvature_type
         self.rules = probe_rules(params)
         self.jacobian_params = uncovered_size(params, self.rules)  # per-example Jacobians
-        self.one_position: dict[int, bool] = {}  # by id(rule), learnt by `prepare`
+        self.one_position: dict[int, bool | None] = {}  # by id(rule), learnt by `prepare` (None: unknown)
         self._prepared_for: str | None = None  # the example shapes and dtypes `prepare` learnt it from
 
-    def prepare(self, theta: tf.Tensor, x: Any, outputs_needed: bool = True) -> tf.Tensor | None:
+    def prepare(self, theta: tf.Tensor, x: Any, outputs_needed: bool) -> tf.Tensor | None:
         """Notes which Dense layers see one row per example (a model may reshape ``(B, T, D)`` to
         ``(B * T, D)``, which the fit's trace, batch size unknown, cannot tell apart), from a
         forward pass on a batch: run eagerly when ``outputs_needed`` (its outputs returned),
@@ -111,7 +111,7 @@ def _placeholder(t: tf.Tensor) -> tf.Tensor:
 
 
 def probed_pieces(
-    rules: list, run: ProbeRun, dtype: tf.DType, one_position: dict[int, bool] | None = None
+    rules: list, run: ProbeRun, dtype: tf.DType, one_position: dict[int, bool | None] | None = None
 ) -> dict[str, tf.Tensor]:
     """Variable path -> diagonal over one batch (and the run's columns), for the variables of the
     rules whose inputs are grouped by example. ``one_position`` says, by ``id(rule)``, which Dense
