@@ -355,13 +355,15 @@ READING_NOTES = """
   small CNN's fits and kron GLM predictive and its last layer's full GLM predictive read
   1.11-1.22, the LSTM's calls 1.00-1.19 and the Transformer's 1.28-1.45 (against a first training
   step, which differentiates the network as a fit does, the LSTM's and Transformer's read
-  0.90-1.15). Several of these rows moved by 0.1-0.4 since the previous full run at 2ed791e
-  without any change to their code (the CNN's own first predict read 0.143 s then and 0.123 s
-  now, the Transformer's 0.191 s and 0.168 s; the last layer's full GLM predictive 0.145 s and
-  0.207 s): one run's cold ratio near 1 does not tell within from over budget. Where a cold ratio
-  to laplace-torch is above 1 (the kron fits, the reward model's diag GLM predictive), its first
-  call costs it 0.01-0.14 s and ours is mostly tracing, about as long as the model's own first
-  call. The model's first predict and training step are each the median of three fresh processes. What
+  0.90-1.15). Rows whose code did not change moved by up to 0.45 since the previous full run at
+  2ed791e (the CNN's kron fit 0.96 -> 1.19, its last layer's full GLM predictive 0.77 -> 1.22,
+  the Transformer's GLM predictive 1.19 -> 1.39), with the models' own first calls (the CNN's
+  first predict 0.143 s then, 0.123 s now; the Transformer's 0.191 s and 0.168 s) and our cold
+  times (the last layer's full GLM predictive 0.145 s and 0.207 s): one run's cold ratio near 1
+  does not tell within from over budget. Where a cold ratio to laplace-torch is above 1 (the kron
+  fits, the reward model's diag GLM predictive), its first call costs it 0.01-0.14 s and ours is
+  mostly tracing, about as long as the model's own first call. The model's first predict and
+  training step are each the median of three fresh processes. What
   remains is TensorFlow's fixed cost per compiled function (measured by hand on the previous CPU):
   building the graph op by op in Python (about 0.3 ms an op; the MLP's diag fit graph has about 160
   ops, nearly a third of them the softmax Hessian root's 45, the Transformer's about 920), its
