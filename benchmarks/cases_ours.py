@@ -22,7 +22,7 @@ from architectures_keras import build as build_architecture
 from timing import timed
 
 import laplace_tf as lt
-import laplace_tf.laplace
+import laplace_tf.networks.laplace
 
 BATCH, N_PREDICT = 128, 540
 

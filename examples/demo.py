@@ -2,7 +2,7 @@
 
 Trains a 2-50-50-3 ReLU MLP on a 2-D, three-class toy problem, fits a Laplace approximation over
 all its weights, tunes the prior on validation NLL, prints the uncertainty report (MAP vs
-Laplace on test data and far from the data) and saves a plot (laplace_tf/demo.py holds the
+Laplace on test data and far from the data) and saves a plot (laplace_tf/cli/demo.py holds the
 code; `laplace-tf demo` runs the same).
 
 Run:  python examples/demo.py           (about a minute)
@@ -17,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from laplace_tf import demo
+from laplace_tf.cli import demo
 
 
 def main() -> None:

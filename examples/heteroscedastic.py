@@ -5,7 +5,7 @@ The data: y = sin(x) + (0.05 + 0.2 x) * noise on [0, 4]. Two networks of the sam
 * homoscedastic: one output (the mean), ``likelihood="regression"``, one noise level tuned by
   the marginal likelihood;
 * heteroscedastic: two outputs (a, b) in natural parameters, mean a * exp(-b) and noise exp(-b)
-  (`laplace_tf.heteroscedastic`); ``la.predict`` returns the mean, the epistemic variance of the
+  (`laplace_tf.networks.heteroscedastic`); ``la.predict`` returns the mean, the epistemic variance of the
   mean and the aleatoric noise separately.
 
 Both are scored on fresh data (coverage, NLL, CRPS) and plotted.
@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 import laplace_tf as lt
-from laplace_tf.heteroscedastic import Heteroscedastic
+from laplace_tf.networks.heteroscedastic import Heteroscedastic
 
 
 def noise_scale(x: np.ndarray) -> np.ndarray:

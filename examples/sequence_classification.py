@@ -7,7 +7,7 @@ drawn at random instead, so the LSTM must carry the first token through the whol
 is trained the way many are, without weight decay, for 60 epochs. A Kronecker-factored
 Laplace over every weight (Embedding, LSTM kernels, Dense) is fitted and its prior precision
 tuned by the marginal likelihood. The LSTM's kernels get Kronecker blocks over the steps each
-sequence ran (`laplace_tf.curvature.recurrent_layers`).
+sequence ran (`laplace_tf.networks.curvature.recurrent_layers`).
 
 The model declares its sequence axis free (``keras.Input((None,))``), so the same posterior
 predicts on sequences of 20 to 40 tokens: a shift the network was not trained for, on which its

@@ -20,18 +20,18 @@ from typing import TYPE_CHECKING, Any
 # Public names and the modules that define them. They load on first use (PEP 562), so the
 # `laplace-tf --help` command and `import laplace_tf` do not pay for importing TensorFlow.
 _EXPORTS = {
-    "calibration": "laplace_tf.calibration",
-    "Diagnosis": "laplace_tf.diagnostics",
+    "calibration": "laplace_tf.reports.calibration",
+    "Diagnosis": "laplace_tf.reports.diagnostics",
     "hessian": "laplace_tf.hessians",
     "hessian_diagonal": "laplace_tf.hessians",
     "hvp": "laplace_tf.hessians",
     "split_hessian": "laplace_tf.hessians",
-    "load": "laplace_tf.io",
-    "Laplace": "laplace_tf.laplace",
-    "NotFittedError": "laplace_tf.laplace",
-    "LaplaceResult": "laplace_tf.laplace_result",
-    "fit_laplace": "laplace_tf.models",
-    "laplace_approximation": "laplace_tf.models",
+    "load": "laplace_tf.networks.io",
+    "Laplace": "laplace_tf.networks.laplace",
+    "NotFittedError": "laplace_tf.networks.laplace",
+    "LaplaceResult": "laplace_tf.models.laplace_result",
+    "fit_laplace": "laplace_tf.models.approximation",
+    "laplace_approximation": "laplace_tf.models.approximation",
     "CurvatureType": "laplace_tf.options",
     "HessianStructure": "laplace_tf.options",
     "Likelihood": "laplace_tf.options",
@@ -39,20 +39,20 @@ _EXPORTS = {
     "PredType": "laplace_tf.options",
     "PriorStructure": "laplace_tf.options",
     "SubsetOfWeights": "laplace_tf.options",
-    "DiagPosterior": "laplace_tf.posterior",
-    "FullPosterior": "laplace_tf.posterior",
-    "KronPosterior": "laplace_tf.posterior",
-    "LowRankPosterior": "laplace_tf.posterior",
-    "NotPositiveDefiniteError": "laplace_tf.posterior",
-    "UncertaintyReport": "laplace_tf.report",
-    "classification_report": "laplace_tf.report",
-    "multilabel_report": "laplace_tf.report",
-    "regression_report": "laplace_tf.report",
-    "subnetwork_mask": "laplace_tf.subnetwork",
-    "LikelihoodLoss": "laplace_tf.likelihood_loss",
-    "MarglikCallback": "laplace_tf.training",
-    "MarglikResult": "laplace_tf.training",
-    "marglik_training": "laplace_tf.training",
+    "DiagPosterior": "laplace_tf.networks.posterior",
+    "FullPosterior": "laplace_tf.networks.posterior",
+    "KronPosterior": "laplace_tf.networks.posterior",
+    "LowRankPosterior": "laplace_tf.networks.posterior",
+    "NotPositiveDefiniteError": "laplace_tf.networks.posterior",
+    "UncertaintyReport": "laplace_tf.reports.report",
+    "classification_report": "laplace_tf.reports.report",
+    "multilabel_report": "laplace_tf.reports.report",
+    "regression_report": "laplace_tf.reports.report",
+    "subnetwork_mask": "laplace_tf.networks.subnetworks",
+    "LikelihoodLoss": "laplace_tf.networks.likelihood_loss",
+    "MarglikCallback": "laplace_tf.networks.training",
+    "MarglikResult": "laplace_tf.networks.training",
+    "marglik_training": "laplace_tf.networks.training",
 }
 
 
@@ -61,7 +61,7 @@ def __getattr__(name: str) -> Any:
     if module_name is None:
         raise AttributeError(f"module 'laplace_tf' has no attribute {name!r}")
     module = importlib.import_module(module_name)
-    value = module if module_name == f"laplace_tf.{name}" else getattr(module, name)
+    value = module if module_name.endswith(f".{name}") else getattr(module, name)
     globals()[name] = value
     return value
 
@@ -71,14 +71,21 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from laplace_tf import calibration
-    from laplace_tf.diagnostics import Diagnosis
     from laplace_tf.hessians import hessian, hessian_diagonal, hvp, split_hessian
-    from laplace_tf.io import load
-    from laplace_tf.laplace import Laplace, NotFittedError
-    from laplace_tf.laplace_result import LaplaceResult
-    from laplace_tf.likelihood_loss import LikelihoodLoss
-    from laplace_tf.models import fit_laplace, laplace_approximation
+    from laplace_tf.models.approximation import fit_laplace, laplace_approximation
+    from laplace_tf.models.laplace_result import LaplaceResult
+    from laplace_tf.networks.io import load
+    from laplace_tf.networks.laplace import Laplace, NotFittedError
+    from laplace_tf.networks.likelihood_loss import LikelihoodLoss
+    from laplace_tf.networks.posterior import (
+        DiagPosterior,
+        FullPosterior,
+        KronPosterior,
+        LowRankPosterior,
+        NotPositiveDefiniteError,
+    )
+    from laplace_tf.networks.subnetworks import subnetwork_mask
+    from laplace_tf.networks.training import MarglikCallback, MarglikResult, marglik_training
     from laplace_tf.options import (
         CurvatureType,
         HessianStructure,
@@ -88,16 +95,9 @@ if TYPE_CHECKING:
         PriorStructure,
         SubsetOfWeights,
     )
-    from laplace_tf.posterior import (
-        DiagPosterior,
-        FullPosterior,
-        KronPosterior,
-        LowRankPosterior,
-        NotPositiveDefiniteError,
-    )
-    from laplace_tf.report import UncertaintyReport, classification_report, multilabel_report, regression_report
-    from laplace_tf.subnetwork import subnetwork_mask
-    from laplace_tf.training import MarglikCallback, MarglikResult, marglik_training
+    from laplace_tf.reports import calibration
+    from laplace_tf.reports.diagnostics import Diagnosis
+    from laplace_tf.reports.report import UncertaintyReport, classification_report, multilabel_report, regression_report
 
 __version__ = "0.1.0"
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from laplace_tf.cli import main
+from laplace_tf.cli.command import main
 
 sys.exit(main())

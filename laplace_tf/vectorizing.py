@@ -39,7 +39,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from laplace_tf.inputs import declared_inputs
+from laplace_tf.networks.inputs import declared_inputs
 
 PARALLEL_ITERATIONS = 8
 

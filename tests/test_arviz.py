@@ -11,7 +11,7 @@ from conftest import make_mlp, set_flat_weights, softmax_np
 from scipy import stats
 
 import laplace_tf as lt
-from laplace_tf.arviz_compat import arviz_major_version, group_names
+from laplace_tf.reports.arviz_compat import arviz_major_version, group_names
 
 matplotlib.use("Agg")
 SIGMA, PRIOR = 0.5, 3.0

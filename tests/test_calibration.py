@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from laplace_tf import calibration
+from laplace_tf.reports import calibration
 
 PROBS = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
 LABELS = np.array([0, 1, 1, 0])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import laplace_tf as lt
-from laplace_tf.arviz_compat import arviz_major_version
+from laplace_tf.reports.arviz_compat import arviz_major_version
 
 COMMAND = shutil.which("laplace-tf", path=str(Path(sys.executable).parent)) or shutil.which("laplace-tf")
 
@@ -163,7 +163,7 @@ def test_demo_runs(tmp_path):
 
 def test_npz_inputs_per_model_input(tmp_path):
     """A model with several inputs reads x_<name> arrays as a dict, x_0, x_1, ... as a list."""
-    from laplace_tf.cli_data import InputError, read_data
+    from laplace_tf.cli.data_files import InputError, read_data
 
     rng = np.random.default_rng(0)
     image, meta, y = rng.normal(size=(5, 3)), rng.normal(size=(5, 2)), np.arange(5)

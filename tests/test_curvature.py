@@ -16,7 +16,7 @@ from conftest import (
 )
 
 import laplace_tf as lt
-from laplace_tf.likelihoods import get_likelihood
+from laplace_tf.networks.likelihoods import get_likelihood
 
 LIKELIHOOD_OUTPUTS = {"classification": N_CLASSES, "regression": 2, "binary": 1, "multilabel": 3}
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from laplace_tf import demo
+from laplace_tf.cli import demo
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -6,7 +6,7 @@ import tensorflow as tf
 from conftest import N_CLASSES, make_mlp, naive_jacobians, set_flat_weights, softmax_np
 
 import laplace_tf as lt
-from laplace_tf import calibration
+from laplace_tf.reports import calibration
 
 
 @pytest.fixture
@@ -211,7 +211,7 @@ def test_closed_form_evidence_of_the_spectrum_equals_the_posterior_one(structure
     """Tuning evaluates the evidence and its gradient from the curvature's eigenvalues in NumPy:
     both equal log_marginal_likelihood (built from the posterior) and its autodiff gradient in
     (log prior, log sigma), at any prior and noise."""
-    from laplace_tf.evidence_spectrum import curvature_spectrum
+    from laplace_tf.networks.evidence_spectrum import curvature_spectrum
     from laplace_tf.options import PriorStructure
 
     outputs = 3 if likelihood == "classification" else 2

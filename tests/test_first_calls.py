@@ -17,8 +17,9 @@ import laplace_tf as lt
 
 def test_importing_laplace_tf_leaves_tensorflow_configurable():
     code = (
-        "import tensorflow as tf, laplace_tf as lt, laplace_tf.laplace, laplace_tf.tuning, laplace_tf.report, "
-        "laplace_tf.cli, laplace_tf.io; tf.config.threading.set_intra_op_parallelism_threads(1); print('configurable')"
+        "import tensorflow as tf, laplace_tf as lt, laplace_tf.networks.laplace, laplace_tf.networks.tuning, "
+        "laplace_tf.reports.report, laplace_tf.cli.command, laplace_tf.networks.io; "
+        "tf.config.threading.set_intra_op_parallelism_threads(1); print('configurable')"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.stdout.strip().endswith("configurable"), done.stderr[-2000:]

@@ -8,7 +8,7 @@ import pytest
 from conftest import make_mlp, naive_jacobians, output_hessians_np
 
 import laplace_tf as lt
-from laplace_tf.curvature.gp import choose_subset
+from laplace_tf.networks.functional.gp import choose_subset
 
 
 @pytest.fixture(scope="module")

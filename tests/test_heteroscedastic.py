@@ -9,7 +9,7 @@ from conftest import naive_gradients, naive_jacobians
 from scipy import stats
 
 import laplace_tf as lt
-from laplace_tf.heteroscedastic import Heteroscedastic, mean_and_variance
+from laplace_tf.networks.heteroscedastic import Heteroscedastic, mean_and_variance
 
 
 def fisher_np(f: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from conftest import (
 )
 
 import laplace_tf as lt
-from laplace_tf.curvature.kron import DiagBlock
+from laplace_tf.networks.curvature.kron import DiagBlock
 
 
 def _dense_blocks(curvature):

@@ -9,7 +9,7 @@ import tensorflow as tf
 from scipy.stats import multivariate_normal
 
 import laplace_tf as lt
-from laplace_tf.posterior.kron_operator import KroneckerEigenOperator
+from laplace_tf.networks.posterior.kron_operator import KroneckerEigenOperator
 
 
 def _orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -90,7 +90,7 @@ def test_ggn_products_by_jacobians_and_by_passes_equal_the_dense_ggn(by_jacobian
     import tensorflow as tf
     from conftest import naive_jacobians, output_hessians_np
 
-    from laplace_tf.curvature import lowrank
+    from laplace_tf.networks.curvature import lowrank
 
     keras.utils.set_random_seed(3)
     model = keras.Sequential(
@@ -117,8 +117,8 @@ def test_ggn_products_by_jacobians_and_by_passes_equal_the_dense_ggn(by_jacobian
 def test_the_jacobians_pay_where_each_weight_serves_many_multiplies():
     import keras
 
-    from laplace_tf.curvature.forward_cost import forward_multiplies
-    from laplace_tf.curvature.lowrank import jacobians_pay
+    from laplace_tf.networks.curvature.forward_cost import forward_multiplies
+    from laplace_tf.networks.curvature.lowrank import jacobians_pay
 
     cnn = keras.Sequential(
         [keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(3)]

@@ -11,7 +11,7 @@ import tensorflow_probability as tfp
 from scipy import optimize, special, stats
 
 import laplace_tf as lt
-from laplace_tf.arviz_compat import group_names
+from laplace_tf.reports.arviz_compat import group_names
 
 tfd, tfb = tfp.distributions, tfp.bijectors
 F64 = np.float64

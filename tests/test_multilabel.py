@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import laplace_tf as lt
-from laplace_tf import calibration
+from laplace_tf.reports import calibration
 
 N_LABELS = 3
 

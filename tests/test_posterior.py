@@ -180,7 +180,7 @@ def test_only_the_cached_posterior_is_factored_without_gradients(fitted):
 
 
 def test_host_results_share_aligned_buffers_and_copy_others():
-    from laplace_tf.posterior import host_lapack
+    from laplace_tf.networks.posterior import host_lapack
 
     values = np.arange(12.0).reshape(3, 4)
     aligned = host_lapack._aligned_empty((3, 4), np.float64)
@@ -200,7 +200,7 @@ def test_host_results_share_aligned_buffers_and_copy_others():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_host_eigendecompositions_equal_tensorflows(dtype):
-    from laplace_tf.posterior import host_lapack
+    from laplace_tf.networks.posterior import host_lapack
 
     root = np.random.default_rng(5).normal(size=(50, 80))
     matrix = tf.constant(root @ root.T / 80, dtype)

@@ -105,7 +105,7 @@ def test_predictions_are_batched_without_changing_values(classifier, monkeypatch
     la, _ = classifier
     x = np.random.default_rng(1).normal(size=(11, 4))
     whole = la.predict(x).numpy()
-    monkeypatch.setattr("laplace_tf.laplace_predictive.PREDICT_BATCH_SIZE", 3)
+    monkeypatch.setattr("laplace_tf.networks.laplace_predictive.PREDICT_BATCH_SIZE", 3)
     np.testing.assert_allclose(la.predict(x), whole, rtol=1e-12)
     assert tf.is_tensor(la.predict(x, pred_type="nn", n_samples=3, seed=0))
 

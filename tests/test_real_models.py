@@ -15,15 +15,15 @@ import tensorflow as tf
 from conftest import N_CLASSES, kron_and_full_curvature, naive_jacobians, output_hessians_np
 
 import laplace_tf as lt
-from laplace_tf import validation
-from laplace_tf.curvature import probe_passes
-from laplace_tf.curvature.diag_probes import probe_rules
-from laplace_tf.curvature.graph_calls import forward_calls
-from laplace_tf.curvature.kfac_layers import uncovered_size
-from laplace_tf.curvature.kron import DiagBlock
-from laplace_tf.curvature.output_layer import dense_output_rule
-from laplace_tf.curvature.probed_jacobians import jacobians_function
-from laplace_tf.layer_factors import layer_factors
+from laplace_tf.networks import validation
+from laplace_tf.networks.curvature import probe_passes
+from laplace_tf.networks.curvature.diag_probes import probe_rules
+from laplace_tf.networks.curvature.graph_calls import forward_calls
+from laplace_tf.networks.curvature.kfac_layers import uncovered_size
+from laplace_tf.networks.curvature.kron import DiagBlock
+from laplace_tf.networks.curvature.output_layer import dense_output_rule
+from laplace_tf.networks.curvature.probed_jacobians import jacobians_function
+from laplace_tf.networks.layer_factors import layer_factors
 
 LAYERS = keras.layers
 N = 6

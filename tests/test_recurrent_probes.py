@@ -12,9 +12,9 @@ import tensorflow as tf
 from conftest import N_CLASSES, naive_jacobians, output_hessians_np
 
 import laplace_tf as lt
-from laplace_tf.curvature.diag_probes import probe_rules
-from laplace_tf.curvature.kfac_layers import uncovered_size
-from laplace_tf.curvature.probed_jacobians import jacobians_function
+from laplace_tf.networks.curvature.diag_probes import probe_rules
+from laplace_tf.networks.curvature.kfac_layers import uncovered_size
+from laplace_tf.networks.curvature.probed_jacobians import jacobians_function
 
 LAYERS = keras.layers
 

@@ -9,7 +9,7 @@ from conftest import make_mlp, softmax_np
 from scipy import stats
 
 import laplace_tf as lt
-from laplace_tf import calibration
+from laplace_tf.reports import calibration
 
 
 @pytest.fixture
