@@ -26,7 +26,7 @@ _EXPORTS = {
     "hessian_diagonal": "laplace_tf.hessians",
     "hvp": "laplace_tf.hessians",
     "split_hessian": "laplace_tf.hessians",
-    "load": "laplace_tf.networks.io",
+    "load": "laplace_tf.networks.loading",
     "Laplace": "laplace_tf.networks.laplace",
     "NotFittedError": "laplace_tf.networks.laplace",
     "LaplaceResult": "laplace_tf.models.laplace_result",
@@ -74,9 +74,9 @@ if TYPE_CHECKING:
     from laplace_tf.hessians import hessian, hessian_diagonal, hvp, split_hessian
     from laplace_tf.models.approximation import fit_laplace, laplace_approximation
     from laplace_tf.models.laplace_result import LaplaceResult
-    from laplace_tf.networks.io import load
     from laplace_tf.networks.laplace import Laplace, NotFittedError
     from laplace_tf.networks.likelihood_loss import LikelihoodLoss
+    from laplace_tf.networks.loading import load
     from laplace_tf.networks.posterior import (
         DiagPosterior,
         FullPosterior,

@@ -20,16 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+import laplace_tf as lt
 from laplace_tf.models.flat_state import FlatState
 from laplace_tf.models.mode_finding import OptimizerResult
 from laplace_tf.networks.posterior import FullPosterior
-from laplace_tf.reports.arviz_compat import dataset, make_arviz_data
-from laplace_tf.reports.diagnostics import Diagnosis
-from laplace_tf.reports.log_density import mode_distance
 
 tfd = tfp.distributions
 
@@ -122,11 +119,11 @@ class LaplaceResult:
         """The Gaussian's log density of unconstrained draws ``(S, D)``, ``(S,)``."""
         return self.posterior.log_prob(flat)
 
-    def diagnose(self) -> Diagnosis:
+    def diagnose(self) -> lt.Diagnosis:
         """The Pareto k-hat of the importance weights ``log_p - log_q`` of the draws."""
-        log_p, log_q = self.log_p(self.unconstrained_draws), self.log_q(self.unconstrained_draws)
-        gradient = tfp.math.value_and_gradient(self._log_density, self.mean)[1]
-        return Diagnosis.from_log_densities(log_p, log_q, mode_distance(self, gradient))
+        from laplace_tf.reports import result_reports
+
+        return result_reports.diagnose(self)
 
     def to_inference_data(self) -> Any:
         """ArviZ data: ``posterior`` (constrained), ``unconstrained_posterior``, ``fit``,
@@ -134,46 +131,9 @@ class LaplaceResult:
 
         Returns ``arviz.InferenceData`` with arviz 0.x, an ``xarray.DataTree`` with arviz >= 1.
         """
-        n_draws = int(self.unconstrained_draws.shape[0])
-        shape = (self.num_chains, n_draws // self.num_chains)
-        coords = {"chain": np.arange(shape[0]), "draw": np.arange(shape[1])}
-        groups = {
-            "posterior": _draws_dataset(self.draws, shape, coords),
-            "unconstrained_posterior": _draws_dataset(self.unconstrained(self.unconstrained_draws), shape, coords),
-            "sample_stats": dataset(
-                {
-                    "log_p": (("chain", "draw"), self.log_p(self.unconstrained_draws).numpy().reshape(shape)),
-                    "log_q": (("chain", "draw"), self.log_q(self.unconstrained_draws).numpy().reshape(shape)),
-                },
-                coords,
-            ),
-            "fit": self._fit_dataset(),
-        }
-        if self.observed_data:
-            groups["observed_data"] = dataset(
-                {name: (_dims(name, np.shape(value)), value) for name, value in self.observed_data.items()}
-            )
-        return make_arviz_data(groups)
+        from laplace_tf.reports import result_reports
 
-    def _fit_dataset(self) -> Any:
-        rows = self.row_names
-        fit = dataset(
-            {
-                "mean_vector": (("rows",), self.mean.numpy()),
-                "covariance_matrix": (("rows", "columns"), self.covariance.numpy()),
-            },
-            {"rows": rows, "columns": rows},
-        )
-        result = self.optimizer_result
-        fit.attrs |= {
-            "jacobian": int(self.jacobian),
-            "optimizer": result.optimizer,
-            "converged": int(result.converged),
-            "num_iterations": result.num_iterations,
-            "gradient_norm": result.gradient_norm,
-            "objective": result.objective,
-        }
-        return fit
+        return result_reports.to_inference_data(self)
 
     def __repr__(self) -> str:
         result = self.optimizer_result
@@ -183,15 +143,3 @@ class LaplaceResult:
             f"{result.optimizer} {status} in {result.num_iterations} iterations, "
             f"largest gradient entry {result.gradient_norm:.2g}; {int(self.unconstrained_draws.shape[0])} draws)"
         )
-
-
-def _dims(name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
-    return tuple(f"{name}_dim_{i}" for i in range(len(shape)))
-
-
-def _draws_dataset(draws: dict[str, tf.Tensor], shape: tuple[int, int], coords: dict[str, Any]) -> Any:
-    variables = {}
-    for name, value in draws.items():
-        value = np.asarray(value)
-        variables[name] = (("chain", "draw", *_dims(name, value.shape[1:])), value.reshape(*shape, *value.shape[1:]))
-    return dataset(variables, coords)

@@ -31,9 +31,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +90,9 @@ def save(la: Any, path: str | Path) -> Path:
     return write_atomically(path, lambda file: np.savez_compressed(file, **arrays))
 
 
-def load(path: str | Path, model: Any) -> Any:
-    """A fitted [`Laplace`][laplace_tf.Laplace] of ``model`` from a file written by
-    [`Laplace.save`][laplace_tf.Laplace.save].
-
-    Args:
-      path: the saved file.
-      model: the same trained Keras model (same architecture and weights) the Laplace was fitted to.
+def read(path: str | Path, model: Any) -> tuple[dict, dict[str, np.ndarray]]:
+    """A saved Laplace's metadata and arrays, checked: the format, every checksum, and that
+    ``model`` is a Keras model matching the one saved (see `loading.load`, which builds the Laplace).
 
     Raises:
       FileNotFoundError: no file at ``path``.
@@ -107,39 +105,44 @@ def load(path: str | Path, model: Any) -> Any:
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be the keras.Model the Laplace was fitted to, got {type(model).__name__}.")
     metadata, arrays = _read(Path(path))
+    with malformed_file(path):
+        _check_model(metadata, model)
+    return metadata, arrays
+
+
+def laplace_arguments(metadata: dict, arrays: dict[str, np.ndarray], model: Any) -> dict[str, Any]:
+    """The keyword arguments of ``Laplace(model, **arguments)`` that rebuild the saved one."""
+    return {
+        "likelihood": metadata["likelihood"],
+        "subset_of_weights": _masks(_decode(metadata["subset_of_weights"], arrays), model),
+        "hessian_structure": metadata["hessian_structure"],
+        "curvature": metadata["curvature"],
+        "prior_precision": arrays["prior_precision"],
+        "prior_mean": arrays["prior_mean"],
+        "sigma_noise": float(arrays["sigma_noise"]),
+        **metadata["options"],
+    }
+
+
+def fit_state(metadata: dict, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The keyword arguments of ``Laplace._restore_fit`` that restore the saved fit."""
+    return {
+        "mean": tf.constant(arrays["mean"]),
+        "sums": _decode(metadata["sums"], arrays),
+        "loss": tf.constant(arrays["loss"]),
+        "n_data": metadata["n_data"],
+        "n_outputs": metadata["n_outputs"],
+        "input_signature": signature_from_json(metadata["input_signature"]),
+    }
+
+
+@contextlib.contextmanager
+def malformed_file(path: str | Path) -> Iterator[None]:
+    """Turns a missing or mistyped entry met while reading ``path`` into a ValueError that says so."""
     try:
-        return _restore(metadata, arrays, model)
+        yield
     except (KeyError, TypeError, AttributeError, IndexError) as error:
         raise ValueError(f"{str(path)!r} is a malformed laplace-tf file ({type(error).__name__}: {error}).") from error
-
-
-def _restore(metadata: dict, arrays: dict[str, np.ndarray], model: Any) -> Any:
-    """The fitted Laplace described by a file's checked metadata and arrays, on ``model``."""
-    from laplace_tf.networks.laplace import Laplace
-
-    _check_model(metadata, model)
-    subset = _masks(_decode(metadata["subset_of_weights"], arrays), model)
-    la = Laplace(
-        model,
-        metadata["likelihood"],
-        subset_of_weights=subset,
-        hessian_structure=metadata["hessian_structure"],
-        curvature=metadata["curvature"],
-        prior_precision=arrays["prior_precision"],
-        prior_mean=arrays["prior_mean"],
-        sigma_noise=float(arrays["sigma_noise"]),
-        **metadata["options"],
-    )
-    _check_selection(metadata, la)
-    la._restore_fit(
-        mean=tf.constant(arrays["mean"]),
-        sums=_decode(metadata["sums"], arrays),
-        loss=tf.constant(arrays["loss"]),
-        n_data=metadata["n_data"],
-        n_outputs=metadata["n_outputs"],
-        input_signature=signature_from_json(metadata["input_signature"]),
-    )
-    return la
 
 
 def model_fingerprint(model: Any) -> str:
@@ -243,7 +246,7 @@ def _check_weights(fingerprint: str, metadata: dict) -> None:
         )
 
 
-def _check_selection(metadata: dict, la: Any) -> None:
+def check_selection(metadata: dict, la: Any) -> None:
     saved = sum(v["selected"] for v in metadata["variables"])
     if la.n_params != saved or metadata["dtype"] != la.dtype.name:
         raise ValueError(

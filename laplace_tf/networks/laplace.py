@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from laplace_tf.compiled import cached
 from laplace_tf.distribution import current_strategy
+from laplace_tf.networks import io
 from laplace_tf.networks.curvature import curvature_estimator, noise_power
 from laplace_tf.networks.data import as_batches, check_batched, first_inputs
 from laplace_tf.networks.functional.gp import NystromCurvature
@@ -406,8 +407,6 @@ class Laplace(LaplaceEvidence, LaplacePredictive, LaplaceReports):
 
     def save(self, path: str) -> Any:
         """Writes the fitted Laplace to ``path`` (``.npz``, no pickle; see `io`)."""
-        from laplace_tf.networks import io
-
         return io.save(self, path)
 
     def _restore_fit(

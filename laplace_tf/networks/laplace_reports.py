@@ -1,5 +1,8 @@
 """The reporting half of [`Laplace`][laplace_tf.Laplace]: uncertainty reports, ArviZ data, PSIS diagnostics.
 
+Each method is a function of `laplace_tf.reports` with the Laplace as its first argument, looked up
+when first used, so that loading the networks loads nothing from the reports.
+
 Example:
     ```python
     >>> print(la.evaluate(x_test, y_test))
@@ -10,15 +13,30 @@ Example:
 
 from __future__ import annotations
 
-from laplace_tf.reports import diagnostics, evaluation, inference_data
+import importlib
+import types
+from collections.abc import Callable
+from typing import Any
+
+
+class ReportFunction:
+    """A method that is the function of the same name in ``laplace_tf.reports.<module>``, bound to
+    the instance (``help(la.evaluate)`` shows that function's signature and docstring)."""
+
+    def __init__(self, module: str) -> None:
+        self.module = f"laplace_tf.reports.{module}"
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Callable:
+        function = getattr(importlib.import_module(self.module), self.name)
+        return function if instance is None else types.MethodType(function, instance)
 
 
 class LaplaceReports:
-    """Reports of a fitted Laplace; [`Laplace`][laplace_tf.Laplace] provides the posterior and predictive.
+    """Reports of a fitted Laplace; [`Laplace`][laplace_tf.Laplace] provides the posterior and predictive."""
 
-    Each method is the module function of the same name, with the Laplace as its first argument.
-    """
-
-    evaluate = evaluation.evaluate
-    to_inference_data = inference_data.to_inference_data
-    diagnose = diagnostics.diagnose
+    evaluate = ReportFunction("evaluation")
+    to_inference_data = ReportFunction("inference_data")
+    diagnose = ReportFunction("diagnostics")

@@ -21,23 +21,19 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import scipy.optimize
 import tensorflow as tf
 
+import laplace_tf as lt
 from laplace_tf.compiled import separate_tf_function
 from laplace_tf.networks.evidence_spectrum import curvature_spectrum
 from laplace_tf.networks.inputs import n_examples
 from laplace_tf.options import GridMetric, PriorStructure
 from laplace_tf.options import Likelihood as LikelihoodName
 from laplace_tf.progress import Progress
-from laplace_tf.reports import calibration
-from laplace_tf.reports.report import multilabel_report
-
-if TYPE_CHECKING:
-    from laplace_tf.networks.laplace import Laplace
 
 
 @dataclass
@@ -55,7 +51,7 @@ class EvidenceObjective:
     unpack: Callable[[Any], tuple[Any, Any]]
 
 
-def evidence_objective(la: Laplace, structure: PriorStructure, optimize_sigma_noise: bool) -> EvidenceObjective:
+def evidence_objective(la: lt.Laplace, structure: PriorStructure, optimize_sigma_noise: bool) -> EvidenceObjective:
     """The evidence of a fitted Laplace over a prior of ``structure`` (and the noise, if asked)."""
     log_prior = _initial_log_prior(la, structure)
     n_prior = len(log_prior)
@@ -73,7 +69,7 @@ def evidence_objective(la: Laplace, structure: PriorStructure, optimize_sigma_no
 
 
 def tune_prior_precision(
-    la: Laplace,
+    la: lt.Laplace,
     structure: PriorStructure,
     optimize_sigma_noise: bool,
     *,
@@ -125,7 +121,7 @@ def tune_prior_precision(
     return tf.constant(prior, la.dtype), None if sigma is None else tf.constant(sigma, la.dtype)
 
 
-def _negative_evidence(la: Laplace, structure: PriorStructure, optimize_sigma_noise: bool, unpack: Any) -> Any:
+def _negative_evidence(la: lt.Laplace, structure: PriorStructure, optimize_sigma_noise: bool, unpack: Any) -> Any:
     """``eta -> (-evidence / N, its gradient)`` on float64 arrays: NumPy arithmetic on the
     spectrum when there is a closed form (nothing traced), else a compiled function of the full
     evidence."""
@@ -161,7 +157,7 @@ DEFAULT_GRID = np.logspace(-4, 4, 41)
 
 
 def grid_search_prior_precision(
-    la: Laplace, val_data: tuple, grid: np.ndarray | None, metric: GridMetric, verbose: bool
+    la: lt.Laplace, val_data: tuple, grid: np.ndarray | None, metric: GridMetric, verbose: bool
 ) -> tuple[float, np.ndarray]:
     """The scalar prior precision on ``grid`` whose predictive scores best on ``val_data``.
 
@@ -190,8 +186,12 @@ def grid_search_prior_precision(
     return float(grid[int(np.nanargmin(scores))]), scores
 
 
-def _scorer(la: Laplace, metric: GridMetric):
-    """``(x, one-hot or (N, K) targets) -> score`` for the likelihood (lower is better)."""
+def _scorer(la: lt.Laplace, metric: GridMetric):
+    """``(x, one-hot or (N, K) targets) -> score`` for the likelihood (lower is better): the
+    report's calibration metrics, which the grid search reaches when it runs."""
+    from laplace_tf.reports import calibration
+    from laplace_tf.reports.report import multilabel_report
+
     name = la.likelihood.outcome
     if name in (LikelihoodName.REGRESSION, LikelihoodName.HETEROSCEDASTIC):
         if metric != GridMetric.NLL:
@@ -228,7 +228,7 @@ def _reached_optimum(result: Any, floor: float) -> bool:
     return _is_finite(result) and (bool(result.success) or float(np.linalg.norm(result.jac)) <= floor)
 
 
-def _initial_log_prior(la: Laplace, structure: PriorStructure) -> np.ndarray:
+def _initial_log_prior(la: lt.Laplace, structure: PriorStructure) -> np.ndarray:
     """The log of the current prior precision, reduced to the shape being tuned by means (in log
     space, where a few extreme values should not dominate the start); float64 NumPy."""
     prior = np.asarray(la.prior_precision, np.float64)
