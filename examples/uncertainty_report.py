@@ -77,7 +77,7 @@ def report_and_diagnose(
     print(f"plot saved to {out}")
 
     data = la.to_inference_data(*train, num_draws=draws, seed=0)
-    print(az.summary(data, var_names=[lt.inference_data.variable_names(la)[-1]]))
+    print(az.summary(data, var_names=[list(data.posterior.data_vars)[-1]]))  # the output layer's bias
     print(az.loo(data))
     print(la.diagnose(train, num_draws=draws, seed=0))
 

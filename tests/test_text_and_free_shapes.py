@@ -121,7 +121,7 @@ def test_batches_padded_to_other_lengths_share_a_compiled_function(monkeypatch):
 def test_a_padded_batch_too_long_for_memory_is_refused(monkeypatch):
     """The chunks of columns (and the memory guard) of a function traced for a free length are
     sized for the longest batch it serves: a long batch after short ones is refused, not run."""
-    monkeypatch.setattr(lt.validation, "default_memory_limit", lambda: 20_000)
+    monkeypatch.setattr("laplace_tf.networks.validation.default_memory_limit", lambda: 20_000)
     dataset, _ = _padded_batches([6, 200])
     la = lt.Laplace(_free_length_model(), "classification", hessian_structure="diag", subset_of_weights="all")
     with pytest.raises(MemoryError, match=r"backward pass of a batch of 5 examples"):
