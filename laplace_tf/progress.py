@@ -5,10 +5,14 @@ In a terminal (standard output is a TTY, or a notebook) `Progress` draws Keras's
 step; there it prints nothing while the work runs and one plain line when it ends
 (``fit: 12 batches in 3.4 s``). ``verbose=False`` silences both.
 
+A task may ask to stay quiet while it is short (``delay``): predictions, which scripts make
+many of and print beside, show nothing unless they run longer than `QUIET_SECONDS`; the bar
+appears once they have, the closing line only if they did.
+
 Example:
     ```python
     >>> for part in batch_slices(len(x), 256, verbose=True, label="predict"):
-    ...     predict(x[part])
+    ...     predict(x[part])      # silent unless the loop runs longer than QUIET_SECONDS
     ```
 """
 
@@ -22,7 +26,7 @@ from collections.abc import Iterator
 
 import keras
 
-MIN_BATCHES = 8
+QUIET_SECONDS = 2.0  # how long a prediction runs before it shows progress
 
 
 class Progress:
@@ -33,34 +37,43 @@ class Progress:
       verbose: show anything at all.
       unit: what a step is (``"batch"``, ``"prior"``, ...), for the display.
       label: what the task is, for the closing line in logs.
+      delay: seconds the task runs before anything is shown (0: from the start).
     """
 
-    def __init__(self, total: int | None, verbose: bool, unit: str = "batch", label: str = "progress"):
-        self.unit, self.label, self.count = unit, label, 0
-        self.verbose = verbose
+    def __init__(
+        self, total: int | None, verbose: bool, unit: str = "batch", label: str = "progress", delay: float = 0.0
+    ):
+        self.total, self.unit, self.label, self.count = total, unit, label, 0
+        self.verbose, self.delay = verbose, delay
         self._started = time.perf_counter()
-        self._bar = keras.utils.Progbar(total, unit_name=unit) if verbose and _interactive() else None
+        self._terminal = verbose and _interactive()
+        self._bar: keras.utils.Progbar | None = None
 
     def add(self, steps: int = 1, values: list[tuple[str, float]] | None = None) -> None:
         """``steps`` more steps are done; ``values`` are shown beside the bar in a terminal."""
         self.count += steps
         if self._bar is not None:
             self._bar.add(steps, values=values)
+        elif self._terminal and self._elapsed() >= self.delay:  # the bar starts with the steps done so far
+            self._bar = keras.utils.Progbar(self.total, unit_name=self.unit)
+            self._bar.update(self.count, values=values)
 
     def close(self) -> None:
-        """Ends the task: in a log, its one line."""
-        if self.verbose and self._bar is None:
+        """Ends the task: in a log, its one line (if the task ran longer than ``delay``)."""
+        if self.verbose and not self._terminal and self._elapsed() >= self.delay:
             plural = "" if self.count == 1 else ("es" if self.unit.endswith(("tch", "sh", "s", "x")) else "s")
-            elapsed = time.perf_counter() - self._started
-            print(f"{self.label}: {self.count} {self.unit}{plural} in {elapsed:.1f} s", flush=True)
+            print(f"{self.label}: {self.count} {self.unit}{plural} in {self._elapsed():.1f} s", flush=True)
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._started
 
 
 def batch_slices(
     n: int, batch_size: int, verbose: bool, unit: str = "batch", label: str = "progress"
 ) -> Iterator[slice]:
-    """Slices of ``batch_size`` over ``n`` items, with progress shown when there are many."""
-    count = math.ceil(n / batch_size)
-    progress = Progress(count, verbose and count >= MIN_BATCHES, unit, label)
+    """Slices of ``batch_size`` over ``n`` items, with progress shown if the loop runs longer than
+    `QUIET_SECONDS`."""
+    progress = Progress(math.ceil(n / batch_size), verbose, unit, label, delay=QUIET_SECONDS)
     for start in range(0, n, batch_size):
         yield slice(start, start + batch_size)
         progress.add(1)

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from laplace_tf.networks.data import check_ends
-from laplace_tf.progress import MIN_BATCHES, Progress
+from laplace_tf.progress import QUIET_SECONDS, Progress
 
 
 def is_dataset(x: Any) -> bool:
@@ -47,7 +47,7 @@ def batches_of(dataset: tf.data.Dataset, verbose: bool = False, label: str = "pr
     check_ends(dataset)
     total = int(dataset.cardinality())
     total = total if total >= 0 else None
-    progress = Progress(total, verbose and (total is None or total >= MIN_BATCHES), label=label)
+    progress = Progress(total, verbose, label=label, delay=QUIET_SECONDS)
     for element in dataset:
         x, y, _ = keras.utils.unpack_x_y_sample_weight(element)
         yield tf.nest.map_structure(np.asarray, x), None if y is None else np.asarray(y)

@@ -137,7 +137,7 @@ class LaplacePredictive:
           diagonal_output: regression: ``False`` returns each example's full output covariance.
           joint: regression: the joint predictive over all ``N`` inputs, mean ``(N*K,)`` and
             covariance ``(N*K, N*K)`` (example-major), including the cross-example covariance.
-          verbose: a progress bar over the batches of large inputs.
+          verbose: a progress bar over the batches, if predicting takes longer than a few seconds.
 
         Returns:
           Classification: probabilities ``(N, C)``; binary: ``(N, 1)``; multilabel: each label's

@@ -130,7 +130,7 @@ def diagnose(
       num_draws: draws from the Gaussian (at least 100; 1000 is typical).
       seed: makes the draws reproducible.
       batch_size: examples per batch for arrays.
-      verbose: a progress bar over the data's batches, when there are many.
+      verbose: a progress bar over the data's batches, if they take longer than a few seconds.
 
     Returns:
       A [`Diagnosis`][laplace_tf.Diagnosis]; ``print`` it for the verdict in words.

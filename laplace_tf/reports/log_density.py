@@ -28,7 +28,7 @@ from laplace_tf.networks.data import as_batches
 from laplace_tf.networks.inputs import n_examples
 from laplace_tf.networks.prior import expand_prior_precision
 from laplace_tf.options import Likelihood as LikelihoodName
-from laplace_tf.progress import MIN_BATCHES, Progress
+from laplace_tf.progress import QUIET_SECONDS, Progress
 
 
 def pointwise_log_likelihood(la: Any, outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
@@ -66,13 +66,12 @@ def log_posterior_density(
       data: ``(x, y)`` arrays or a ``tf.data.Dataset`` of the training data, or of a subset of it
         (its log-likelihood is then scaled by ``la.n_data / n``, an unbiased estimate).
       batch_size: examples per batch for arrays.
-      verbose: a progress bar over the batches, when there are many.
+      verbose: a progress bar over the batches, if they take longer than a few seconds.
     """
     batches = as_batches(data, batch_size, la._validate_targets)
     total = tf.zeros([thetas.shape[0]], la.dtype)
     n_used = 0
-    show = verbose and (batches.n_batches is None or batches.n_batches >= MIN_BATCHES)
-    progress = Progress(batches.n_batches, show, unit="batch", label="log posterior")
+    progress = Progress(batches.n_batches, verbose, unit="batch", label="log posterior", delay=QUIET_SECONDS)
     for x, y in batches.iterate():
         outputs = la.outputs_at_draws(thetas, x, pred_type="nn", verbose=False)
         total += tf.reduce_sum(pointwise_log_likelihood(la, outputs, y), axis=1)
