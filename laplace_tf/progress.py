@@ -47,7 +47,7 @@ class Progress:
         self.verbose, self.delay = verbose, delay
         self._started = time.perf_counter()
         self._terminal = verbose and _interactive()
-        self._bar: keras.utils.Progbar | None = None
+        self._bar = self._new_bar() if self._terminal and delay <= 0 else None  # its clock starts with the task
 
     def add(self, steps: int = 1, values: list[tuple[str, float]] | None = None) -> None:
         """``steps`` more steps are done; ``values`` are shown beside the bar in a terminal."""
@@ -55,7 +55,7 @@ class Progress:
         if self._bar is not None:
             self._bar.add(steps, values=values)
         elif self._terminal and self._elapsed() >= self.delay:  # the bar starts with the steps done so far
-            self._bar = keras.utils.Progbar(self.total, unit_name=self.unit)
+            self._bar = self._new_bar()
             self._bar.update(self.count, values=values)
 
     def close(self) -> None:
@@ -63,6 +63,9 @@ class Progress:
         if self.verbose and not self._terminal and self._elapsed() >= self.delay:
             plural = "" if self.count == 1 else ("es" if self.unit.endswith(("tch", "sh", "s", "x")) else "s")
             print(f"{self.label}: {self.count} {self.unit}{plural} in {self._elapsed():.1f} s", flush=True)
+
+    def _new_bar(self) -> keras.utils.Progbar:
+        return keras.utils.Progbar(self.total, unit_name=self.unit)
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._started
